@@ -1,0 +1,14 @@
+//! Protocol types and pure functions used by both the client and the IdP.
+//!
+//! One module per specification; nothing here performs I/O, so both sides (and their tests) compile
+//! against the same definitions.
+
+pub mod claims;
+pub mod device;
+pub mod discovery;
+pub mod introspection;
+pub mod jwk;
+pub mod jwt;
+pub mod loopback;
+pub mod pkce;
+pub mod token;

@@ -1,0 +1,1 @@
+//! Whole-system test support (kube-apiserver stand-in, process helpers).
