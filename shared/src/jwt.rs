@@ -19,7 +19,9 @@ pub enum JwtFormatError {
 impl std::fmt::Display for JwtFormatError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            JwtFormatError::NotThreeParts => write!(f, "not a JWT (expected three dot-separated parts)"),
+            JwtFormatError::NotThreeParts => {
+                write!(f, "not a JWT (expected three dot-separated parts)")
+            }
             JwtFormatError::Base64 => write!(f, "not a JWT (a part is not base64url)"),
             JwtFormatError::Json(e) => write!(f, "not a JWT (a part is not JSON: {e})"),
         }
@@ -30,7 +32,8 @@ impl std::error::Error for JwtFormatError {}
 
 fn part<T: DeserializeOwned>(token: &str, index: usize) -> Result<T, JwtFormatError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(_s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(_s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(JwtFormatError::NotThreeParts);
     };
@@ -58,7 +61,8 @@ pub fn expiry_unverified(token: &str) -> Result<Option<u64>, JwtFormatError> {
         exp: Option<serde_json::Number>,
     }
     let e: Exp = decode_claims_unverified(token)?;
-    Ok(e.exp.and_then(|n| n.as_u64().or_else(|| n.as_f64().map(|f| f as u64))))
+    Ok(e.exp
+        .and_then(|n| n.as_u64().or_else(|| n.as_f64().map(|f| f as u64))))
 }
 
 /// base64url without padding, RFC 7515 §2.
@@ -87,14 +91,21 @@ mod tests {
 
     #[test]
     fn reads_exp_from_claims() {
-        let token = format!("{}.{}.sig", b64url(b"{\"alg\":\"RS256\"}"), b64url(b"{\"exp\":1700000000}"));
+        let token = format!(
+            "{}.{}.sig",
+            b64url(b"{\"alg\":\"RS256\"}"),
+            b64url(b"{\"exp\":1700000000}")
+        );
         assert_eq!(expiry_unverified(&token), Ok(Some(1_700_000_000)));
     }
 
     #[test]
     fn rejects_two_part_tokens() {
         assert_eq!(expiry_unverified("a.b"), Err(JwtFormatError::NotThreeParts));
-        assert_eq!(expiry_unverified("opaque-token"), Err(JwtFormatError::NotThreeParts));
+        assert_eq!(
+            expiry_unverified("opaque-token"),
+            Err(JwtFormatError::NotThreeParts)
+        );
     }
 
     #[test]

@@ -44,18 +44,42 @@ mod tests {
 
     #[test]
     fn loopback_port_is_free() {
-        assert!(redirect_uri_matches("http://localhost:8000", "http://localhost:41234"));
-        assert!(redirect_uri_matches("http://127.0.0.1/callback", "http://127.0.0.1:5000/callback"));
+        assert!(redirect_uri_matches(
+            "http://localhost:8000",
+            "http://localhost:41234"
+        ));
+        assert!(redirect_uri_matches(
+            "http://127.0.0.1/callback",
+            "http://127.0.0.1:5000/callback"
+        ));
         assert!(redirect_uri_matches("http://[::1]:8000", "http://[::1]:9/"));
     }
 
     #[test]
     fn everything_else_must_match() {
-        assert!(!redirect_uri_matches("http://localhost:8000", "http://127.0.0.1:8000"));
-        assert!(!redirect_uri_matches("http://localhost:8000/a", "http://localhost:8000/b"));
-        assert!(!redirect_uri_matches("https://app.example/cb", "https://app.example:444/cb"));
-        assert!(!redirect_uri_matches("http://app.example/cb", "http://app.example:81/cb"));
-        assert!(!redirect_uri_matches("http://localhost:8000", "https://localhost:8000"));
-        assert!(!redirect_uri_matches("http://localhost:8000", "http://localhost.evil.example:8000"));
+        assert!(!redirect_uri_matches(
+            "http://localhost:8000",
+            "http://127.0.0.1:8000"
+        ));
+        assert!(!redirect_uri_matches(
+            "http://localhost:8000/a",
+            "http://localhost:8000/b"
+        ));
+        assert!(!redirect_uri_matches(
+            "https://app.example/cb",
+            "https://app.example:444/cb"
+        ));
+        assert!(!redirect_uri_matches(
+            "http://app.example/cb",
+            "http://app.example:81/cb"
+        ));
+        assert!(!redirect_uri_matches(
+            "http://localhost:8000",
+            "https://localhost:8000"
+        ));
+        assert!(!redirect_uri_matches(
+            "http://localhost:8000",
+            "http://localhost.evil.example:8000"
+        ));
     }
 }

@@ -1,0 +1,283 @@
+//! Configuration from flags and environment variables (AuthGate-compatible names), with an
+//! optional `.env` file read before parsing (variables already set win over the file).
+
+use crate::error::IdpError;
+use crate::keys::Algorithm;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// `kubelogin-idp serve` flags; each also reads the environment variable named beside it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// The issuer URL, character for character what kube-apiserver's --oidc-issuer-url must be
+    /// (no trailing slash, query or fragment). Default: http(s)://<listen address>.
+    #[arg(long, env = "BASE_URL")]
+    pub base_url: Option<String>,
+    /// Address to listen on (`host:port`, or `:port` for all interfaces).
+    #[arg(long = "addr", env = "SERVER_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// PEM certificate chain for built-in HTTPS (see `kubelogin-idp certs`).
+    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for built-in HTTPS.
+    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Token signing algorithm: RS256 or ES256 (HS256 is refused: kube-apiserver cannot verify it).
+    #[arg(long, env = "JWT_SIGNING_ALGORITHM", default_value = "RS256")]
+    pub signing_algorithm: String,
+    /// A signing key to use instead of a generated one (PEM: PKCS#1, PKCS#8 or SEC1).
+    #[arg(long, env = "JWT_PRIVATE_KEY_PATH")]
+    pub private_key_path: Option<PathBuf>,
+    /// Lifetime of ID and access tokens (e.g. 1h, 15m, 3600).
+    #[arg(long, env = "JWT_EXPIRATION", default_value = "1h", value_parser = parse_duration)]
+    pub token_lifetime: u64,
+    /// Lifetime of a refresh token since its last use.
+    #[arg(long, env = "REFRESH_TOKEN_EXPIRATION", default_value = "720h", value_parser = parse_duration)]
+    pub refresh_token_lifetime: u64,
+    /// How long a rotated refresh token may still be presented by a racing client.
+    #[arg(long, env = "REFRESH_TOKEN_REUSE_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub refresh_reuse_grace: u64,
+    /// Lifetime of an authorization code.
+    #[arg(long, env = "AUTH_CODE_EXPIRATION", default_value = "2m", value_parser = parse_duration)]
+    pub auth_code_lifetime: u64,
+    /// Lifetime of a device code.
+    #[arg(long, env = "DEVICE_CODE_EXPIRATION", default_value = "10m", value_parser = parse_duration)]
+    pub device_code_lifetime: u64,
+    /// Device polling interval given to clients.
+    #[arg(long, env = "DEVICE_CODE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub device_code_interval: u64,
+    /// Lifetime of a browser session at the IdP.
+    #[arg(long, env = "SESSION_EXPIRATION", default_value = "12h", value_parser = parse_duration)]
+    pub session_lifetime: u64,
+    /// Proxies whose X-Forwarded-For is believed (comma separated IPs); others' is ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Where the first admin's generated password is written (default: <data dir>/kubelogin-idp-credentials.txt).
+    #[arg(long, env = "CREDENTIALS_FILE")]
+    pub credentials_file: Option<PathBuf>,
+    /// Failed logins per account within 15 minutes before that account is throttled.
+    #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 5)]
+    pub login_max_failures: u32,
+    /// Failed logins per client IP within 15 minutes before that IP is throttled.
+    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_IP", default_value_t = 20)]
+    pub login_max_failures_per_ip: u32,
+}
+
+/// Parses `90`, `90s`, `15m`, `1h`, `30d` (and combinations like `1h30m`) into seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => {
+                return Err(format!(
+                    "invalid duration {s:?} (use e.g. 90s, 15m, 1h, 30d)"
+                ))
+            }
+        };
+        total = total.saturating_add(n.saturating_mul(unit));
+    }
+    if !num.is_empty() {
+        return Err(format!(
+            "invalid duration {s:?} (a number needs a unit: s, m, h or d)"
+        ));
+    }
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    Ok(total)
+}
+
+/// The validated runtime configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub issuer: String,
+    /// The issuer's path ("" or "/prefix"): routes are served under it.
+    pub base_path: String,
+    pub addr: SocketAddr,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub signing_alg: Algorithm,
+    pub private_key_path: Option<PathBuf>,
+    pub token_lifetime: u64,
+    pub refresh_token_lifetime: u64,
+    pub refresh_reuse_grace: u64,
+    pub auth_code_lifetime: u64,
+    pub device_code_lifetime: u64,
+    pub device_code_interval: u64,
+    pub session_lifetime: u64,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub secure_cookies: bool,
+    pub login_max_failures: u32,
+    pub login_max_failures_per_ip: u32,
+}
+
+/// Parses `host:port` or `:port` (all interfaces, AuthGate's form).
+pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, IdpError> {
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
+    full.parse().map_err(|_| {
+        IdpError::Config(format!(
+            "SERVER_ADDR {s:?} is not host:port (e.g. 127.0.0.1:8080 or :8080)"
+        ))
+    })
+}
+
+/// Checks that an issuer is usable as-is: OpenID Connect Discovery §3 requires an https URL
+/// with no query or fragment (http is accepted for local try-outs), and kube-apiserver compares
+/// it character for character with the token's `iss`, so a trailing slash is refused outright.
+pub fn validate_issuer(issuer: &str) -> Result<url::Url, IdpError> {
+    let url = url::Url::parse(issuer)
+        .map_err(|e| IdpError::Config(format!("BASE_URL {issuer:?} is not a URL: {e}")))?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err(IdpError::Config(format!(
+            "BASE_URL {issuer:?} must start with https:// (or http:// for a local try-out)"
+        )));
+    }
+    if issuer.ends_with('/') {
+        return Err(IdpError::Config(format!(
+            "BASE_URL {issuer:?} ends with a slash; the issuer is compared character for character by kube-apiserver and kubectl-oidc_login, so use {:?}",
+            issuer.trim_end_matches('/')
+        )));
+    }
+    if url.query().is_some()
+        || url.fragment().is_some()
+        || issuer.contains('?')
+        || issuer.contains('#')
+    {
+        return Err(IdpError::Config(format!(
+            "BASE_URL {issuer:?} must not have a query or fragment (OpenID Connect Discovery §3)"
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(IdpError::Config(format!(
+            "BASE_URL {issuer:?} must not contain credentials"
+        )));
+    }
+    Ok(url)
+}
+
+impl Config {
+    pub fn from_args(a: &ServeArgs) -> Result<Config, IdpError> {
+        let addr = parse_listen_addr(&a.addr)?;
+        let tls = match (&a.tls_cert_file, &a.tls_key_file) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => {
+                return Err(IdpError::Config(
+                    "TLS_CERT_FILE and TLS_KEY_FILE go together".into(),
+                ))
+            }
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let issuer = match &a.base_url {
+            Some(b) => b.clone(),
+            None => {
+                let host = if addr.ip().is_unspecified() {
+                    "127.0.0.1".to_string()
+                } else if addr.ip().is_ipv6() {
+                    format!("[{}]", addr.ip())
+                } else {
+                    addr.ip().to_string()
+                };
+                format!("{scheme}://{host}:{}", addr.port())
+            }
+        };
+        let url = validate_issuer(&issuer)?;
+        let base_path = url.path().trim_end_matches('/').to_string();
+        let signing_alg: Algorithm = a
+            .signing_algorithm
+            .parse()
+            .map_err(|e: crate::keys::KeyError| IdpError::Config(e.to_string()))?;
+        Ok(Config {
+            secure_cookies: url.scheme() == "https",
+            issuer,
+            base_path,
+            addr,
+            tls,
+            signing_alg,
+            private_key_path: a.private_key_path.clone(),
+            token_lifetime: a.token_lifetime.max(1),
+            refresh_token_lifetime: a.refresh_token_lifetime.max(1),
+            refresh_reuse_grace: a.refresh_reuse_grace,
+            auth_code_lifetime: a.auth_code_lifetime.max(1),
+            device_code_lifetime: a.device_code_lifetime.max(1),
+            device_code_interval: a.device_code_interval,
+            session_lifetime: a.session_lifetime.max(1),
+            trusted_proxies: a.trusted_proxies.clone(),
+            login_max_failures: a.login_max_failures.max(1),
+            login_max_failures_per_ip: a.login_max_failures_per_ip.max(1),
+        })
+    }
+
+    /// Defaults for tests and embedding: everything as `serve` would choose, for `issuer`.
+    pub fn for_issuer(issuer: &str) -> Result<Config, IdpError> {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let w = Wrapper::try_parse_from(["serve", "--base-url", issuer])
+            .map_err(|e| IdpError::Config(e.to_string()))?;
+        Config::from_args(&w.args)
+    }
+
+    /// An absolute URL under the issuer.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.issuer, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), 90);
+        assert_eq!(parse_duration("15m").unwrap(), 900);
+        assert_eq!(parse_duration("1h30m").unwrap(), 5400);
+        assert_eq!(parse_duration("720h").unwrap(), 2_592_000);
+        assert!(parse_duration("1x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn issuer_rules() {
+        assert!(validate_issuer("https://idp.example.com").is_ok());
+        assert!(validate_issuer("https://idp.example.com/realm").is_ok());
+        let e = validate_issuer("https://idp.example.com/")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ends with a slash"), "{e}");
+        assert!(validate_issuer("https://idp.example.com?x=1").is_err());
+        assert!(validate_issuer("https://idp.example.com#f").is_err());
+        assert!(validate_issuer("ftp://idp.example.com").is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen_addr(":8080").unwrap().to_string(),
+            "0.0.0.0:8080"
+        );
+        assert!(parse_listen_addr("localhost").is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! The IdP's error type and the one place where errors become HTTP responses.
+//!
+//! Protocol errors carry their RFC error code and are shown to the client; internal errors are
+//! logged and become a plain 500 without detail (CONVENTIONS.md §8).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use shared::token::{error_code, ErrorResponse};
+
+/// Errors of the IdP library.
+#[derive(Debug, thiserror::Error)]
+pub enum IdpError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(String),
+    #[error("signing key: {0}")]
+    Key(#[from] crate::keys::KeyError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("password hashing failed")]
+    PasswordHash,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// An OAuth 2.0 error response (RFC 6749 §5.2) with its HTTP status.
+#[derive(Debug, Clone)]
+pub struct OAuthError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub description: String,
+}
+
+impl OAuthError {
+    pub fn new(code: &'static str, description: impl Into<String>) -> Self {
+        // RFC 6749 §5.2: 400 unless the client failed to authenticate (401, with
+        // WWW-Authenticate when it used the Authorization header).
+        let status = if code == error_code::INVALID_CLIENT {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        OAuthError {
+            status,
+            code,
+            description: description.into(),
+        }
+    }
+    pub fn invalid_request(d: impl Into<String>) -> Self {
+        Self::new(error_code::INVALID_REQUEST, d)
+    }
+    pub fn invalid_grant(d: impl Into<String>) -> Self {
+        Self::new(error_code::INVALID_GRANT, d)
+    }
+    pub fn invalid_client(d: impl Into<String>) -> Self {
+        Self::new(error_code::INVALID_CLIENT, d)
+    }
+    pub fn invalid_scope(d: impl Into<String>) -> Self {
+        Self::new(error_code::INVALID_SCOPE, d)
+    }
+    pub fn unauthorized_client(d: impl Into<String>) -> Self {
+        Self::new(error_code::UNAUTHORIZED_CLIENT, d)
+    }
+    pub fn server_error() -> Self {
+        OAuthError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: error_code::SERVER_ERROR,
+            description: "internal error".into(),
+        }
+    }
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+}
+
+impl From<IdpError> for OAuthError {
+    fn from(e: IdpError) -> Self {
+        tracing::error!(error = %e, "internal error");
+        OAuthError::server_error()
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = ErrorResponse {
+            error: self.code.to_string(),
+            error_description: Some(self.description),
+            error_uri: None,
+        };
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        let headers = resp.headers_mut();
+        // RFC 6749 §5.1: responses carrying tokens or errors must not be cached.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"kubelogin-idp\""),
+            );
+        }
+        resp
+    }
+}
+
+/// An error shown to a person as an HTML page (never redirected: RFC 6749 §4.1.2.1 forbids
+/// redirecting to an unverified redirect URI).
+#[derive(Debug)]
+pub struct PageError {
+    pub status: StatusCode,
+    pub title: String,
+    pub message: String,
+}
+
+impl PageError {
+    pub fn bad_request(title: impl Into<String>, message: impl Into<String>) -> Self {
+        PageError {
+            status: StatusCode::BAD_REQUEST,
+            title: title.into(),
+            message: message.into(),
+        }
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        PageError {
+            status: StatusCode::FORBIDDEN,
+            title: "Forbidden".into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<IdpError> for PageError {
+    fn from(e: IdpError) -> Self {
+        tracing::error!(error = %e, "internal error");
+        PageError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            title: "Internal error".into(),
+            message:
+                "Something went wrong on the server. The administrator can find details in its log."
+                    .into(),
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        crate::web::render_error_page(self.status, &self.title, &self.message)
+    }
+}

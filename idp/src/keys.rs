@@ -1,0 +1,1275 @@
+//! Token signing keys: RS256/ES256 key pairs (RFC 7518 §3.3, §3.4), their public JWKs
+//! (RFC 7517) with RFC 7638 thumbprint key ids, and RFC 7515 compact JWS signing and
+//! verification.
+//!
+//! ring does the signing and verifying; the `rsa` and `p256` crates only parse and normalise
+//! PEM input (ring cannot read PKCS#1 or SEC1, and its errors do not say what was wrong) and
+//! generate RSA keys (ring cannot).
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use p256::elliptic_curve::zeroize::Zeroizing;
+use p256::pkcs8::der::{self, Reader as _};
+use p256::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, ObjectIdentifier};
+use ring::rand::SystemRandom;
+use ring::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair, UnparsedPublicKey};
+use rsa::pkcs1::DecodeRsaPrivateKey as _;
+use rsa::traits::PublicKeyParts as _;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use shared::jwk::Jwk;
+
+/// RSA keys smaller than this are refused: RFC 7518 §3.3 requires at least 2048 bits.
+const RSA_MIN_BITS: usize = 2048;
+/// ring signs with RSA keys of at most 4096 bits; saying so up front beats ring's bare rejection.
+const RSA_MAX_BITS: usize = 4096;
+/// Size of an RS256 signature buffer for the largest accepted modulus, so signing needs no heap.
+const RSA_MAX_SIG_BYTES: usize = RSA_MAX_BITS / 8;
+/// ES256 signatures are R || S, two 32-byte big-endian integers (RFC 7518 §3.4).
+const ES256_SIG_BYTES: usize = 64;
+/// Tokens reach `verify_jwt` from untrusted callers (e.g. `id_token_hint`); anything this large is
+/// not one of ours, so it is refused before any decoding work is done.
+const MAX_TOKEN_BYTES: usize = 64 * 1024;
+
+const OID_RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const OID_RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
+const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+const OID_P521: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35");
+const OID_SECP256K1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.10");
+const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+const OID_ED448: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.113");
+const OID_DSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10040.4.1");
+
+/// Errors of key loading, generation, signing and token verification.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "unsupported signing algorithm {0:?}: use RS256 or ES256 (HS256 is refused because \
+         kube-apiserver verifies tokens against the issuer's public JWKS and cannot verify an \
+         HMAC shared-secret signature)"
+    )]
+    UnsupportedAlgorithm(String),
+    #[error("key generation failed: {0}")]
+    Generate(String),
+    #[error(
+        "no PEM block found: expected a private key starting with -----BEGIN PRIVATE KEY-----, \
+         -----BEGIN RSA PRIVATE KEY----- or -----BEGIN EC PRIVATE KEY-----"
+    )]
+    NotPem,
+    #[error("malformed PEM: {0}")]
+    MalformedPem(String),
+    #[error(
+        "the private key is encrypted ({0}); give an unencrypted key, e.g. \
+         `openssl pkey -in encrypted.pem -out key.pem`, and protect it with file permissions"
+    )]
+    EncryptedKey(&'static str),
+    #[error(
+        "found a {0} PEM block but no private key: the signing key file must hold the private \
+         key, not a public key or certificate"
+    )]
+    NotAPrivateKey(String),
+    #[error("unsupported PEM block {label:?}: {hint}")]
+    UnsupportedPem { label: String, hint: &'static str },
+    #[error("the PEM holds {0} private keys; give exactly one signing key per file")]
+    MultipleKeys(usize),
+    #[error("invalid {format} private key: {reason}")]
+    InvalidKey {
+        format: &'static str,
+        reason: String,
+    },
+    #[error("unsupported elliptic curve {0}: only P-256 keys (ES256) can sign tokens")]
+    UnsupportedCurve(String),
+    #[error(
+        "unsupported key type {0}: only RSA (RS256) and EC P-256 (ES256) keys can sign tokens"
+    )]
+    UnsupportedKeyType(String),
+    #[error(
+        "RSA key is {bits} bits: RS256 keys must have 2048 to 4096 bits (RFC 7518 §3.3 sets the \
+         2048-bit minimum)"
+    )]
+    RsaKeySize { bits: usize },
+    #[error("signing failed")]
+    Sign,
+    #[error("cannot serialize JWT claims: {0}")]
+    SerializeClaims(#[source] serde_json::Error),
+    #[error("malformed JWT: {0}")]
+    MalformedToken(&'static str),
+    #[error("JWT with alg \"none\" is refused: tokens must be signed")]
+    UnsignedToken,
+    #[error("JWT alg {0:?} is refused: HMAC-signed tokens are never accepted")]
+    SymmetricToken(String),
+    #[error("JWT alg {0:?} is not supported: only RS256 and ES256")]
+    UnsupportedTokenAlg(String),
+    #[error("JWT has critical header parameters {0:?} that are not understood (RFC 7515 §4.1.11)")]
+    UnsupportedCrit(Vec<String>),
+    #[error("JWT header has no kid")]
+    MissingKid,
+    #[error("JWT kid {0:?} matches no signing key")]
+    UnknownKid(String),
+    #[error("JWT alg {header} does not match key {kid:?}, which is {key}")]
+    AlgMismatch {
+        header: String,
+        key: Algorithm,
+        kid: String,
+    },
+    #[error("JWT signature is invalid")]
+    BadSignature,
+    #[error("JWT claims are not the expected JSON: {0}")]
+    InvalidClaims(#[source] serde_json::Error),
+}
+
+/// A JWS algorithm the IdP signs with (RFC 7518 §3.1 names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256, RFC 7518 §3.3.
+    Rs256,
+    /// ECDSA with P-256 and SHA-256, RFC 7518 §3.4.
+    Es256,
+}
+
+impl Algorithm {
+    /// The JWS `alg` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Rs256 => "RS256",
+            Algorithm::Es256 => "ES256",
+        }
+    }
+
+    /// Parses a JWS header `alg`, which is case-sensitive (RFC 7515 §4.1.1), unlike the
+    /// operator-facing `FromStr`.
+    fn from_header(alg: &str) -> Option<Self> {
+        match alg {
+            "RS256" => Some(Algorithm::Rs256),
+            "ES256" => Some(Algorithm::Es256),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = KeyError;
+
+    /// Accepts `RS256`/`ES256` in any case, since this parses operator configuration.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("RS256") {
+            Ok(Algorithm::Rs256)
+        } else if s.eq_ignore_ascii_case("ES256") {
+            Ok(Algorithm::Es256)
+        } else {
+            Err(KeyError::UnsupportedAlgorithm(s.to_string()))
+        }
+    }
+}
+
+enum Signer {
+    Rsa(RsaKeyPair),
+    Ecdsa(EcdsaKeyPair),
+}
+
+/// A private signing key with everything signing and verifying need precomputed: the parsed
+/// ring key pair, the encoded JWS header, and the public key bytes.
+pub struct SigningKey {
+    alg: Algorithm,
+    signer: Signer,
+    rng: SystemRandom,
+    kid: String,
+    jwk: Jwk,
+    /// `BASE64URL(header) || '.'`: the header is the same for every token this key signs.
+    header_prefix: String,
+    verifier: UnparsedPublicKey<Vec<u8>>,
+    /// Kept only to export the key for storage; wiped on drop.
+    pkcs8: Zeroizing<Vec<u8>>,
+}
+
+/// Private key material never reaches logs: only the algorithm and key id are shown.
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize)]
+struct JwsHeaderOut<'a> {
+    alg: &'a str,
+    typ: &'a str,
+    kid: &'a str,
+}
+
+#[derive(Deserialize)]
+struct JwsHeaderIn {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<Vec<String>>,
+}
+
+impl SigningKey {
+    /// Generates a new key: RSA 2048 (the `rsa` crate, since ring cannot generate RSA keys) or
+    /// P-256 (ring).
+    pub fn generate(alg: Algorithm) -> Result<Self, KeyError> {
+        match alg {
+            Algorithm::Rs256 => {
+                let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, RSA_MIN_BITS)
+                    .map_err(|e| KeyError::Generate(e.to_string()))?;
+                Self::from_rsa(&key)
+            }
+            Algorithm::Es256 => {
+                let rng = SystemRandom::new();
+                let doc =
+                    EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                        .map_err(|_| {
+                            KeyError::Generate("P-256 key generation failed".to_string())
+                        })?;
+                Self::from_ec_pkcs8(Zeroizing::new(doc.as_ref().to_vec()), rng)
+            }
+        }
+    }
+
+    /// Loads a PEM private key: `RSA PRIVATE KEY` (PKCS#1), `PRIVATE KEY` (PKCS#8, RSA or EC
+    /// P-256) or `EC PRIVATE KEY` (SEC1, P-256). The algorithm follows from the key type.
+    /// Other PEM blocks (certificates, `EC PARAMETERS`) next to the key are ignored.
+    pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
+        let blocks = pem_blocks(pem)?;
+        let mut keys = Vec::new();
+        for block in &blocks {
+            match block.label.as_str() {
+                "PRIVATE KEY" | "RSA PRIVATE KEY" | "EC PRIVATE KEY" => {
+                    if block.encrypted {
+                        return Err(KeyError::EncryptedKey("legacy Proc-Type: 4,ENCRYPTED"));
+                    }
+                    keys.push(block);
+                }
+                "ENCRYPTED PRIVATE KEY" => {
+                    return Err(KeyError::EncryptedKey("PKCS#8 ENCRYPTED PRIVATE KEY"));
+                }
+                _ => {}
+            }
+        }
+        let block = match keys.as_slice() {
+            [one] => *one,
+            [] => return Err(no_private_key(&blocks)),
+            more => return Err(KeyError::MultipleKeys(more.len())),
+        };
+        match block.label.as_str() {
+            "RSA PRIVATE KEY" => {
+                let key = rsa::RsaPrivateKey::from_pkcs1_der(&block.der).map_err(|e| {
+                    KeyError::InvalidKey {
+                        format: "PKCS#1 RSA",
+                        reason: e.to_string(),
+                    }
+                })?;
+                Self::from_rsa(&key)
+            }
+            "EC PRIVATE KEY" => Self::from_sec1(&block.der),
+            _ => Self::from_pkcs8(&block.der),
+        }
+    }
+
+    /// The key as PKCS#8 PEM, for storing in the database. `from_pem` reads it back to a key
+    /// with the same kid.
+    pub fn to_pkcs8_pem(&self) -> String {
+        pem_encode("PRIVATE KEY", &self.pkcs8)
+    }
+
+    /// The algorithm this key signs with.
+    pub fn alg(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The key id: the RFC 7638 SHA-256 thumbprint of the public key, so the same key always
+    /// gets the same kid wherever it is loaded.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public key as a JWK for the JWKS endpoint (RFC 7517 §4, RFC 7518 §6.2/§6.3).
+    pub fn public_jwk(&self) -> Jwk {
+        self.jwk.clone()
+    }
+
+    /// Signs `claims` as a JWT in RFC 7515 §7.1 compact serialization with header
+    /// `{"alg","typ":"JWT","kid"}`.
+    pub fn sign_jwt<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
+        let payload = serde_json::to_vec(claims).map_err(KeyError::SerializeClaims)?;
+        let sig_len = match &self.signer {
+            Signer::Rsa(pair) => pair.public().modulus_len(),
+            Signer::Ecdsa(_) => ES256_SIG_BYTES,
+        };
+        let capacity = self.header_prefix.len()
+            + base64::encoded_len(payload.len(), false).unwrap_or(0)
+            + 1
+            + base64::encoded_len(sig_len, false).unwrap_or(0);
+        let mut token = String::with_capacity(capacity);
+        token.push_str(&self.header_prefix);
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        // RFC 7515 §5.1: the JWS Signing Input is ASCII(BASE64URL(header) '.' BASE64URL(payload)),
+        // which is exactly what `token` holds at this point.
+        match &self.signer {
+            Signer::Rsa(pair) => {
+                let mut buf = [0u8; RSA_MAX_SIG_BYTES];
+                let sig = buf.get_mut(..sig_len).ok_or(KeyError::Sign)?;
+                pair.sign(
+                    &signature::RSA_PKCS1_SHA256,
+                    &self.rng,
+                    token.as_bytes(),
+                    sig,
+                )
+                .map_err(|_| KeyError::Sign)?;
+                token.push('.');
+                URL_SAFE_NO_PAD.encode_string(sig, &mut token);
+            }
+            Signer::Ecdsa(pair) => {
+                // The FIXED signing algorithm yields R || S (RFC 7518 §3.4), not ASN.1 DER.
+                let sig = pair
+                    .sign(&self.rng, token.as_bytes())
+                    .map_err(|_| KeyError::Sign)?;
+                token.push('.');
+                URL_SAFE_NO_PAD.encode_string(sig.as_ref(), &mut token);
+            }
+        }
+        Ok(token)
+    }
+
+    fn from_rsa(key: &rsa::RsaPrivateKey) -> Result<Self, KeyError> {
+        let bits = key.n().bits();
+        if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
+            return Err(KeyError::RsaKeySize { bits });
+        }
+        let invalid = |reason: String| KeyError::InvalidKey {
+            format: "RSA",
+            reason,
+        };
+        let pkcs8 = key
+            .to_pkcs8_der()
+            .map_err(|e| invalid(e.to_string()))?
+            .to_bytes();
+        let pair = RsaKeyPair::from_pkcs8(&pkcs8).map_err(|e| invalid(e.to_string()))?;
+        let components: signature::RsaPublicKeyComponents<Vec<u8>> = pair.public().into();
+        let jwk = Jwk {
+            kty: "RSA".to_string(),
+            use_: Some("sig".to_string()),
+            alg: Some(Algorithm::Rs256.as_str().to_string()),
+            kid: None,
+            n: Some(URL_SAFE_NO_PAD.encode(&components.n)),
+            e: Some(URL_SAFE_NO_PAD.encode(&components.e)),
+            crv: None,
+            x: None,
+            y: None,
+        };
+        // ring's public key bytes are the PKCS#1 RSAPublicKey DER its RSA verifier takes.
+        let verifier = UnparsedPublicKey::new(
+            &signature::RSA_PKCS1_2048_8192_SHA256,
+            pair.public().as_ref().to_vec(),
+        );
+        Self::assemble(
+            Algorithm::Rs256,
+            Signer::Rsa(pair),
+            SystemRandom::new(),
+            jwk,
+            verifier,
+            pkcs8,
+        )
+    }
+
+    /// `pkcs8` must be in the shape ring reads: from ring itself or from `p256`'s encoder.
+    fn from_ec_pkcs8(pkcs8: Zeroizing<Vec<u8>>, rng: SystemRandom) -> Result<Self, KeyError> {
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
+                .map_err(|e| KeyError::InvalidKey {
+                    format: "EC P-256",
+                    reason: e.to_string(),
+                })?;
+        // Uncompressed SEC1 point: 0x04 || X || Y, 32 bytes each for P-256.
+        let point = pair.public_key().as_ref();
+        let (x, y) = match point {
+            [4, xy @ ..] if xy.len() == 64 => xy.split_at(32),
+            _ => {
+                return Err(KeyError::InvalidKey {
+                    format: "EC P-256",
+                    reason: "unexpected public key encoding".to_string(),
+                })
+            }
+        };
+        let jwk = Jwk {
+            kty: "EC".to_string(),
+            use_: Some("sig".to_string()),
+            alg: Some(Algorithm::Es256.as_str().to_string()),
+            kid: None,
+            n: None,
+            e: None,
+            crv: Some("P-256".to_string()),
+            x: Some(URL_SAFE_NO_PAD.encode(x)),
+            y: Some(URL_SAFE_NO_PAD.encode(y)),
+        };
+        let verifier = UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point.to_vec());
+        Self::assemble(
+            Algorithm::Es256,
+            Signer::Ecdsa(pair),
+            rng,
+            jwk,
+            verifier,
+            pkcs8,
+        )
+    }
+
+    fn assemble(
+        alg: Algorithm,
+        signer: Signer,
+        rng: SystemRandom,
+        mut jwk: Jwk,
+        verifier: UnparsedPublicKey<Vec<u8>>,
+        pkcs8: Zeroizing<Vec<u8>>,
+    ) -> Result<Self, KeyError> {
+        let kid = jwk_thumbprint(&jwk)?;
+        jwk.kid = Some(kid.clone());
+        let header = serde_json::to_vec(&JwsHeaderOut {
+            alg: alg.as_str(),
+            typ: "JWT",
+            kid: &kid,
+        })
+        .map_err(KeyError::SerializeClaims)?;
+        let mut header_prefix = URL_SAFE_NO_PAD.encode(header);
+        header_prefix.push('.');
+        Ok(SigningKey {
+            alg,
+            signer,
+            rng,
+            kid,
+            jwk,
+            header_prefix,
+            verifier,
+            pkcs8,
+        })
+    }
+
+    /// PKCS#8 (RFC 5208/5958): the algorithm identifier says which key type is inside.
+    fn from_pkcs8(der_bytes: &[u8]) -> Result<Self, KeyError> {
+        let invalid = |reason: String| KeyError::InvalidKey {
+            format: "PKCS#8",
+            reason,
+        };
+        let info =
+            p256::pkcs8::PrivateKeyInfo::try_from(der_bytes).map_err(|e| invalid(e.to_string()))?;
+        let oid = info.algorithm.oid;
+        if oid == OID_RSA_ENCRYPTION {
+            let key = rsa::RsaPrivateKey::try_from(info).map_err(|e| invalid(e.to_string()))?;
+            Self::from_rsa(&key)
+        } else if oid == OID_EC_PUBLIC_KEY {
+            // RFC 5480 §2.1.1: the parameters name the curve; explicit curve parameters are not
+            // a named curve and are refused.
+            let curve = info.algorithm.parameters_oid().map_err(|_| {
+                KeyError::UnsupportedCurve("given by explicit parameters".to_string())
+            })?;
+            check_p256(Some(curve))?;
+            let key =
+                p256::SecretKey::from_pkcs8_der(der_bytes).map_err(|e| KeyError::InvalidKey {
+                    format: "PKCS#8 EC P-256",
+                    reason: e.to_string(),
+                })?;
+            Self::from_p256(&key)
+        } else {
+            Err(KeyError::UnsupportedKeyType(oid_name(oid)))
+        }
+    }
+
+    /// SEC1 `ECPrivateKey` (RFC 5915): the curve is in the optional `parameters` field.
+    fn from_sec1(der_bytes: &[u8]) -> Result<Self, KeyError> {
+        let invalid = |reason: String| KeyError::InvalidKey {
+            format: "SEC1 EC",
+            reason,
+        };
+        // The p256 parser does not look at `parameters`, so a key on another curve would be
+        // misread as a P-256 scalar; check the named curve first.
+        let curve = sec1_named_curve(der_bytes).map_err(|e| invalid(e.to_string()))?;
+        check_p256(curve)?;
+        let key = p256::SecretKey::from_sec1_der(der_bytes).map_err(|e| {
+            invalid(format!(
+                "{e} (without a named curve the key must be a 32-byte P-256 scalar)"
+            ))
+        })?;
+        Self::from_p256(&key)
+    }
+
+    /// Re-encodes through `p256` so ring gets the one PKCS#8 shape it accepts (public key
+    /// present, no curve in the inner structure), whatever tool wrote the input.
+    fn from_p256(key: &p256::SecretKey) -> Result<Self, KeyError> {
+        let pkcs8 = key
+            .to_pkcs8_der()
+            .map_err(|e| KeyError::InvalidKey {
+                format: "EC P-256",
+                reason: e.to_string(),
+            })?
+            .to_bytes();
+        Self::from_ec_pkcs8(pkcs8, SystemRandom::new())
+    }
+}
+
+/// Verifies a compact JWS made by one of `keys` (matched by the header `kid`, and the header
+/// `alg` must equal that key's algorithm; refuse alg "none" and any HS*), returning the decoded
+/// claims. Signature only: claim checks (exp, iss) are the caller's.
+pub fn verify_jwt<T: DeserializeOwned>(
+    keys: &[Arc<SigningKey>],
+    token: &str,
+) -> Result<T, KeyError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(KeyError::MalformedToken("too long"));
+    }
+    // RFC 7515 §7.1: exactly three base64url parts; five would be a JWE (RFC 7516 §7.1).
+    let (signing_input, sig_b64) = token
+        .rsplit_once('.')
+        .ok_or(KeyError::MalformedToken("not a compact JWS"))?;
+    let (header_b64, payload_b64) = signing_input
+        .split_once('.')
+        .ok_or(KeyError::MalformedToken("not a compact JWS"))?;
+    if payload_b64.contains('.') {
+        return Err(KeyError::MalformedToken(
+            "not a compact JWS (too many parts)",
+        ));
+    }
+    let header_json = URL_SAFE_NO_PAD
+        .decode(header_b64)
+        .map_err(|_| KeyError::MalformedToken("header is not base64url"))?;
+    let header: JwsHeaderIn = serde_json::from_slice(&header_json)
+        .map_err(|_| KeyError::MalformedToken("header is not a JOSE header"))?;
+
+    // The algorithm is checked before the key lookup so "none" and HMAC tokens are refused
+    // for what they are (RFC 8725 §3.1), whatever kid they claim.
+    if header.alg.eq_ignore_ascii_case("none") {
+        return Err(KeyError::UnsignedToken);
+    }
+    if header.alg.to_ascii_uppercase().starts_with("HS") {
+        return Err(KeyError::SymmetricToken(header.alg));
+    }
+    let alg = Algorithm::from_header(&header.alg)
+        .ok_or_else(|| KeyError::UnsupportedTokenAlg(header.alg.clone()))?;
+    // RFC 7515 §4.1.11: a recipient must reject critical extensions it does not understand, and
+    // this verifier understands none. Keys embedded in the header (jwk, jku, x5c) are ignored:
+    // only our own keys are trusted.
+    if let Some(crit) = header.crit {
+        return Err(KeyError::UnsupportedCrit(crit));
+    }
+    let kid = header.kid.ok_or(KeyError::MissingKid)?;
+    let key = keys
+        .iter()
+        .find(|k| k.kid == kid)
+        .ok_or_else(|| KeyError::UnknownKid(kid.clone()))?;
+    if key.alg != alg {
+        return Err(KeyError::AlgMismatch {
+            header: header.alg,
+            key: key.alg,
+            kid,
+        });
+    }
+    let sig = URL_SAFE_NO_PAD
+        .decode(sig_b64)
+        .map_err(|_| KeyError::MalformedToken("signature is not base64url"))?;
+    key.verifier
+        .verify(signing_input.as_bytes(), &sig)
+        .map_err(|_| KeyError::BadSignature)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload_b64)
+        .map_err(|_| KeyError::MalformedToken("payload is not base64url"))?;
+    serde_json::from_slice(&payload).map_err(KeyError::InvalidClaims)
+}
+
+/// RFC 7638 §3: SHA-256 over the required members only, in lexicographic order, without
+/// whitespace; base64url without padding.
+pub(crate) fn jwk_thumbprint(jwk: &Jwk) -> Result<String, KeyError> {
+    let member = |name: &'static str, value: &Option<String>| {
+        value.clone().ok_or_else(|| KeyError::InvalidKey {
+            format: "JWK",
+            reason: format!("missing member {name:?}"),
+        })
+    };
+    // Member values go through serde_json so the canonical form is valid JSON whatever they hold
+    // (RFC 7638 §3.3); base64url and curve names never need escaping, so this is the plain text.
+    let json_str = |s: &str| serde_json::to_string(s).map_err(KeyError::SerializeClaims);
+    let canonical = match jwk.kty.as_str() {
+        "RSA" => format!(
+            r#"{{"e":{},"kty":"RSA","n":{}}}"#,
+            json_str(&member("e", &jwk.e)?)?,
+            json_str(&member("n", &jwk.n)?)?,
+        ),
+        "EC" => format!(
+            r#"{{"crv":{},"kty":"EC","x":{},"y":{}}}"#,
+            json_str(&member("crv", &jwk.crv)?)?,
+            json_str(&member("x", &jwk.x)?)?,
+            json_str(&member("y", &jwk.y)?)?,
+        ),
+        other => return Err(KeyError::UnsupportedKeyType(format!("JWK kty {other:?}"))),
+    };
+    Ok(URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes())))
+}
+
+fn check_p256(curve: Option<ObjectIdentifier>) -> Result<(), KeyError> {
+    match curve {
+        None => Ok(()),
+        Some(oid) if oid == OID_P256 => Ok(()),
+        Some(oid) => Err(KeyError::UnsupportedCurve(oid_name(oid))),
+    }
+}
+
+fn oid_name(oid: ObjectIdentifier) -> String {
+    let name = match oid {
+        o if o == OID_P384 => "P-384 (secp384r1)",
+        o if o == OID_P521 => "P-521 (secp521r1)",
+        o if o == OID_SECP256K1 => "secp256k1",
+        o if o == OID_ED25519 => "Ed25519",
+        o if o == OID_ED448 => "Ed448",
+        o if o == OID_RSASSA_PSS => "RSASSA-PSS (use a plain rsaEncryption RSA key)",
+        o if o == OID_DSA => "DSA",
+        o => return format!("with OID {o}"),
+    };
+    name.to_string()
+}
+
+/// Reads the named curve, if any, from a SEC1 `ECPrivateKey` (RFC 5915 §3):
+/// `SEQUENCE { version INTEGER, privateKey OCTET STRING, [0] parameters OPTIONAL, [1] publicKey
+/// OPTIONAL }`.
+fn sec1_named_curve(der_bytes: &[u8]) -> der::Result<Option<ObjectIdentifier>> {
+    let mut reader = der::SliceReader::new(der_bytes)?;
+    let curve = reader.sequence(|seq| {
+        let _version: u8 = seq.decode()?;
+        let _private_key = seq.tlv_bytes()?;
+        let curve = der::asn1::ContextSpecific::<ObjectIdentifier>::decode_explicit(
+            seq,
+            der::TagNumber::N0,
+        )?;
+        while !seq.is_finished() {
+            seq.tlv_bytes()?;
+        }
+        Ok(curve.map(|c| c.value))
+    })?;
+    reader.finish(curve)
+}
+
+/// Explains a PEM without a usable private key, naming what it holds instead.
+fn no_private_key(blocks: &[PemBlock]) -> KeyError {
+    for block in blocks {
+        let label = block.label.as_str();
+        match label {
+            "OPENSSH PRIVATE KEY" => {
+                return KeyError::UnsupportedPem {
+                    label: label.to_string(),
+                    hint: "convert it to PKCS#8 with `ssh-keygen -p -m PKCS8 -f FILE`",
+                }
+            }
+            "PUBLIC KEY"
+            | "RSA PUBLIC KEY"
+            | "EC PUBLIC KEY"
+            | "CERTIFICATE"
+            | "TRUSTED CERTIFICATE"
+            | "X509 CERTIFICATE"
+            | "CERTIFICATE REQUEST"
+            | "NEW CERTIFICATE REQUEST" => return KeyError::NotAPrivateKey(label.to_string()),
+            _ => {}
+        }
+    }
+    match blocks.first() {
+        Some(block) => KeyError::UnsupportedPem {
+            label: block.label.clone(),
+            hint: "expected PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY",
+        },
+        None => KeyError::NotPem,
+    }
+}
+
+struct PemBlock {
+    label: String,
+    /// RFC 1421 headers with `Proc-Type: 4,ENCRYPTED` mark an OpenSSL-encrypted legacy key.
+    encrypted: bool,
+    der: Zeroizing<Vec<u8>>,
+}
+
+/// Splits RFC 7468 PEM text into its blocks, tolerating CRLF, indentation, text between
+/// blocks and the RFC 1421 headers of legacy OpenSSL files.
+fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, KeyError> {
+    let mut blocks = Vec::new();
+    let mut current: Option<(String, bool, Zeroizing<String>)> = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(label) = pem_boundary(line, "-----BEGIN ") {
+            if let Some((open, _, _)) = &current {
+                return Err(KeyError::MalformedPem(format!(
+                    "BEGIN {label} inside the {open} block"
+                )));
+            }
+            current = Some((label.to_string(), false, Zeroizing::new(String::new())));
+        } else if let Some(label) = pem_boundary(line, "-----END ") {
+            let Some((open, encrypted, body)) = current.take() else {
+                return Err(KeyError::MalformedPem(format!(
+                    "END {label} without a BEGIN"
+                )));
+            };
+            if open != label {
+                return Err(KeyError::MalformedPem(format!(
+                    "BEGIN {open} ends with END {label}"
+                )));
+            }
+            let der = STANDARD
+                .decode(body.as_bytes())
+                .map_err(|_| KeyError::MalformedPem(format!("the {open} block is not base64")))?;
+            blocks.push(PemBlock {
+                label: open,
+                encrypted,
+                der: Zeroizing::new(der),
+            });
+        } else if let Some((_, encrypted, body)) = &mut current {
+            if line.contains(':') {
+                if line.starts_with("Proc-Type:") && line.contains("ENCRYPTED") {
+                    *encrypted = true;
+                }
+            } else {
+                body.push_str(line);
+            }
+        }
+    }
+    if let Some((open, _, _)) = current {
+        return Err(KeyError::MalformedPem(format!(
+            "the {open} block has no END line"
+        )));
+    }
+    if blocks.is_empty() {
+        return Err(KeyError::NotPem);
+    }
+    Ok(blocks)
+}
+
+fn pem_boundary<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
+    line.strip_prefix(prefix)?.strip_suffix("-----")
+}
+
+/// RFC 7468 §2: base64 in lines of 64 characters between BEGIN and END lines.
+fn pem_encode(label: &str, der_bytes: &[u8]) -> String {
+    let b64 = Zeroizing::new(STANDARD.encode(der_bytes));
+    let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 2 * label.len() + 40);
+    out.push_str("-----BEGIN ");
+    out.push_str(label);
+    out.push_str("-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        // Base64 output is ASCII, so every chunk is valid UTF-8.
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END ");
+    out.push_str(label);
+    out.push_str("-----\n");
+    out
+}
+
+#[cfg(test)]
+// Tests may fail loudly: the no-panic rule is for code that runs in the IdP.
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use p256::pkcs8::{EncodePublicKey as _, LineEnding};
+    use rsa::pkcs1::EncodeRsaPrivateKey as _;
+    use serde_json::{json, Value};
+    use std::sync::OnceLock;
+
+    /// RSA generation is the slow part of these tests; one key serves all of them.
+    fn rsa_key() -> &'static rsa::RsaPrivateKey {
+        static KEY: OnceLock<rsa::RsaPrivateKey> = OnceLock::new();
+        KEY.get_or_init(|| {
+            rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).expect("generate RSA key")
+        })
+    }
+
+    fn rsa_signing_key() -> SigningKey {
+        SigningKey::from_rsa(rsa_key()).expect("load RSA key")
+    }
+
+    fn claims() -> Value {
+        json!({"iss": "https://idp.example", "sub": "alice", "aud": "kubernetes", "exp": 1_900_000_000u64, "groups": ["dev", "ops"]})
+    }
+
+    fn b64json(v: &Value) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).expect("json"))
+    }
+
+    /// Replaces the header of `token` with `header`, keeping payload and signature.
+    fn with_header(token: &str, header: Value) -> String {
+        let (_, rest) = token.split_once('.').expect("token has parts");
+        format!("{}.{rest}", b64json(&header))
+    }
+
+    #[test]
+    fn keys_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<SigningKey>();
+    }
+
+    #[test]
+    fn sign_and_verify_both_algorithms() {
+        for key in [
+            rsa_signing_key(),
+            SigningKey::generate(Algorithm::Es256).expect("es256"),
+        ] {
+            let token = key.sign_jwt(&claims()).expect("sign");
+            let parts: Vec<&str> = token.split('.').collect();
+            assert_eq!(parts.len(), 3);
+            let header: Value =
+                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64"))
+                    .expect("json");
+            assert_eq!(
+                header,
+                json!({"alg": key.alg().as_str(), "typ": "JWT", "kid": key.kid()})
+            );
+            let sig = URL_SAFE_NO_PAD.decode(parts[2]).expect("b64");
+            match key.alg() {
+                Algorithm::Rs256 => assert_eq!(sig.len(), 256),
+                Algorithm::Es256 => assert_eq!(sig.len(), 64, "R||S, not DER"),
+            }
+            let keys = vec![Arc::new(key)];
+            let got: Value = verify_jwt(&keys, &token).expect("verify");
+            assert_eq!(got, claims());
+        }
+    }
+
+    #[test]
+    fn generated_rsa_key_is_2048_bits() {
+        let key = SigningKey::generate(Algorithm::Rs256).expect("generate");
+        assert_eq!(key.alg(), Algorithm::Rs256);
+        let jwk = key.public_jwk();
+        let n = URL_SAFE_NO_PAD.decode(jwk.n.expect("n")).expect("b64");
+        assert_eq!(n.len(), 256);
+        assert_eq!(jwk.e.as_deref(), Some("AQAB"));
+    }
+
+    #[test]
+    fn public_jwk_members() {
+        let rsa = rsa_signing_key().public_jwk();
+        assert_eq!(rsa.kty, "RSA");
+        assert_eq!(rsa.use_.as_deref(), Some("sig"));
+        assert_eq!(rsa.alg.as_deref(), Some("RS256"));
+        assert!(rsa.n.is_some() && rsa.e.is_some() && rsa.x.is_none() && rsa.crv.is_none());
+        let key = SigningKey::generate(Algorithm::Es256).expect("es256");
+        let ec = key.public_jwk();
+        assert_eq!(ec.kty, "EC");
+        assert_eq!(ec.crv.as_deref(), Some("P-256"));
+        assert_eq!(ec.alg.as_deref(), Some("ES256"));
+        assert_eq!(ec.kid.as_deref(), Some(key.kid()));
+        for coord in [ec.x.as_deref(), ec.y.as_deref()] {
+            let bytes = URL_SAFE_NO_PAD.decode(coord.expect("coord")).expect("b64");
+            assert_eq!(bytes.len(), 32);
+        }
+        assert!(ec.n.is_none() && ec.e.is_none());
+        // The kid is the thumbprint of the published JWK, so clients can recompute it.
+        assert_eq!(jwk_thumbprint(&ec).expect("thumbprint"), key.kid());
+    }
+
+    #[test]
+    fn pkcs8_pem_round_trip_keeps_kid() {
+        for key in [
+            rsa_signing_key(),
+            SigningKey::generate(Algorithm::Es256).expect("es256"),
+        ] {
+            let pem = key.to_pkcs8_pem();
+            assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+            assert!(pem.lines().all(|l| l.len() <= 64));
+            let again = SigningKey::from_pem(&pem).expect("reload");
+            assert_eq!(again.kid(), key.kid());
+            assert_eq!(again.alg(), key.alg());
+            assert_eq!(again.to_pkcs8_pem(), pem, "stored form is stable");
+            // A token from the reloaded key verifies with the original, and the other way round.
+            let keys = vec![Arc::new(key)];
+            let token = again.sign_jwt(&claims()).expect("sign");
+            let _: Value = verify_jwt(&keys, &token).expect("verify");
+        }
+    }
+
+    #[test]
+    fn loads_pkcs1_pkcs8_and_sec1_pem() {
+        let rsa = rsa_key();
+        let expected = rsa_signing_key();
+        let pkcs1 = rsa.to_pkcs1_pem(LineEnding::LF).expect("pkcs1");
+        assert!(pkcs1.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+        let pkcs8 = rsa.to_pkcs8_pem(LineEnding::CRLF).expect("pkcs8");
+        for pem in [pkcs1.as_str(), pkcs8.as_str()] {
+            let key = SigningKey::from_pem(pem).expect("load RSA");
+            assert_eq!(key.alg(), Algorithm::Rs256);
+            assert_eq!(key.kid(), expected.kid());
+        }
+
+        let ec = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let sec1 = ec.to_sec1_pem(LineEnding::LF).expect("sec1");
+        assert!(sec1.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+        let ec_pkcs8 = ec.to_pkcs8_pem(LineEnding::LF).expect("pkcs8");
+        let from_sec1 = SigningKey::from_pem(&sec1).expect("load SEC1");
+        let from_pkcs8 = SigningKey::from_pem(&ec_pkcs8).expect("load EC PKCS#8");
+        assert_eq!(from_sec1.alg(), Algorithm::Es256);
+        assert_eq!(from_sec1.kid(), from_pkcs8.kid());
+
+        // `openssl ecparam -genkey` writes an EC PARAMETERS block first; it is skipped.
+        let with_params = format!(
+            "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n{}",
+            sec1.as_str()
+        );
+        let key = SigningKey::from_pem(&with_params).expect("load with params");
+        assert_eq!(key.kid(), from_sec1.kid());
+    }
+
+    #[test]
+    fn tampered_payload_is_refused() {
+        let key = SigningKey::generate(Algorithm::Es256).expect("es256");
+        let token = key.sign_jwt(&claims()).expect("sign");
+        let keys = vec![Arc::new(key)];
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut evil = claims();
+        evil["sub"] = json!("admin");
+        let forged = format!("{}.{}.{}", parts[0], b64json(&evil), parts[2]);
+        let err = verify_jwt::<Value>(&keys, &forged).expect_err("tampered");
+        assert!(matches!(err, KeyError::BadSignature), "{err}");
+
+        let rsa = rsa_signing_key();
+        let token = rsa.sign_jwt(&claims()).expect("sign");
+        let keys = vec![Arc::new(rsa)];
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged = format!("{}.{}.{}", parts[0], b64json(&evil), parts[2]);
+        let err = verify_jwt::<Value>(&keys, &forged).expect_err("tampered");
+        assert!(matches!(err, KeyError::BadSignature), "{err}");
+    }
+
+    #[test]
+    fn wrong_kid_and_alg_mismatch_are_refused() {
+        let signer = SigningKey::generate(Algorithm::Es256).expect("es256");
+        let other = Arc::new(SigningKey::generate(Algorithm::Es256).expect("es256"));
+        let rsa = Arc::new(rsa_signing_key());
+        let token = signer.sign_jwt(&claims()).expect("sign");
+
+        let err = verify_jwt::<Value>(&[other.clone(), rsa.clone()], &token).expect_err("kid");
+        assert!(matches!(err, KeyError::UnknownKid(_)), "{err}");
+
+        // Claiming another key's kid does not help: its signature does not verify.
+        let relabelled = with_header(
+            &token,
+            json!({"alg": "ES256", "typ": "JWT", "kid": other.kid()}),
+        );
+        let err =
+            verify_jwt::<Value>(std::slice::from_ref(&other), &relabelled).expect_err("relabelled");
+        assert!(matches!(err, KeyError::BadSignature), "{err}");
+
+        // The header alg must be the named key's algorithm.
+        let mismatched = with_header(
+            &token,
+            json!({"alg": "ES256", "typ": "JWT", "kid": rsa.kid()}),
+        );
+        let err =
+            verify_jwt::<Value>(std::slice::from_ref(&rsa), &mismatched).expect_err("mismatch");
+        assert!(matches!(err, KeyError::AlgMismatch { .. }), "{err}");
+
+        let no_kid = with_header(&token, json!({"alg": "ES256", "typ": "JWT"}));
+        let err = verify_jwt::<Value>(&[other], &no_kid).expect_err("no kid");
+        assert!(matches!(err, KeyError::MissingKid), "{err}");
+    }
+
+    #[test]
+    fn none_and_hmac_algorithms_are_refused() {
+        let key = Arc::new(rsa_signing_key());
+        let kid = key.kid().to_string();
+        let payload = b64json(&claims());
+        let keys = vec![key];
+
+        for alg in ["none", "None", "NONE"] {
+            let header = b64json(&json!({"alg": alg, "typ": "JWT", "kid": kid}));
+            for token in [
+                format!("{header}.{payload}."),
+                format!("{header}.{payload}"),
+            ] {
+                let err = verify_jwt::<Value>(&keys, &token).expect_err("alg none");
+                assert!(
+                    matches!(err, KeyError::UnsignedToken | KeyError::MalformedToken(_)),
+                    "{err}"
+                );
+            }
+            let token = format!("{header}.{payload}.");
+            assert!(matches!(
+                verify_jwt::<Value>(&keys, &token),
+                Err(KeyError::UnsignedToken)
+            ));
+        }
+
+        // An HS256 token "signed" with the public key as the HMAC secret: the classic
+        // key-confusion attack (RFC 8725 §2.1).
+        let header = b64json(&json!({"alg": "HS256", "typ": "JWT", "kid": kid}));
+        let signing_input = format!("{header}.{payload}");
+        let jwk_json = serde_json::to_vec(&keys[0].public_jwk()).expect("json");
+        let mac_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &jwk_json);
+        let tag = ring::hmac::sign(&mac_key, signing_input.as_bytes());
+        let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
+        let err = verify_jwt::<Value>(&keys, &token).expect_err("hs256");
+        assert!(matches!(err, KeyError::SymmetricToken(_)), "{err}");
+        assert!(err.to_string().contains("HS256"));
+
+        let header = b64json(&json!({"alg": "RS384", "kid": kid}));
+        let err =
+            verify_jwt::<Value>(&keys, &format!("{header}.{payload}.AAAA")).expect_err("rs384");
+        assert!(matches!(err, KeyError::UnsupportedTokenAlg(_)), "{err}");
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused() {
+        let key = Arc::new(SigningKey::generate(Algorithm::Es256).expect("es256"));
+        let token = key.sign_jwt(&claims()).expect("sign");
+        let keys = vec![key];
+        for bad in [
+            "",
+            "abc",
+            "a.b",
+            "a.b.c.d.e",
+            "!!!.e30.AAAA",
+            &format!("{token}.extra"),
+            &format!("{token}="),
+        ] {
+            assert!(verify_jwt::<Value>(&keys, bad).is_err(), "{bad:?} accepted");
+        }
+        let crit = with_header(
+            &token,
+            json!({"alg": "ES256", "kid": keys[0].kid(), "crit": ["exp"], "exp": 1}),
+        );
+        assert!(matches!(
+            verify_jwt::<Value>(&keys, &crit),
+            Err(KeyError::UnsupportedCrit(_))
+        ));
+        let long = "a".repeat(MAX_TOKEN_BYTES + 1);
+        assert!(matches!(
+            verify_jwt::<Value>(&keys, &long),
+            Err(KeyError::MalformedToken(_))
+        ));
+        // Valid signature, but claims of the wrong shape for the caller's type.
+        #[derive(Debug, Deserialize)]
+        struct Strict {
+            #[allow(dead_code)]
+            exp: String,
+        }
+        assert!(matches!(
+            verify_jwt::<Strict>(&keys, &token),
+            Err(KeyError::InvalidClaims(_))
+        ));
+    }
+
+    #[test]
+    fn p384_key_is_refused() {
+        let rng = SystemRandom::new();
+        let doc = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P384_SHA384_FIXED_SIGNING, &rng)
+            .expect("p384");
+        let pem = pem_encode("PRIVATE KEY", doc.as_ref());
+        let err = SigningKey::from_pem(&pem).expect_err("P-384");
+        assert!(matches!(err, KeyError::UnsupportedCurve(_)), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("P-384") && msg.contains("P-256"), "{msg}");
+    }
+
+    #[test]
+    fn small_rsa_key_is_refused() {
+        let small = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 1024).expect("rsa 1024");
+        for pem in [
+            small
+                .to_pkcs1_pem(LineEnding::LF)
+                .expect("pkcs1")
+                .to_string(),
+            small
+                .to_pkcs8_pem(LineEnding::LF)
+                .expect("pkcs8")
+                .to_string(),
+        ] {
+            let err = SigningKey::from_pem(&pem).expect_err("RSA-1024");
+            assert!(matches!(err, KeyError::RsaKeySize { bits: 1024 }), "{err}");
+            let msg = err.to_string();
+            assert!(msg.contains("1024") && msg.contains("2048"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn wrong_inputs_get_clear_errors() {
+        let err = SigningKey::from_pem("hello").expect_err("garbage");
+        assert!(matches!(err, KeyError::NotPem), "{err}");
+        let err = SigningKey::from_pem("").expect_err("empty");
+        assert!(matches!(err, KeyError::NotPem), "{err}");
+
+        let err =
+            SigningKey::from_pem("-----BEGIN PRIVATE KEY-----\n%%%%\n-----END PRIVATE KEY-----\n")
+                .expect_err("bad base64");
+        assert!(matches!(err, KeyError::MalformedPem(_)), "{err}");
+        let err = SigningKey::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n").expect_err("no end");
+        assert!(matches!(err, KeyError::MalformedPem(_)), "{err}");
+        let err =
+            SigningKey::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+                .expect_err("bad der");
+        assert!(matches!(err, KeyError::InvalidKey { .. }), "{err}");
+
+        let public = rsa_key()
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .expect("public pem");
+        let err = SigningKey::from_pem(&public).expect_err("public key");
+        assert!(
+            matches!(err, KeyError::NotAPrivateKey(ref l) if l == "PUBLIC KEY"),
+            "{err}"
+        );
+
+        let cert = pem_encode("CERTIFICATE", b"not really a certificate");
+        let err = SigningKey::from_pem(&cert).expect_err("certificate");
+        assert!(
+            matches!(err, KeyError::NotAPrivateKey(ref l) if l == "CERTIFICATE"),
+            "{err}"
+        );
+
+        let err =
+            SigningKey::from_pem(&pem_encode("ENCRYPTED PRIVATE KEY", b"x")).expect_err("enc");
+        assert!(matches!(err, KeyError::EncryptedKey(_)), "{err}");
+        let legacy = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
+        let err = SigningKey::from_pem(legacy).expect_err("legacy enc");
+        assert!(matches!(err, KeyError::EncryptedKey(_)), "{err}");
+
+        let err = SigningKey::from_pem(&pem_encode("OPENSSH PRIVATE KEY", b"x")).expect_err("ssh");
+        assert!(err.to_string().contains("ssh-keygen"), "{err}");
+
+        let es = SigningKey::generate(Algorithm::Es256)
+            .expect("es256")
+            .to_pkcs8_pem();
+        let err = SigningKey::from_pem(&format!("{es}{es}")).expect_err("two keys");
+        assert!(matches!(err, KeyError::MultipleKeys(2)), "{err}");
+
+        // Ed25519 in PKCS#8 is a real key, just not one kube-apiserver takes via this IdP.
+        let ed = ring::signature::Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("ed");
+        let err =
+            SigningKey::from_pem(&pem_encode("PRIVATE KEY", ed.as_ref())).expect_err("ed25519");
+        assert!(err.to_string().contains("Ed25519"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_has_no_key_material() {
+        let key = SigningKey::generate(Algorithm::Es256).expect("es256");
+        let debug = format!("{key:?}");
+        assert!(
+            debug.contains("ES256") && debug.contains(key.kid()),
+            "{debug}"
+        );
+        let pem = key.to_pkcs8_pem();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert!(!debug.contains(&body[..16]), "{debug}");
+        assert!(
+            !debug.contains("pkcs8") && !debug.contains("signer"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn algorithm_parsing() {
+        assert_eq!("RS256".parse::<Algorithm>().expect("rs"), Algorithm::Rs256);
+        assert_eq!("es256".parse::<Algorithm>().expect("es"), Algorithm::Es256);
+        assert_eq!(Algorithm::Es256.as_str(), "ES256");
+        assert_eq!(Algorithm::Rs256.to_string(), "RS256");
+        let err = "HS256".parse::<Algorithm>().expect_err("hs256");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("RS256")
+                && msg.contains("ES256")
+                && msg.contains("HS256")
+                && msg.contains("kube-apiserver"),
+            "{msg}"
+        );
+    }
+
+    /// RFC 7638 §3.1's worked example: this RSA key's thumbprint is given in the RFC.
+    #[test]
+    fn rfc7638_example_thumbprint() {
+        let jwk = Jwk {
+            kty: "RSA".to_string(),
+            use_: None,
+            alg: Some("RS256".to_string()),
+            kid: Some("2011-04-29".to_string()),
+            n: Some(
+                concat!(
+                    "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86z",
+                    "wu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5Js",
+                    "GY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMic",
+                    "AtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-",
+                    "bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csF",
+                    "Cur-kEgU8awapJzKnqDKgw",
+                )
+                .to_string(),
+            ),
+            e: Some("AQAB".to_string()),
+            crv: None,
+            x: None,
+            y: None,
+        };
+        assert_eq!(
+            jwk_thumbprint(&jwk).expect("thumbprint"),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    #[test]
+    fn civil_pem_encoding_is_rfc7468() {
+        let pem = pem_encode("PRIVATE KEY", &[0u8; 100]);
+        let blocks = pem_blocks(&pem).expect("parse");
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].der.as_slice(), &[0u8; 100][..]);
+    }
+
+    /// Throughput on this machine's dev profile (ring built with opt-level 3, as in the
+    /// workspace). Run with `cargo test -- --ignored --nocapture signing_throughput`.
+    #[test]
+    #[ignore]
+    fn signing_throughput() {
+        use std::time::Instant;
+        let keys = [
+            (Arc::new(rsa_signing_key()), 2_000usize),
+            (
+                Arc::new(SigningKey::generate(Algorithm::Es256).expect("es256")),
+                8_000usize,
+            ),
+        ];
+        for (key, n) in keys {
+            let start = Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(key.sign_jwt(&claims()).expect("sign"));
+            }
+            let one = n as f64 / start.elapsed().as_secs_f64();
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    let key = key.clone();
+                    s.spawn(move || {
+                        for _ in 0..n / 2 {
+                            std::hint::black_box(key.sign_jwt(&claims()).expect("sign"));
+                        }
+                    });
+                }
+            });
+            let two = n as f64 / start.elapsed().as_secs_f64();
+            let token = key.sign_jwt(&claims()).expect("sign");
+            let keys = vec![key.clone()];
+            let start = Instant::now();
+            for _ in 0..n {
+                let _: Value = verify_jwt(&keys, &token).expect("verify");
+            }
+            let verify = n as f64 / start.elapsed().as_secs_f64();
+            println!(
+                "{}: sign {one:.0}/s on 1 thread, {two:.0}/s on 2 threads; verify {verify:.0}/s on 1 thread",
+                key.alg()
+            );
+        }
+    }
+}

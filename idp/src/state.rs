@@ -1,0 +1,243 @@
+//! Shared application state: configuration, store, clock, signing keys and in-memory counters.
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::IdpError;
+use crate::keys::{Algorithm, SigningKey};
+use crate::store::{Store, StoredKey};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// The keys in use: one that signs, all that verify (published in JWKS).
+#[derive(Debug)]
+pub struct KeySet {
+    pub active: Arc<SigningKey>,
+    pub published: Vec<Arc<SigningKey>>,
+    /// The JWKS document, serialised once per key change (it is served very often).
+    pub jwks_json: bytes::Bytes,
+}
+
+/// Successful grants per type, for tests and `/metrics`-style inspection.
+#[derive(Debug, Default)]
+pub struct GrantCounters {
+    counts: Mutex<HashMap<String, u64>>,
+}
+
+impl GrantCounters {
+    pub fn inc(&self, grant: &str) {
+        if let Ok(mut m) = self.counts.lock() {
+            *m.entry(grant.to_string()).or_insert(0) += 1;
+        }
+    }
+    pub fn get(&self, grant: &str) -> u64 {
+        self.counts
+            .lock()
+            .ok()
+            .and_then(|m| m.get(grant).copied())
+            .unwrap_or(0)
+    }
+}
+
+/// Failed-login counters per key (account or IP) in fixed 15-minute windows.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    windows: Mutex<HashMap<String, (u64, u32)>>,
+}
+
+pub const THROTTLE_WINDOW_SECS: u64 = 15 * 60;
+
+impl Throttle {
+    /// Seconds until `key` may try again, when it has reached `max` failures in its window.
+    pub fn blocked_for(&self, key: &str, max: u32, now: u64) -> Option<u64> {
+        let m = self.windows.lock().ok()?;
+        let (start, n) = *m.get(key)?;
+        let end = start + THROTTLE_WINDOW_SECS;
+        (n >= max && now < end).then(|| end - now)
+    }
+    pub fn fail(&self, key: &str, now: u64) {
+        if let Ok(mut m) = self.windows.lock() {
+            if m.len() > 100_000 {
+                // Bound the memory an attacker can make us use: drop expired windows.
+                m.retain(|_, (start, _)| now < *start + THROTTLE_WINDOW_SECS);
+            }
+            let e = m.entry(key.to_string()).or_insert((now, 0));
+            if now >= e.0 + THROTTLE_WINDOW_SECS {
+                *e = (now, 0);
+            }
+            e.1 += 1;
+        }
+    }
+    pub fn reset(&self, key: &str) {
+        if let Ok(mut m) = self.windows.lock() {
+            m.remove(key);
+        }
+    }
+}
+
+pub struct Inner {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    keys: RwLock<Arc<KeySet>>,
+    pub grants: GrantCounters,
+    pub throttle: Throttle,
+    pub discovery_json: bytes::Bytes,
+    /// Bumped on every key reload, so tests can wait for one.
+    pub key_generation: AtomicU64,
+}
+
+/// Cheap to clone; handed to every handler.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state, making sure a signing key of the configured algorithm is active.
+    pub async fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, IdpError> {
+        ensure_active_key(&config, store.as_ref(), clock.now()).await?;
+        let keys = load_keys(&config, store.as_ref(), clock.now()).await?;
+        let discovery_json = crate::oidc::discovery::document_json(&config)?;
+        Ok(AppState(Arc::new(Inner {
+            config,
+            store,
+            clock,
+            keys: RwLock::new(Arc::new(keys)),
+            grants: GrantCounters::default(),
+            throttle: Throttle::default(),
+            discovery_json,
+            key_generation: AtomicU64::new(0),
+        })))
+    }
+
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    pub fn keys(&self) -> Arc<KeySet> {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the keys from the store (another process may have rotated them).
+    pub async fn reload_keys(&self) -> Result<(), IdpError> {
+        let ks = load_keys(&self.config, self.store.as_ref(), self.now()).await?;
+        let changed = ks.active.kid() != self.keys().active.kid()
+            || ks.published.len() != self.keys().published.len();
+        if changed {
+            tracing::info!(
+                active = ks.active.kid(),
+                published = ks.published.len(),
+                "signing keys reloaded"
+            );
+        }
+        match self.keys.write() {
+            Ok(mut k) => *k = Arc::new(ks),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(ks),
+        }
+        self.key_generation.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Makes sure the store holds an active key matching the configuration: the configured key file
+/// when one is given, else a generated key of the configured algorithm.
+pub async fn ensure_active_key(
+    config: &Config,
+    store: &dyn Store,
+    now: u64,
+) -> Result<(), IdpError> {
+    let keys = store.keys().await?;
+    let active = keys.iter().find(|k| k.retired_at.is_none());
+    let wanted = match &config.private_key_path {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).map_err(|e| {
+                IdpError::Config(format!(
+                    "cannot read JWT_PRIVATE_KEY_PATH {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let key = SigningKey::from_pem(&pem).map_err(|e| {
+                IdpError::Config(format!("JWT_PRIVATE_KEY_PATH {}: {e}", path.display()))
+            })?;
+            if active.map(|a| a.kid == key.kid()).unwrap_or(false) {
+                return Ok(());
+            }
+            key
+        }
+        None => {
+            if let Some(a) = active {
+                if a.alg == config.signing_alg.as_str() {
+                    return Ok(());
+                }
+            }
+            SigningKey::generate(config.signing_alg)?
+        }
+    };
+    store
+        .activate_key(
+            StoredKey {
+                kid: wanted.kid().to_string(),
+                alg: wanted.alg().as_str().to_string(),
+                private_pem: wanted.to_pkcs8_pem(),
+                created_at: now,
+                retired_at: None,
+            },
+            now,
+        )
+        .await?;
+    tracing::info!(
+        kid = wanted.kid(),
+        alg = wanted.alg().as_str(),
+        "activated signing key"
+    );
+    Ok(())
+}
+
+/// Loads the active key and every retired key that may still have live tokens: a key retired at
+/// `t` signed tokens that expire by `t + token lifetime`, so it stays published until then.
+pub async fn load_keys(config: &Config, store: &dyn Store, now: u64) -> Result<KeySet, IdpError> {
+    let stored = store.keys().await?;
+    let mut active = None;
+    let mut published = Vec::new();
+    for k in &stored {
+        let live = match k.retired_at {
+            None => true,
+            Some(t) => now < t + config.token_lifetime + 60,
+        };
+        if !live {
+            continue;
+        }
+        let key = Arc::new(SigningKey::from_pem(&k.private_pem)?);
+        if k.retired_at.is_none() && active.is_none() {
+            active = Some(key.clone());
+        }
+        published.push(key);
+    }
+    let active = active.ok_or_else(|| IdpError::Config("no active signing key".into()))?;
+    let jwks = shared::jwk::JwkSet {
+        keys: published.iter().map(|k| k.public_jwk()).collect(),
+    };
+    Ok(KeySet {
+        active,
+        published,
+        jwks_json: bytes::Bytes::from(serde_json::to_vec(&jwks)?),
+    })
+}
+
+/// The algorithm of a stored key, for listings.
+pub fn parse_alg(s: &str) -> Option<Algorithm> {
+    s.parse().ok()
+}

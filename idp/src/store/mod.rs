@@ -1,0 +1,330 @@
+//! Storage: the only place with SQL. One trait, implemented for SQLite now and PostgreSQL later,
+//! checked by one conformance suite (`tests/store.rs`) that every backend must pass.
+//!
+//! Every method that must be atomic (code redemption, refresh rotation, device polling) is one
+//! trait method, so each backend can use the transaction style its database needs.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::error::IdpError;
+use async_trait::async_trait;
+
+pub type StoreResult<T> = Result<T, IdpError>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    /// Stable random identifier, the `sub` claim (OpenID Connect Core §2: never reassigned).
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub name: String,
+    pub password_hash: Option<String>,
+    pub is_admin: bool,
+    pub disabled: bool,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewUser {
+    pub username: String,
+    pub email: String,
+    pub name: String,
+    pub password_hash: Option<String>,
+    pub is_admin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub name: String,
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Client {
+    pub client_id: String,
+    pub name: String,
+    /// SHA-256 of the secret; `None` for a public client (RFC 6749 §2.1).
+    pub secret_hash: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub scopes: Vec<String>,
+    /// Tokens of this client issued before this time are invalid (`client revoke-all`).
+    pub tokens_valid_after: u64,
+    pub created_at: u64,
+}
+
+impl Client {
+    pub fn is_public(&self) -> bool {
+        self.secret_hash.is_none()
+    }
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant)
+    }
+    pub fn allows_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthCode {
+    pub code_hash: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub auth_time: u64,
+    pub created_at: u64,
+    pub expires_at: u64,
+}
+
+/// What redeeming a code found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CodeRedemption {
+    /// First use: the code is now spent.
+    Fresh(AuthCode),
+    /// The code was used before; the family it produced (if any) has been revoked
+    /// (RFC 6749 §4.1.2: "the authorization server ... SHOULD revoke (when possible) all tokens
+    /// previously issued based on that authorization code").
+    Replayed,
+    NotFound,
+}
+
+/// A refresh token family: every token rotated from one grant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    pub id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub scope: String,
+    pub auth_time: u64,
+    pub created_at: u64,
+    pub revoked_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefreshToken {
+    pub token_hash: String,
+    pub family_id: String,
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub rotated_at: Option<u64>,
+}
+
+/// What presenting a refresh token for rotation led to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rotation {
+    /// The token was current; it is now rotated and `new_hash` is stored in its place.
+    Rotated(Family),
+    /// The token was rotated moments ago (within the grace window): a racing client, so a new
+    /// sibling token was stored and the family lives on.
+    WithinGrace(Family),
+    /// The token was rotated before the grace window: reuse, the family is now revoked.
+    Reused(Family),
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceCode {
+    pub device_code_hash: String,
+    pub user_code: String,
+    pub client_id: String,
+    pub scope: String,
+    pub code_challenge: Option<String>,
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub interval: u64,
+    pub last_polled_at: Option<u64>,
+    pub status: DeviceStatus,
+    pub user_id: Option<String>,
+    pub auth_time: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceStatus {
+    Pending,
+    Approved,
+    Denied,
+    Consumed,
+}
+
+impl DeviceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Pending => "pending",
+            DeviceStatus::Approved => "approved",
+            DeviceStatus::Denied => "denied",
+            DeviceStatus::Consumed => "consumed",
+        }
+    }
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "approved" => DeviceStatus::Approved,
+            "denied" => DeviceStatus::Denied,
+            "consumed" => DeviceStatus::Consumed,
+            _ => DeviceStatus::Pending,
+        }
+    }
+}
+
+/// The outcome of one device-code poll (RFC 8628 §3.5), decided atomically with the poll's
+/// timestamp so two pollers cannot both consume an approval.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DevicePoll {
+    Pending,
+    /// Polled faster than the interval; the interval has been raised by 5 s.
+    SlowDown,
+    Denied,
+    Expired,
+    /// Approved and now consumed: issue tokens for this record.
+    Approved(Box<DeviceCode>),
+    NotFound,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub id_hash: String,
+    pub user_id: String,
+    pub auth_time: u64,
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub ip: String,
+    pub user_agent: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredKey {
+    pub kid: String,
+    pub alg: String,
+    pub private_pem: String,
+    pub created_at: u64,
+    /// When it stopped signing; published until every token it signed has expired.
+    pub retired_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: u64,
+    pub event: String,
+    pub severity: String,
+    pub actor: String,
+    pub subject: String,
+    pub client_id: String,
+    pub ip: String,
+    pub user_agent: String,
+    pub details: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub event: Option<String>,
+    pub actor: Option<String>,
+    pub since: Option<u64>,
+    pub until: Option<u64>,
+    pub limit: u32,
+}
+
+/// All persistent state of the IdP.
+#[async_trait]
+pub trait Store: Send + Sync {
+    // users
+    async fn create_user(&self, user: NewUser, now: u64) -> StoreResult<User>;
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    async fn set_password(&self, user_id: &str, hash: &str, now: u64) -> StoreResult<()>;
+    /// Disabling also revokes every refresh token family and session of the user at once.
+    async fn set_user_disabled(&self, user_id: &str, disabled: bool, now: u64) -> StoreResult<()>;
+    async fn delete_user(&self, user_id: &str) -> StoreResult<()>;
+    async fn count_users(&self) -> StoreResult<u64>;
+
+    // groups
+    async fn create_group(&self, name: &str, now: u64) -> StoreResult<()>;
+    async fn list_groups(&self) -> StoreResult<Vec<Group>>;
+    async fn delete_group(&self, name: &str) -> StoreResult<()>;
+    async fn add_group_member(&self, group: &str, user_id: &str) -> StoreResult<()>;
+    async fn remove_group_member(&self, group: &str, user_id: &str) -> StoreResult<()>;
+    async fn groups_of_user(&self, user_id: &str) -> StoreResult<Vec<String>>;
+
+    // clients
+    async fn create_client(&self, client: Client) -> StoreResult<()>;
+    async fn client(&self, client_id: &str) -> StoreResult<Option<Client>>;
+    async fn list_clients(&self) -> StoreResult<Vec<Client>>;
+    async fn delete_client(&self, client_id: &str) -> StoreResult<()>;
+    async fn set_client_secret_hash(&self, client_id: &str, hash: &str) -> StoreResult<()>;
+    /// Forced re-authentication: every family of the client revoked, older tokens invalid.
+    async fn revoke_all_for_client(&self, client_id: &str, now: u64) -> StoreResult<u64>;
+
+    // consent
+    async fn consented_scopes(&self, user_id: &str, client_id: &str) -> StoreResult<Vec<String>>;
+    async fn save_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        scopes: &[String],
+        now: u64,
+    ) -> StoreResult<()>;
+
+    // authorization codes
+    async fn insert_auth_code(&self, code: AuthCode) -> StoreResult<()>;
+    async fn redeem_auth_code(&self, code_hash: &str, now: u64) -> StoreResult<CodeRedemption>;
+    /// Remembers which family a redeemed code produced, so a replay can revoke it.
+    async fn link_code_family(&self, code_hash: &str, family_id: &str) -> StoreResult<()>;
+
+    // refresh tokens
+    async fn create_family(&self, family: Family, first: RefreshToken) -> StoreResult<()>;
+    async fn family(&self, family_id: &str) -> StoreResult<Option<Family>>;
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &str,
+        new_token: RefreshToken,
+        now: u64,
+        grace_secs: u64,
+    ) -> StoreResult<Rotation>;
+    async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<(RefreshToken, Family)>>;
+    async fn revoke_family(&self, family_id: &str, now: u64) -> StoreResult<()>;
+    async fn families_of_user(&self, user_id: &str) -> StoreResult<Vec<Family>>;
+
+    // access token revocation (RFC 7009 §2: a denylist of JWT ids until they expire)
+    async fn revoke_jti(&self, jti: &str, expires_at: u64) -> StoreResult<()>;
+    async fn is_jti_revoked(&self, jti: &str) -> StoreResult<bool>;
+
+    // device authorization
+    async fn insert_device_code(&self, code: DeviceCode) -> StoreResult<()>;
+    async fn device_by_user_code(&self, user_code: &str) -> StoreResult<Option<DeviceCode>>;
+    /// The client a device code was issued to.
+    async fn device_by_hash_client(&self, device_code_hash: &str) -> StoreResult<Option<String>>;
+    async fn decide_device(
+        &self,
+        user_code: &str,
+        approve: bool,
+        user_id: &str,
+        auth_time: u64,
+        now: u64,
+    ) -> StoreResult<bool>;
+    async fn poll_device(&self, device_code_hash: &str, now: u64) -> StoreResult<DevicePoll>;
+
+    // browser sessions
+    async fn create_session(&self, session: Session) -> StoreResult<()>;
+    async fn session(&self, id_hash: &str, now: u64) -> StoreResult<Option<Session>>;
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
+
+    // signing keys
+    async fn keys(&self) -> StoreResult<Vec<StoredKey>>;
+    /// Stores a new active key and retires the previous active one at `now`.
+    async fn activate_key(&self, key: StoredKey, now: u64) -> StoreResult<()>;
+
+    // audit
+    async fn record_audit(&self, event: AuditEvent) -> StoreResult<()>;
+    async fn audit_events(&self, filter: AuditFilter) -> StoreResult<Vec<AuditEvent>>;
+
+    /// Deletes expired codes, device codes, sessions, denylisted ids and dead families.
+    async fn purge_expired(&self, now: u64) -> StoreResult<u64>;
+}

@@ -1,0 +1,989 @@
+//! The SQLite backend: one writer connection (SQLite has one writer at a time; queueing in the
+//! pool is far cheaper than SQLite's sleeping busy handler) and a few readers, in WAL mode.
+
+use super::*;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+use std::str::FromStr;
+use std::time::Duration;
+
+const SCHEMA: &str = include_str!("schema_sqlite.sql");
+const SCHEMA_VERSION: i64 = 1;
+
+/// SQLite storage.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn json_list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+fn parse_list(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at a `sqlite:` URL and brings its schema up to
+    /// date.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: a crash can lose the last transactions but never corrupts the file.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("cache_size", "-4000");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&write)
+            .await?;
+        if version > SCHEMA_VERSION {
+            return Err(IdpError::Migrate(format!(
+                "the database has schema version {version}, newer than this binary's {SCHEMA_VERSION}; upgrade kubelogin-idp"
+            )));
+        }
+        if version < SCHEMA_VERSION {
+            let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+            sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+            sqlx::raw_sql(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(SqliteStore { read, write })
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+fn user_from(row: &SqliteRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        email: row.try_get("email")?,
+        email_verified: row.try_get::<i64, _>("email_verified")? != 0,
+        name: row.try_get("name")?,
+        password_hash: row.try_get("password_hash")?,
+        is_admin: row.try_get::<i64, _>("is_admin")? != 0,
+        disabled: row.try_get::<i64, _>("disabled")? != 0,
+        created_at: u(row.try_get("created_at")?),
+    })
+}
+
+fn client_from(row: &SqliteRow) -> Result<Client, sqlx::Error> {
+    Ok(Client {
+        client_id: row.try_get("client_id")?,
+        name: row.try_get("name")?,
+        secret_hash: row.try_get("secret_hash")?,
+        redirect_uris: parse_list(row.try_get("redirect_uris")?),
+        post_logout_redirect_uris: parse_list(row.try_get("post_logout_redirect_uris")?),
+        grant_types: parse_list(row.try_get("grant_types")?),
+        scopes: parse_list(row.try_get("scopes")?),
+        tokens_valid_after: u(row.try_get("tokens_valid_after")?),
+        created_at: u(row.try_get("created_at")?),
+    })
+}
+
+fn code_from(row: &SqliteRow) -> Result<AuthCode, sqlx::Error> {
+    Ok(AuthCode {
+        code_hash: row.try_get("code_hash")?,
+        client_id: row.try_get("client_id")?,
+        user_id: row.try_get("user_id")?,
+        redirect_uri: row.try_get("redirect_uri")?,
+        scope: row.try_get("scope")?,
+        nonce: row.try_get("nonce")?,
+        code_challenge: row.try_get("code_challenge")?,
+        auth_time: u(row.try_get("auth_time")?),
+        created_at: u(row.try_get("created_at")?),
+        expires_at: u(row.try_get("expires_at")?),
+    })
+}
+
+fn family_from(row: &SqliteRow) -> Result<Family, sqlx::Error> {
+    Ok(Family {
+        id: row.try_get("id")?,
+        client_id: row.try_get("client_id")?,
+        user_id: row.try_get("user_id")?,
+        scope: row.try_get("scope")?,
+        auth_time: u(row.try_get("auth_time")?),
+        created_at: u(row.try_get("f_created_at")?),
+        revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(u),
+    })
+}
+
+fn refresh_from(row: &SqliteRow) -> Result<RefreshToken, sqlx::Error> {
+    Ok(RefreshToken {
+        token_hash: row.try_get("token_hash")?,
+        family_id: row.try_get("family_id")?,
+        created_at: u(row.try_get("created_at")?),
+        expires_at: u(row.try_get("expires_at")?),
+        rotated_at: row.try_get::<Option<i64>, _>("rotated_at")?.map(u),
+    })
+}
+
+fn device_from(row: &SqliteRow) -> Result<DeviceCode, sqlx::Error> {
+    Ok(DeviceCode {
+        device_code_hash: row.try_get("device_code_hash")?,
+        user_code: row.try_get("user_code")?,
+        client_id: row.try_get("client_id")?,
+        scope: row.try_get("scope")?,
+        code_challenge: row.try_get("code_challenge")?,
+        created_at: u(row.try_get("created_at")?),
+        expires_at: u(row.try_get("expires_at")?),
+        interval: u(row.try_get("interval_secs")?),
+        last_polled_at: row.try_get::<Option<i64>, _>("last_polled_at")?.map(u),
+        status: DeviceStatus::parse(row.try_get("status")?),
+        user_id: row.try_get("user_id")?,
+        auth_time: row.try_get::<Option<i64>, _>("auth_time")?.map(u),
+    })
+}
+
+fn audit_from(row: &SqliteRow) -> Result<AuditEvent, sqlx::Error> {
+    Ok(AuditEvent {
+        id: row.try_get("id")?,
+        at: u(row.try_get("at")?),
+        event: row.try_get("event")?,
+        severity: row.try_get("severity")?,
+        actor: row.try_get("actor")?,
+        subject: row.try_get("subject")?,
+        client_id: row.try_get("client_id")?,
+        ip: row.try_get("ip")?,
+        user_agent: row.try_get("user_agent")?,
+        details: row.try_get("details")?,
+    })
+}
+
+const FAMILY_COLS: &str =
+    "f.id, f.client_id, f.user_id, f.scope, f.auth_time, f.created_at AS f_created_at, f.revoked_at";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_user(&self, user: NewUser, now: u64) -> StoreResult<User> {
+        let id = crate::crypto::random_token(16);
+        let res = sqlx::query(
+            "INSERT INTO users (id, username, email, email_verified, name, password_hash, is_admin, disabled, created_at, updated_at)
+             VALUES (?, ?, ?, 1, ?, ?, ?, 0, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&user.username)
+        .bind(&user.email)
+        .bind(&user.name)
+        .bind(&user.password_hash)
+        .bind(user.is_admin as i64)
+        .bind(i(now))
+        .bind(i(now))
+        .execute(&self.write)
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(IdpError::Conflict(format!(
+                    "user {:?} already exists",
+                    user.username
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(User {
+            id,
+            username: user.username,
+            email: user.email,
+            email_verified: true,
+            name: user.name,
+            password_hash: user.password_hash,
+            is_admin: user.is_admin,
+            disabled: false,
+            created_at: now,
+        })
+    }
+
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE username = ?")
+            .bind(username)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.as_ref().map(user_from).transpose()?)
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.as_ref().map(user_from).transpose()?)
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query("SELECT * FROM users ORDER BY username")
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.iter().map(user_from).collect::<Result<_, _>>()?)
+    }
+
+    async fn set_password(&self, user_id: &str, hash: &str, now: u64) -> StoreResult<()> {
+        let r = sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
+            .bind(hash)
+            .bind(i(now))
+            .bind(user_id)
+            .execute(&self.write)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(IdpError::NotFound("no such user".into()));
+        }
+        Ok(())
+    }
+
+    async fn set_user_disabled(&self, user_id: &str, disabled: bool, now: u64) -> StoreResult<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let r = sqlx::query("UPDATE users SET disabled = ?, updated_at = ? WHERE id = ?")
+            .bind(disabled as i64)
+            .bind(i(now))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(IdpError::NotFound("no such user".into()));
+        }
+        if disabled {
+            sqlx::query(
+                "UPDATE token_families SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+            )
+            .bind(i(now))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_user(&self, user_id: &str) -> StoreResult<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM token_families WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let r = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(IdpError::NotFound("no such user".into()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn count_users(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(u(n))
+    }
+
+    async fn create_group(&self, name: &str, now: u64) -> StoreResult<()> {
+        match sqlx::query("INSERT INTO groups (name, created_at) VALUES (?, ?)")
+            .bind(name)
+            .bind(i(now))
+            .execute(&self.write)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(IdpError::Conflict(format!("group {name:?} already exists")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list_groups(&self) -> StoreResult<Vec<Group>> {
+        let rows = sqlx::query(
+            "SELECT g.name AS name, u.username AS username FROM groups g
+             LEFT JOIN group_members m ON m.group_name = g.name
+             LEFT JOIN users u ON u.id = m.user_id
+             ORDER BY g.name, u.username",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let mut out: Vec<Group> = Vec::new();
+        for row in rows {
+            let name: String = row.try_get("name")?;
+            let member: Option<String> = row.try_get("username")?;
+            if out.last().map(|g| g.name != name).unwrap_or(true) {
+                out.push(Group {
+                    name: name.clone(),
+                    members: Vec::new(),
+                });
+            }
+            if let (Some(m), Some(g)) = (member, out.last_mut()) {
+                g.members.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_group(&self, name: &str) -> StoreResult<()> {
+        let r = sqlx::query("DELETE FROM groups WHERE name = ?")
+            .bind(name)
+            .execute(&self.write)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(IdpError::NotFound(format!("no group {name:?}")));
+        }
+        Ok(())
+    }
+
+    async fn add_group_member(&self, group: &str, user_id: &str) -> StoreResult<()> {
+        let exists: Option<String> = sqlx::query_scalar("SELECT name FROM groups WHERE name = ?")
+            .bind(group)
+            .fetch_optional(&self.write)
+            .await?;
+        if exists.is_none() {
+            return Err(IdpError::NotFound(format!("no group {group:?}")));
+        }
+        sqlx::query("INSERT OR IGNORE INTO group_members (group_name, user_id) VALUES (?, ?)")
+            .bind(group)
+            .bind(user_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_group_member(&self, group: &str, user_id: &str) -> StoreResult<()> {
+        let r = sqlx::query("DELETE FROM group_members WHERE group_name = ? AND user_id = ?")
+            .bind(group)
+            .bind(user_id)
+            .execute(&self.write)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(IdpError::NotFound(
+                "the user is not a member of that group".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn groups_of_user(&self, user_id: &str) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT group_name FROM group_members WHERE user_id = ? ORDER BY group_name",
+        )
+        .bind(user_id)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    async fn create_client(&self, c: Client) -> StoreResult<()> {
+        match sqlx::query(
+            "INSERT INTO clients (client_id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, tokens_valid_after, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&c.client_id)
+        .bind(&c.name)
+        .bind(&c.secret_hash)
+        .bind(json_list(&c.redirect_uris))
+        .bind(json_list(&c.post_logout_redirect_uris))
+        .bind(json_list(&c.grant_types))
+        .bind(json_list(&c.scopes))
+        .bind(i(c.tokens_valid_after))
+        .bind(i(c.created_at))
+        .execute(&self.write)
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(IdpError::Conflict(format!("client {:?} already exists", c.client_id)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn client(&self, client_id: &str) -> StoreResult<Option<Client>> {
+        let row = sqlx::query("SELECT * FROM clients WHERE client_id = ?")
+            .bind(client_id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.as_ref().map(client_from).transpose()?)
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<Client>> {
+        let rows = sqlx::query("SELECT * FROM clients ORDER BY client_id")
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.iter().map(client_from).collect::<Result<_, _>>()?)
+    }
+
+    async fn delete_client(&self, client_id: &str) -> StoreResult<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM token_families WHERE client_id = ?")
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?;
+        let r = sqlx::query("DELETE FROM clients WHERE client_id = ?")
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(IdpError::NotFound(format!("no client {client_id:?}")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_client_secret_hash(&self, client_id: &str, hash: &str) -> StoreResult<()> {
+        let r = sqlx::query(
+            "UPDATE clients SET secret_hash = ? WHERE client_id = ? AND secret_hash IS NOT NULL",
+        )
+        .bind(hash)
+        .bind(client_id)
+        .execute(&self.write)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(IdpError::NotFound(format!(
+                "no confidential client {client_id:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn revoke_all_for_client(&self, client_id: &str, now: u64) -> StoreResult<u64> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let r = sqlx::query("UPDATE clients SET tokens_valid_after = ? WHERE client_id = ?")
+            .bind(i(now))
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(IdpError::NotFound(format!("no client {client_id:?}")));
+        }
+        let n = sqlx::query(
+            "UPDATE token_families SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL",
+        )
+        .bind(i(now))
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // Forced re-authentication also forgets consent and signs users out, so the next
+        // authorization goes through the login page.
+        sqlx::query("DELETE FROM consents WHERE client_id = ?")
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn consented_scopes(&self, user_id: &str, client_id: &str) -> StoreResult<Vec<String>> {
+        let s: Option<String> =
+            sqlx::query_scalar("SELECT scopes FROM consents WHERE user_id = ? AND client_id = ?")
+                .bind(user_id)
+                .bind(client_id)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(s.map(|s| parse_list(&s)).unwrap_or_default())
+    }
+
+    async fn save_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        scopes: &[String],
+        now: u64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO consents (user_id, client_id, scopes, granted_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (user_id, client_id) DO UPDATE SET scopes = excluded.scopes, granted_at = excluded.granted_at",
+        )
+        .bind(user_id)
+        .bind(client_id)
+        .bind(json_list(scopes))
+        .bind(i(now))
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_auth_code(&self, c: AuthCode) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO auth_codes (code_hash, client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&c.code_hash)
+        .bind(&c.client_id)
+        .bind(&c.user_id)
+        .bind(&c.redirect_uri)
+        .bind(&c.scope)
+        .bind(&c.nonce)
+        .bind(&c.code_challenge)
+        .bind(i(c.auth_time))
+        .bind(i(c.created_at))
+        .bind(i(c.expires_at))
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn redeem_auth_code(&self, code_hash: &str, now: u64) -> StoreResult<CodeRedemption> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("SELECT *, used_at, family_id FROM auth_codes WHERE code_hash = ?")
+            .bind(code_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(CodeRedemption::NotFound);
+        };
+        let used_at: Option<i64> = row.try_get("used_at")?;
+        if used_at.is_some() {
+            let family: Option<String> = row.try_get("family_id")?;
+            if let Some(f) = family {
+                sqlx::query(
+                    "UPDATE token_families SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                )
+                .bind(i(now))
+                .bind(f)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            return Ok(CodeRedemption::Replayed);
+        }
+        let code = code_from(&row)?;
+        if code.expires_at <= now {
+            return Ok(CodeRedemption::NotFound);
+        }
+        sqlx::query("UPDATE auth_codes SET used_at = ? WHERE code_hash = ?")
+            .bind(i(now))
+            .bind(code_hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(CodeRedemption::Fresh(code))
+    }
+
+    async fn link_code_family(&self, code_hash: &str, family_id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE auth_codes SET family_id = ? WHERE code_hash = ?")
+            .bind(family_id)
+            .bind(code_hash)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn create_family(&self, f: Family, first: RefreshToken) -> StoreResult<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO token_families (id, client_id, user_id, scope, auth_time, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, NULL)",
+        )
+        .bind(&f.id)
+        .bind(&f.client_id)
+        .bind(&f.user_id)
+        .bind(&f.scope)
+        .bind(i(f.auth_time))
+        .bind(i(f.created_at))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(&first.token_hash)
+            .bind(&f.id)
+            .bind(i(first.created_at))
+            .bind(i(first.expires_at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn family(&self, family_id: &str) -> StoreResult<Option<Family>> {
+        let row = sqlx::query(&format!(
+            "SELECT {FAMILY_COLS} FROM token_families f WHERE f.id = ?"
+        ))
+        .bind(family_id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.as_ref().map(family_from).transpose()?)
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &str,
+        new_token: RefreshToken,
+        now: u64,
+        grace_secs: u64,
+    ) -> StoreResult<Rotation> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(&format!(
+            "SELECT t.token_hash, t.family_id, t.created_at, t.expires_at, t.rotated_at, {FAMILY_COLS}
+             FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id WHERE t.token_hash = ?"
+        ))
+        .bind(old_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Rotation::Invalid);
+        };
+        let token = refresh_from(&row)?;
+        let family = family_from(&row)?;
+        if family.revoked_at.is_some() || token.expires_at <= now {
+            return Ok(Rotation::Invalid);
+        }
+        let outcome = match token.rotated_at {
+            None => Rotation::Rotated(family.clone()),
+            Some(at) if now.saturating_sub(at) <= grace_secs => {
+                Rotation::WithinGrace(family.clone())
+            }
+            Some(_) => {
+                sqlx::query("UPDATE token_families SET revoked_at = ? WHERE id = ?")
+                    .bind(i(now))
+                    .bind(&family.id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Ok(Rotation::Reused(family));
+            }
+        };
+        if token.rotated_at.is_none() {
+            sqlx::query("UPDATE refresh_tokens SET rotated_at = ? WHERE token_hash = ?")
+                .bind(i(now))
+                .bind(old_hash)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(&new_token.token_hash)
+            .bind(&family.id)
+            .bind(i(new_token.created_at))
+            .bind(i(new_token.expires_at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<(RefreshToken, Family)>> {
+        let row = sqlx::query(&format!(
+            "SELECT t.token_hash, t.family_id, t.created_at, t.expires_at, t.rotated_at, {FAMILY_COLS}
+             FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id WHERE t.token_hash = ?"
+        ))
+        .bind(token_hash)
+        .fetch_optional(&self.read)
+        .await?;
+        match row {
+            Some(r) => Ok(Some((refresh_from(&r)?, family_from(&r)?))),
+            None => Ok(None),
+        }
+    }
+
+    async fn revoke_family(&self, family_id: &str, now: u64) -> StoreResult<()> {
+        sqlx::query("UPDATE token_families SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(i(now))
+            .bind(family_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn families_of_user(&self, user_id: &str) -> StoreResult<Vec<Family>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {FAMILY_COLS} FROM token_families f WHERE f.user_id = ? ORDER BY f.created_at DESC"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.iter().map(family_from).collect::<Result<_, _>>()?)
+    }
+
+    async fn revoke_jti(&self, jti: &str, expires_at: u64) -> StoreResult<()> {
+        sqlx::query("INSERT OR IGNORE INTO revoked_jtis (jti, expires_at) VALUES (?, ?)")
+            .bind(jti)
+            .bind(i(expires_at))
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn is_jti_revoked(&self, jti: &str) -> StoreResult<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM revoked_jtis WHERE jti = ?")
+            .bind(jti)
+            .fetch_one(&self.read)
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn insert_device_code(&self, d: DeviceCode) -> StoreResult<()> {
+        match sqlx::query(
+            "INSERT INTO device_codes (device_code_hash, user_code, client_id, scope, code_challenge, created_at, expires_at, interval_secs, last_polled_at, status, user_id, auth_time)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, 'pending', NULL, NULL)",
+        )
+        .bind(&d.device_code_hash)
+        .bind(&d.user_code)
+        .bind(&d.client_id)
+        .bind(&d.scope)
+        .bind(&d.code_challenge)
+        .bind(i(d.created_at))
+        .bind(i(d.expires_at))
+        .bind(i(d.interval))
+        .execute(&self.write)
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(IdpError::Conflict("user code collision".into()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn device_by_user_code(&self, user_code: &str) -> StoreResult<Option<DeviceCode>> {
+        let row = sqlx::query("SELECT * FROM device_codes WHERE user_code = ?")
+            .bind(user_code)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.as_ref().map(device_from).transpose()?)
+    }
+
+    async fn device_by_hash_client(&self, hash: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT client_id FROM device_codes WHERE device_code_hash = ?")
+                .bind(hash)
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+
+    async fn decide_device(
+        &self,
+        user_code: &str,
+        approve: bool,
+        user_id: &str,
+        auth_time: u64,
+        now: u64,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE device_codes SET status = ?, user_id = ?, auth_time = ?
+             WHERE user_code = ? AND status = 'pending' AND expires_at > ?",
+        )
+        .bind(if approve { "approved" } else { "denied" })
+        .bind(user_id)
+        .bind(i(auth_time))
+        .bind(user_code)
+        .bind(i(now))
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn poll_device(&self, hash: &str, now: u64) -> StoreResult<DevicePoll> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("SELECT * FROM device_codes WHERE device_code_hash = ?")
+            .bind(hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(DevicePoll::NotFound);
+        };
+        let d = device_from(&row)?;
+        if d.status == DeviceStatus::Consumed {
+            return Ok(DevicePoll::NotFound);
+        }
+        if d.expires_at <= now {
+            return Ok(DevicePoll::Expired);
+        }
+        // RFC 8628 §3.5: a client polling faster than the interval gets slow_down, and "the
+        // interval MUST be increased by 5 seconds for this and all subsequent requests".
+        let too_fast = d
+            .last_polled_at
+            .map(|t| now < t + d.interval)
+            .unwrap_or(false);
+        let (outcome, interval) = match d.status {
+            _ if too_fast && d.status == DeviceStatus::Pending => {
+                (DevicePoll::SlowDown, d.interval + 5)
+            }
+            DeviceStatus::Pending => (DevicePoll::Pending, d.interval),
+            DeviceStatus::Denied => (DevicePoll::Denied, d.interval),
+            DeviceStatus::Approved => (DevicePoll::Approved(Box::new(d.clone())), d.interval),
+            DeviceStatus::Consumed => (DevicePoll::NotFound, d.interval),
+        };
+        let status = match &outcome {
+            DevicePoll::Approved(_) | DevicePoll::Denied => DeviceStatus::Consumed.as_str(),
+            _ => d.status.as_str(),
+        };
+        sqlx::query("UPDATE device_codes SET last_polled_at = ?, interval_secs = ?, status = ? WHERE device_code_hash = ?")
+            .bind(i(now))
+            .bind(i(interval))
+            .bind(status)
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn create_session(&self, s: Session) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, user_id, auth_time, created_at, expires_at, ip, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.id_hash)
+        .bind(&s.user_id)
+        .bind(i(s.auth_time))
+        .bind(i(s.created_at))
+        .bind(i(s.expires_at))
+        .bind(&s.ip)
+        .bind(&s.user_agent)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, id_hash: &str, now: u64) -> StoreResult<Option<Session>> {
+        let row = sqlx::query("SELECT * FROM sessions WHERE id_hash = ? AND expires_at > ?")
+            .bind(id_hash)
+            .bind(i(now))
+            .fetch_optional(&self.read)
+            .await?;
+        match row {
+            Some(r) => Ok(Some(Session {
+                id_hash: r.try_get("id_hash")?,
+                user_id: r.try_get("user_id")?,
+                auth_time: u(r.try_get("auth_time")?),
+                created_at: u(r.try_get("created_at")?),
+                expires_at: u(r.try_get("expires_at")?),
+                ip: r.try_get("ip")?,
+                user_agent: r.try_get("user_agent")?,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
+            .bind(id_hash)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn keys(&self) -> StoreResult<Vec<StoredKey>> {
+        let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at DESC, kid")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredKey {
+                    kid: r.try_get("kid")?,
+                    alg: r.try_get("alg")?,
+                    private_pem: r.try_get("private_pem")?,
+                    created_at: u(r.try_get("created_at")?),
+                    retired_at: r.try_get::<Option<i64>, _>("retired_at")?.map(u),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    async fn activate_key(&self, key: StoredKey, now: u64) -> StoreResult<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
+            .bind(i(now))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO signing_keys (kid, alg, private_pem, created_at, retired_at) VALUES (?, ?, ?, ?, NULL)
+                     ON CONFLICT (kid) DO UPDATE SET retired_at = NULL, created_at = excluded.created_at")
+            .bind(&key.kid)
+            .bind(&key.alg)
+            .bind(&key.private_pem)
+            .bind(i(key.created_at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_audit(&self, e: AuditEvent) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_events (at, event, severity, actor, subject, client_id, ip, user_agent, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(i(e.at))
+        .bind(&e.event)
+        .bind(&e.severity)
+        .bind(&e.actor)
+        .bind(&e.subject)
+        .bind(&e.client_id)
+        .bind(&e.ip)
+        .bind(&e.user_agent)
+        .bind(&e.details)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_events(&self, f: AuditFilter) -> StoreResult<Vec<AuditEvent>> {
+        let limit = if f.limit == 0 { 1000 } else { f.limit };
+        let rows = sqlx::query(
+            "SELECT * FROM audit_events
+             WHERE (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR actor = ?2)
+               AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR at <= ?4)
+             ORDER BY id DESC LIMIT ?5",
+        )
+        .bind(f.event)
+        .bind(f.actor)
+        .bind(f.since.map(i))
+        .bind(f.until.map(i))
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.iter().map(audit_from).collect::<Result<_, _>>()?)
+    }
+
+    async fn purge_expired(&self, now: u64) -> StoreResult<u64> {
+        let mut n = 0;
+        // Used codes are kept until they expire so a replay can still be detected.
+        for sql in [
+            "DELETE FROM auth_codes WHERE expires_at <= ?",
+            "DELETE FROM device_codes WHERE expires_at <= ?",
+            "DELETE FROM sessions WHERE expires_at <= ?",
+            "DELETE FROM revoked_jtis WHERE expires_at <= ?",
+            "DELETE FROM refresh_tokens WHERE expires_at <= ?",
+        ] {
+            n += sqlx::query(sql)
+                .bind(i(now))
+                .execute(&self.write)
+                .await?
+                .rows_affected();
+        }
+        n += sqlx::query("DELETE FROM token_families WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = token_families.id)")
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+        Ok(n)
+    }
+}

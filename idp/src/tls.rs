@@ -1,0 +1,951 @@
+//! HTTPS for the IdP: `kubelogin-idp certs` (a local CA plus a server certificate signed by it),
+//! loading PEM files into a rustls `ServerConfig`, and an accept loop serving an axum `Router`
+//! over TLS.
+//!
+//! kube-apiserver fetches the issuer's discovery document and JWKS over HTTPS and must trust the
+//! server certificate (`--oidc-ca-file`), so `certs` makes a CA to hand to it and a separate
+//! leaf: rustls refuses a CA certificate used as the server's own (CaUsedAsEndEntity).
+
+use std::fs;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+/// The CA certificate's subject. Reusing a CA re-derives the issuer name from this, so a
+/// `ca.crt` with another subject cannot be reused (see `load_ca`).
+const CA_COMMON_NAME: &str = "kubelogin-idp local CA";
+/// Ten years: the CA is what kube-apiserver is configured to trust, so it should outlive leaves.
+const CA_VALIDITY_DAYS: i64 = 3652;
+/// 825 days is the longest server certificate lifetime macOS/iOS clients accept.
+const SERVER_VALIDITY_DAYS: i64 = 825;
+/// A client that connects and never completes the handshake gives up its task after this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bounds how long an HTTP/1 client may take to send request headers (slowloris), including
+/// idle keep-alive connections waiting for the next request.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// After an accept error such as EMFILE, pause instead of spinning on the same error.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// Errors of certificate generation and TLS configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error(
+        "at least one --host is required: the server certificate must name the DNS names or IP \
+         addresses clients use to reach the IdP"
+    )]
+    NoHosts,
+    #[error("invalid --host {host:?}: {reason}")]
+    InvalidHost { host: String, reason: &'static str },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {reason}", path.display())]
+    Pem { path: PathBuf, reason: String },
+    #[error(
+        "{} exists but {} does not: restore the missing file to keep the CA kube-apiserver \
+         trusts, or remove both to create a new CA",
+        present.display(),
+        missing.display()
+    )]
+    IncompleteCa { present: PathBuf, missing: PathBuf },
+    #[error("cannot reuse the CA in {}: {reason}", dir.display())]
+    CaReuse { dir: PathBuf, reason: String },
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("the time {0} (unix seconds) is outside the range a certificate can express")]
+    TimeOutOfRange(u64),
+    #[error("TLS configuration from {} and {}: {source}", cert.display(), key.display())]
+    Config {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+/// Where `generate_certs` wrote its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPaths {
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+/// `kubelogin-idp certs --host NAME --host IP ... --out DIR`: creates DIR (0700) if needed; reuses DIR/ca.crt + DIR/ca.key if both exist (so re-running to add a host keeps the CA kube-apiserver already trusts), else creates a new CA (ECDSA P-256, CA:true, keyCertSign, 10 years, CN "kubelogin-idp local CA"); then issues DIR/server.crt + server.key (ECDSA P-256, not a CA, serverAuth EKU, SANs: each host as DNS name or IP address, valid 825 days), keys written mode 0600, certs 0644. Returns the paths. Hosts must be non-empty; invalid host strings give a clear error.
+///
+/// If only one of ca.crt and ca.key exists this fails rather than replacing the CA, since a
+/// new ca.crt would silently break every kube-apiserver that trusts the old one.
+pub fn generate_certs(
+    hosts: &[String],
+    out_dir: &Path,
+    now_unix: u64,
+) -> Result<CertPaths, TlsError> {
+    let first_host = hosts.first().ok_or(TlsError::NoHosts)?;
+    let mut sans: Vec<SanType> = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        let san = parse_host(host)?;
+        if !sans.contains(&san) {
+            sans.push(san);
+        }
+    }
+    let today = i64::try_from(now_unix / 86_400).map_err(|_| TlsError::TimeOutOfRange(now_unix))?;
+    // rcgen's date constructor panics outside the `time` crate's range (year 9999); refuse early.
+    if today + CA_VALIDITY_DAYS > LAST_REPRESENTABLE_DAY {
+        return Err(TlsError::TimeOutOfRange(now_unix));
+    }
+
+    create_private_dir(out_dir)?;
+    let paths = CertPaths {
+        ca_cert: out_dir.join("ca.crt"),
+        ca_key: out_dir.join("ca.key"),
+        server_cert: out_dir.join("server.crt"),
+        server_key: out_dir.join("server.key"),
+    };
+    let (ca_cert, ca_key) = match (exists(&paths.ca_cert)?, exists(&paths.ca_key)?) {
+        (true, true) => load_ca(&paths, out_dir, today)?,
+        (false, false) => {
+            let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+            let cert = ca_params(today)?.self_signed(&key)?;
+            // Key first: a crash in between leaves no ca.crt, so the next run starts over
+            // instead of finding a certificate without its key.
+            write_file(&paths.ca_key, key.serialize_pem().as_bytes(), 0o600)?;
+            write_file(&paths.ca_cert, cert.pem().as_bytes(), 0o644)?;
+            (cert, key)
+        }
+        (true, false) => {
+            return Err(TlsError::IncompleteCa {
+                present: paths.ca_cert,
+                missing: paths.ca_key,
+            })
+        }
+        (false, true) => {
+            return Err(TlsError::IncompleteCa {
+                present: paths.ca_key,
+                missing: paths.ca_cert,
+            })
+        }
+    };
+
+    let server_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, first_host.as_str());
+    params.subject_alt_names = sans;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial());
+    set_validity(&mut params, today, today + SERVER_VALIDITY_DAYS)?;
+    let server_cert = params.signed_by(&server_key, &ca_cert, &ca_key)?;
+    write_file(
+        &paths.server_key,
+        server_key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
+    write_file(&paths.server_cert, server_cert.pem().as_bytes(), 0o644)?;
+    Ok(paths)
+}
+
+/// Loads a PEM certificate chain and a PEM private key (PKCS#1, PKCS#8 or SEC1) into a rustls ServerConfig using the ring provider explicitly (no process-default provider), ALPN h2 + http/1.1. Errors name the file and what was wrong.
+pub fn server_config(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let cert_pem = fs::read(cert_path).map_err(io_error(cert_path))?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<CertificateDer<'static>>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: cert_path.to_path_buf(),
+            reason: format!("unreadable PEM: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: cert_path.to_path_buf(),
+            reason: "no CERTIFICATE PEM block: expected the server certificate, optionally \
+                     followed by intermediate CA certificates"
+                .to_string(),
+        });
+    }
+    let key = read_private_key(key_path)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config_error = |source| TlsError::Config {
+        cert: cert_path.to_path_buf(),
+        key: key_path.to_path_buf(),
+        source,
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(config_error)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(config_error)?;
+    // RFC 7301 ALPN, most preferred first; axum serves both.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves an axum Router over TLS on an already-bound listener until `shutdown` resolves: accept loop with tokio-rustls + hyper_util::server::conn::auto::Builder, one task per connection, a handshake timeout (10 s) so a silent client cannot hold a task forever, handshake errors logged at debug and never fatal. Connection info: insert `axum::extract::ConnectInfo<SocketAddr>` of the peer into request extensions so handlers can read the client IP the same way as with axum::serve(...into_make_service_with_connect_info::<SocketAddr>()).
+///
+/// On shutdown it stops accepting, asks open connections to finish their current requests
+/// (HTTP/2 GOAWAY, HTTP/1 close after the response), and returns once they have.
+pub async fn serve_tls(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::from(config);
+    tracing::info!(addr = %listener.local_addr()?, "serving HTTPS");
+    // Connection tasks hold receivers; `closed()` on the sender tells when the last one is done.
+    let (stop_tx, stop_rx) = watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.as_mut() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(err) if is_connection_error(&err) => {
+                tracing::debug!(error = %err, "accept failed");
+                continue;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "accept failed; pausing");
+                tokio::select! {
+                    () = shutdown.as_mut() => break,
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                }
+            }
+        };
+        tokio::spawn(serve_connection(
+            acceptor.clone(),
+            stream,
+            peer,
+            app.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    drop(listener);
+    drop(stop_rx);
+    // Err only means no connection is open, which is fine.
+    let _ = stop_tx.send(());
+    stop_tx.closed().await;
+    Ok(())
+}
+
+async fn serve_connection(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: axum::Router,
+    mut stop: watch::Receiver<()>,
+) {
+    // Small TLS records (discovery, JWKS, token responses) should not wait for Nagle.
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
+    }
+    let tls = tokio::select! {
+        handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => match handshake {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = stop.changed() => return,
+    };
+
+    type Request = hyper::Request<Incoming>;
+    let service = hyper::service::service_fn(move |mut req: Request| {
+        // The same extension axum's `into_make_service_with_connect_info` adds.
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let mut router = app.clone();
+        async move {
+            // Router is always ready, but the tower contract still asks for poll_ready first.
+            std::future::poll_fn(|cx| tower::Service::<Request>::poll_ready(&mut router, cx))
+                .await?;
+            tower::Service::<Request>::call(&mut router, req).await
+        }
+    });
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            }
+            return;
+        }
+        _ = stop.changed() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    if let Err(err) = conn.await {
+        tracing::debug!(%peer, error = %err, "connection ended with an error during shutdown");
+    }
+}
+
+/// Errors that concern one connection only; anything else (EMFILE, ENOMEM) affects all.
+fn is_connection_error(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+fn read_private_key(key_path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let key_pem = fs::read(key_path).map_err(io_error(key_path))?;
+    let pem_error = |reason: String| TlsError::Pem {
+        path: key_path.to_path_buf(),
+        reason,
+    };
+    match rustls_pemfile::private_key(&mut key_pem.as_slice()) {
+        Ok(Some(key)) => Ok(key),
+        Ok(None) => {
+            let text = String::from_utf8_lossy(&key_pem);
+            let reason = if text.contains("ENCRYPTED") {
+                "the private key is encrypted; give an unencrypted key (protect it with file \
+                 permissions instead)"
+            } else if text.contains("-----BEGIN CERTIFICATE-----") {
+                "this is a certificate, not a private key (are the certificate and key paths \
+                 swapped?)"
+            } else {
+                "no private key PEM block: expected PRIVATE KEY (PKCS#8), RSA PRIVATE KEY \
+                 (PKCS#1) or EC PRIVATE KEY (SEC1)"
+            };
+            Err(pem_error(reason.to_string()))
+        }
+        Err(e) => Err(pem_error(format!("unreadable PEM: {e}"))),
+    }
+}
+
+/// Reuses the CA on disk. rcgen (without its x509-parser feature) cannot read a certificate
+/// back, so the issuer is re-derived from the CA key and the fixed CA subject; the stored
+/// ca.crt must then have that same subject and public key, or leaves signed here would not
+/// chain to it.
+fn load_ca(
+    paths: &CertPaths,
+    dir: &Path,
+    today: i64,
+) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
+    let reuse_error = |reason: String| TlsError::CaReuse {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    let key_pem = fs::read_to_string(&paths.ca_key).map_err(io_error(&paths.ca_key))?;
+    let key = KeyPair::from_pem(&key_pem).map_err(|e| TlsError::Pem {
+        path: paths.ca_key.clone(),
+        reason: format!("not a usable PKCS#8 CA private key: {e}"),
+    })?;
+    let cert_pem = fs::read(&paths.ca_cert).map_err(io_error(&paths.ca_cert))?;
+    let stored = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .next()
+        .and_then(Result::ok)
+        .ok_or_else(|| TlsError::Pem {
+            path: paths.ca_cert.clone(),
+            reason: "no CERTIFICATE PEM block".to_string(),
+        })?;
+    let rebuilt = ca_params(today)?.self_signed(&key)?;
+    let (stored_subject, stored_spki) = anchor_of(stored).map_err(|e| TlsError::Pem {
+        path: paths.ca_cert.clone(),
+        reason: format!("not a valid certificate: {e}"),
+    })?;
+    let (rebuilt_subject, rebuilt_spki) =
+        anchor_of(rebuilt.der().clone()).map_err(|e| reuse_error(e.to_string()))?;
+    if stored_spki != rebuilt_spki {
+        return Err(reuse_error("ca.key is not the key of ca.crt".to_string()));
+    }
+    if stored_subject != rebuilt_subject {
+        return Err(reuse_error(format!(
+            "ca.crt was not made by `kubelogin-idp certs` (its subject is not CN={CA_COMMON_NAME}); \
+             sign the server certificate with that CA's own tooling, or remove ca.crt and ca.key \
+             to create a new CA"
+        )));
+    }
+    Ok((rebuilt, key))
+}
+
+/// The DER subject name and SubjectPublicKeyInfo of a certificate, as rustls reads them.
+fn anchor_of(cert: CertificateDer<'_>) -> Result<(Vec<u8>, Vec<u8>), rustls::Error> {
+    let mut store = rustls::RootCertStore::empty();
+    store.add(cert)?;
+    let anchor = store
+        .roots
+        .first()
+        .ok_or(rustls::Error::General("certificate not added".to_string()))?;
+    Ok((
+        anchor.subject.as_ref().to_vec(),
+        anchor.subject_public_key_info.as_ref().to_vec(),
+    ))
+}
+
+fn ca_params(today: i64) -> Result<CertificateParams, TlsError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, CA_COMMON_NAME);
+    // Path length 0: this CA signs server certificates directly, never other CAs.
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.serial_number = Some(random_serial());
+    set_validity(&mut params, today, today + CA_VALIDITY_DAYS)?;
+    Ok(params)
+}
+
+/// RFC 5280 §4.1.2.2: a positive serial of at most 20 octets, unique per issuer; 127 random bits
+/// make a collision between reissued leaves practically impossible.
+fn random_serial() -> SerialNumber {
+    let mut bytes: [u8; 16] = rand::random();
+    // Top bit clear keeps the INTEGER positive; the next bit set keeps all 16 octets.
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    SerialNumber::from_slice(&bytes)
+}
+
+/// Day 2_932_896 after 1970-01-01 is 9999-12-31, the last day rcgen's `time` dates can hold.
+const LAST_REPRESENTABLE_DAY: i64 = 2_932_896;
+
+/// Sets validity from midnight UTC of day `from` to midnight UTC of day `to` (days since
+/// 1970-01-01). Starting at the start of the current day also tolerates clients whose clocks
+/// lag by a few hours. The caller has checked `to` against `LAST_REPRESENTABLE_DAY`.
+fn set_validity(params: &mut CertificateParams, from: i64, to: i64) -> Result<(), TlsError> {
+    let midnight = |days: i64| {
+        let (year, month, day) = civil_from_days(days);
+        i32::try_from(year)
+            .map(|year| rcgen::date_time_ymd(year, month, day))
+            .map_err(|_| TlsError::TimeOutOfRange(u64::try_from(days).unwrap_or(0) * 86_400))
+    };
+    params.not_before = midnight(from)?;
+    params.not_after = midnight(to)?;
+    Ok(())
+}
+
+/// Proleptic Gregorian calendar date of a day count since 1970-01-01 (the standard
+/// era-based conversion: 400-year eras of 146 097 days, years starting in March).
+fn civil_from_days(days: i64) -> (i64, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    // month is 1..=12 and day 1..=31 by construction.
+    (
+        year,
+        u8::try_from(month).unwrap_or(1),
+        u8::try_from(day).unwrap_or(1),
+    )
+}
+
+/// A `--host` as a subjectAltName: an IP address (RFC 5280 §4.2.1.6 iPAddress) or a DNS name
+/// in preferred name syntax (RFC 1034 §3.5, RFC 5280 §4.2.1.6 dNSName), optionally with a
+/// leading `*.` wildcard label (RFC 6125 §6.4.3).
+fn parse_host(host: &str) -> Result<SanType, TlsError> {
+    let invalid = |reason: &'static str| TlsError::InvalidHost {
+        host: host.to_string(),
+        reason,
+    };
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return inner
+            .parse::<Ipv6Addr>()
+            .map(|ip| SanType::IpAddress(IpAddr::V6(ip)))
+            .map_err(|_| invalid("brackets are only for IPv6 addresses"));
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SanType::IpAddress(ip));
+    }
+    if host.is_empty() {
+        return Err(invalid("empty"));
+    }
+    if host.contains("://") {
+        return Err(invalid("give a host name or IP address, not a URL"));
+    }
+    if host.contains(':') {
+        return Err(invalid(
+            "remove the port: certificates name hosts, not ports (IPv6 addresses are accepted as is)",
+        ));
+    }
+    if !host.is_ascii() {
+        return Err(invalid(
+            "internationalized names must be given in their xn-- (punycode) form",
+        ));
+    }
+    if host.ends_with('.') {
+        return Err(invalid("remove the trailing dot"));
+    }
+    if host.len() > 253 {
+        return Err(invalid("longer than 253 characters"));
+    }
+    let name = host.to_ascii_lowercase();
+    let labels: Vec<&str> = name.split('.').collect();
+    for (i, label) in labels.iter().enumerate() {
+        if i == 0 && *label == "*" {
+            if labels.len() < 3 {
+                return Err(invalid(
+                    "a wildcard needs at least two labels after it, e.g. *.idp.example.com",
+                ));
+            }
+            continue;
+        }
+        if label.is_empty() {
+            return Err(invalid("empty label (two dots in a row or a leading dot)"));
+        }
+        if label.len() > 63 {
+            return Err(invalid("a label is longer than 63 characters"));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(invalid(
+                "only letters, digits, '-' and '.' are allowed in a DNS name",
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(invalid("a label cannot start or end with '-'"));
+        }
+    }
+    if labels
+        .iter()
+        .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(invalid("looks like an IP address but is not a valid one"));
+    }
+    let name = rcgen::Ia5String::try_from(name).map_err(|_| invalid("not an IA5 string"))?;
+    Ok(SanType::DnsName(name))
+}
+
+fn exists(path: &Path) -> Result<bool, TlsError> {
+    path.try_exists().map_err(io_error(path))
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+    move |source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(io_error(dir))
+}
+
+/// Writes via a temporary file and rename, so a server reading the file never sees it half
+/// written, and a key file is never readable by others, not even for a moment.
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(&tmp)(e)),
+    }
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(mode);
+    }
+    let mut file = options.open(&tmp).map_err(io_error(&tmp))?;
+    file.write_all(contents).map_err(io_error(&tmp))?;
+    // The umask may have cleared bits (e.g. 0644 under umask 077); the documented modes win.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io_error(&tmp))?;
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    file.sync_all().map_err(io_error(&tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io_error(path))
+}
+
+#[cfg(test)]
+// Tests may fail loudly: the no-panic rule is for code that runs in the IdP.
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use std::os::unix::fs::PermissionsExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// 2024-03-01T12:00:00Z.
+    const NOW: u64 = 1_709_294_400;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+    }
+
+    fn hosts(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn app() -> axum::Router {
+        axum::Router::new().route(
+            "/peer",
+            get(|ConnectInfo(addr): ConnectInfo<SocketAddr>| async move { addr.to_string() }),
+        )
+    }
+
+    async fn start(
+        paths: &CertPaths,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let config = server_config(&paths.server_cert, &paths.server_key).expect("config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_tls(listener, config, app(), async move {
+            let _ = rx.await;
+        }));
+        (addr, tx, server)
+    }
+
+    fn client(ca_cert: &Path, addr: SocketAddr) -> reqwest::Client {
+        let ca =
+            reqwest::Certificate::from_pem(&fs::read(ca_cert).expect("read ca")).expect("ca pem");
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .resolve("localhost", addr)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client")
+    }
+
+    fn rustls_client(ca_cert: &Path, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut fs::read(ca_cert).expect("ca").as_slice()) {
+            roots.add(cert.expect("cert")).expect("add");
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    #[test]
+    fn generates_files_with_modes_and_reuses_ca() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("certs");
+        let paths = generate_certs(&hosts(&["localhost", "127.0.0.1"]), &dir, NOW).expect("certs");
+        assert_eq!(paths.ca_cert, dir.join("ca.crt"));
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&paths.ca_key), 0o600);
+        assert_eq!(mode(&paths.server_key), 0o600);
+        assert_eq!(mode(&paths.ca_cert), 0o644);
+        assert_eq!(mode(&paths.server_cert), 0o644);
+        assert!(
+            fs::read_dir(&dir).expect("ls").count() == 4,
+            "no temporary files left"
+        );
+
+        let ca = fs::read(&paths.ca_cert).expect("ca");
+        let ca_key = fs::read(&paths.ca_key).expect("ca key");
+        let leaf = fs::read(&paths.server_cert).expect("leaf");
+        let again = generate_certs(
+            &hosts(&["localhost", "127.0.0.1", "idp.example.com"]),
+            &dir,
+            NOW + 60,
+        )
+        .expect("re-run");
+        assert_eq!(again, paths);
+        assert_eq!(
+            fs::read(&paths.ca_cert).expect("ca"),
+            ca,
+            "CA reused byte for byte"
+        );
+        assert_eq!(fs::read(&paths.ca_key).expect("ca key"), ca_key);
+        assert_ne!(
+            fs::read(&paths.server_cert).expect("leaf"),
+            leaf,
+            "leaf reissued"
+        );
+        assert_eq!(mode(&paths.server_key), 0o600);
+    }
+
+    #[tokio::test]
+    async fn https_request_trusting_only_the_ca() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        generate_certs(&hosts(&["localhost"]), dir, NOW).expect("certs");
+        // Re-run to add the IP: the reissued leaf must chain to the CA of the first run.
+        let paths = generate_certs(&hosts(&["localhost", "127.0.0.1"]), dir, NOW).expect("re-run");
+        let (addr, stop, server) = start(&paths).await;
+
+        // A client that connects and stays silent, and one that does not speak TLS, must not
+        // stop anyone else from being served.
+        let _silent = TcpStream::connect(addr).await.expect("connect");
+        let mut plain = TcpStream::connect(addr).await.expect("connect");
+        plain
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+
+        let client = client(&paths.ca_cert, addr);
+        for url in [
+            format!("https://127.0.0.1:{}/peer", addr.port()),
+            format!("https://localhost:{}/peer", addr.port()),
+        ] {
+            let resp = client.get(&url).send().await.expect("request");
+            assert_eq!(resp.status(), 200, "{url}");
+            let peer: SocketAddr = resp.text().await.expect("body").parse().expect("peer addr");
+            assert_eq!(
+                peer.ip(),
+                IpAddr::from([127, 0, 0, 1]),
+                "ConnectInfo reached the handler"
+            );
+        }
+
+        // ALPN offers h2; an HTTP/1.1-only client still gets served.
+        let h2 = rustls_client(&paths.ca_cert, &[b"h2", b"http/1.1"]);
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let tls = h2.connect(name.clone(), tcp).await.expect("handshake");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        drop(tls);
+        let h1 = rustls_client(&paths.ca_cert, &[b"http/1.1"]);
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let mut tls = h1.connect(name, tcp).await.expect("handshake");
+        tls.write_all(b"GET /peer HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut response = String::new();
+        tls.read_to_string(&mut response).await.expect("read");
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        assert!(response.ends_with(&tls.get_ref().0.local_addr().expect("addr").to_string()));
+
+        drop(client);
+        drop(plain);
+        drop(_silent);
+        stop.send(()).expect("stop");
+        let result = tokio::time::timeout(Duration::from_secs(15), server)
+            .await
+            .expect("server stops")
+            .expect("join");
+        assert!(result.is_ok());
+    }
+
+    #[tokio::test]
+    async fn server_refuses_untrusted_client_ca() {
+        // A client trusting a different CA must fail the handshake: proves the chain is checked.
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let paths = generate_certs(&hosts(&["localhost"]), &tmp.path().join("a"), NOW).expect("a");
+        let other = generate_certs(&hosts(&["localhost"]), &tmp.path().join("b"), NOW).expect("b");
+        let (addr, stop, server) = start(&paths).await;
+        let client = client(&other.ca_cert, addr);
+        let url = format!("https://localhost:{}/peer", addr.port());
+        assert!(client.get(&url).send().await.is_err());
+        stop.send(()).expect("stop");
+        assert!(server.await.expect("join").is_ok());
+    }
+
+    #[test]
+    fn server_config_errors_name_the_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let paths = generate_certs(&hosts(&["localhost"]), tmp.path(), NOW).expect("certs");
+        let config = server_config(&paths.server_cert, &paths.server_key).expect("config");
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+
+        let missing = tmp.path().join("nope.crt");
+        let err = server_config(&missing, &paths.server_key).expect_err("missing");
+        assert!(err.to_string().contains("nope.crt"), "{err}");
+
+        // Swapped paths.
+        let err = server_config(&paths.server_key, &paths.server_cert).expect_err("swapped");
+        assert!(
+            err.to_string().contains("server.key") && err.to_string().contains("CERTIFICATE"),
+            "{err}"
+        );
+
+        let err = server_config(&paths.server_cert, &paths.server_cert).expect_err("cert as key");
+        assert!(
+            err.to_string().contains("server.crt") && err.to_string().contains("not a private key"),
+            "{err}"
+        );
+
+        // The CA key does not belong to the server certificate.
+        let err = server_config(&paths.server_cert, &paths.ca_key).expect_err("mismatch");
+        assert!(matches!(err, TlsError::Config { .. }), "{err}");
+        assert!(err.to_string().contains("ca.key"), "{err}");
+    }
+
+    #[test]
+    fn server_config_accepts_pkcs1_and_sec1_keys() {
+        use p256::pkcs8::{DecodePrivateKey as _, LineEnding};
+        use rsa::pkcs1::EncodeRsaPrivateKey as _;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let paths = generate_certs(&hosts(&["localhost"]), tmp.path(), NOW).expect("certs");
+        let pkcs8 = fs::read_to_string(&paths.server_key).expect("key");
+        let sec1 = p256::SecretKey::from_pkcs8_pem(&pkcs8)
+            .expect("p256")
+            .to_sec1_pem(LineEnding::LF)
+            .expect("sec1");
+        let sec1_path = tmp.path().join("sec1.key");
+        fs::write(&sec1_path, sec1.as_bytes()).expect("write");
+        server_config(&paths.server_cert, &sec1_path).expect("SEC1 key loads");
+
+        // A PKCS#1 RSA key with a matching self-signed certificate.
+        let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).expect("rsa");
+        let pkcs1 = rsa.to_pkcs1_pem(LineEnding::LF).expect("pkcs1");
+        let rsa_pkcs8 = {
+            use rsa::pkcs8::EncodePrivateKey as _;
+            rsa.to_pkcs8_pem(LineEnding::LF).expect("pkcs8")
+        };
+        let key = KeyPair::from_pem(&rsa_pkcs8).expect("rcgen rsa");
+        let cert = CertificateParams::new(vec!["localhost".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let cert_path = tmp.path().join("rsa.crt");
+        let key_path = tmp.path().join("rsa.key");
+        fs::write(&cert_path, cert.pem()).expect("write");
+        fs::write(&key_path, pkcs1.as_bytes()).expect("write");
+        server_config(&cert_path, &key_path).expect("PKCS#1 key loads");
+    }
+
+    #[test]
+    fn host_validation() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        assert!(matches!(
+            generate_certs(&[], tmp.path(), NOW),
+            Err(TlsError::NoHosts)
+        ));
+        for bad in [
+            "",
+            "https://idp.example.com",
+            "idp.example.com:8443",
+            "a..b",
+            "-a.example.com",
+            "a_b.example.com",
+            "idp.example.com.",
+            "1.2.3.256",
+            "*.com",
+            "[idp.example.com]",
+            "bücher.example",
+            "has space",
+        ] {
+            let err = parse_host(bad).expect_err(bad);
+            assert!(matches!(err, TlsError::InvalidHost { .. }), "{bad}: {err}");
+        }
+        let err = generate_certs(&hosts(&["ok.example", "https://x"]), tmp.path(), NOW)
+            .expect_err("bad host");
+        assert!(err.to_string().contains("https://x"), "{err}");
+        assert!(
+            !tmp.path().join("ca.crt").exists(),
+            "nothing written for bad input"
+        );
+
+        assert!(matches!(parse_host("10.0.0.1"), Ok(SanType::IpAddress(_))));
+        assert!(matches!(parse_host("::1"), Ok(SanType::IpAddress(_))));
+        assert!(matches!(parse_host("[::1]"), Ok(SanType::IpAddress(_))));
+        assert!(matches!(
+            parse_host("IdP.Example.COM"),
+            Ok(SanType::DnsName(_))
+        ));
+        assert!(matches!(
+            parse_host("*.idp.example.com"),
+            Ok(SanType::DnsName(_))
+        ));
+        assert!(matches!(parse_host("localhost"), Ok(SanType::DnsName(_))));
+    }
+
+    #[test]
+    fn incomplete_ca_is_not_replaced() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let paths = generate_certs(&hosts(&["localhost"]), tmp.path(), NOW).expect("certs");
+        fs::remove_file(&paths.ca_key).expect("rm");
+        let ca = fs::read(&paths.ca_cert).expect("ca");
+        let err = generate_certs(&hosts(&["localhost"]), tmp.path(), NOW).expect_err("incomplete");
+        assert!(matches!(err, TlsError::IncompleteCa { .. }), "{err}");
+        assert_eq!(fs::read(&paths.ca_cert).expect("ca"), ca);
+
+        // A ca.key that is not ca.crt's key is refused too.
+        let other = tempfile::tempdir().expect("tempdir");
+        let other_paths = generate_certs(&hosts(&["localhost"]), other.path(), NOW).expect("certs");
+        fs::copy(&other_paths.ca_key, &paths.ca_key).expect("copy");
+        let err = generate_certs(&hosts(&["localhost"]), tmp.path(), NOW).expect_err("mismatch");
+        assert!(matches!(err, TlsError::CaReuse { .. }), "{err}");
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(LAST_REPRESENTABLE_DAY), (9999, 12, 31));
+        assert!(matches!(
+            generate_certs(&hosts(&["localhost"]), Path::new("/nonexistent"), u64::MAX),
+            Err(TlsError::TimeOutOfRange(_))
+        ));
+    }
+}

@@ -1,0 +1,421 @@
+//! The token endpoint (RFC 6749 §3.2): client authentication, one file per grant, and the
+//! minting of ID, access and refresh tokens shared by all grants.
+
+pub mod authorization_code;
+pub mod client_credentials;
+pub mod device_code;
+pub mod password;
+pub mod refresh_token;
+
+use crate::crypto;
+use crate::error::OAuthError;
+use crate::state::AppState;
+use crate::store::{Client, Family, RefreshToken, User};
+use crate::web::ClientMeta;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::Serialize;
+use shared::token::{grant_type, TokenResponse};
+use std::collections::BTreeMap;
+
+/// A form body with each parameter at most once (RFC 6749 §3.2: "Parameters sent without a
+/// value MUST be treated as if they were omitted"; "MUST NOT be included more than once").
+pub struct FormParams(pub BTreeMap<String, String>);
+
+impl<S: Send + Sync> FromRequest<S> for FormParams {
+    type Rejection = OAuthError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, OAuthError> {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ct.starts_with("application/x-www-form-urlencoded") {
+            return Err(OAuthError::invalid_request(
+                "the body must be application/x-www-form-urlencoded (RFC 6749 §3.2)",
+            ));
+        }
+        let body = Bytes::from_request(req, state).await.map_err(|_| {
+            OAuthError::invalid_request("the request body is too large or unreadable")
+        })?;
+        let mut m = BTreeMap::new();
+        for (k, v) in url::form_urlencoded::parse(&body) {
+            if v.is_empty() {
+                continue;
+            }
+            if m.insert(k.to_string(), v.to_string()).is_some() {
+                return Err(OAuthError::invalid_request(format!(
+                    "the parameter {k:?} appears more than once"
+                )));
+            }
+        }
+        Ok(FormParams(m))
+    }
+}
+
+/// Authenticates the client (RFC 6749 §2.3): `client_secret_basic` (§2.3.1, credentials
+/// form-urlencoded inside Basic), `client_secret_post`, or `none` for a public client
+/// identified by `client_id`. Using two methods at once is refused (§2.3).
+pub async fn authenticate_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &BTreeMap<String, String>,
+) -> Result<Client, OAuthError> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        });
+    let (client_id, secret) = match basic {
+        Some(b64) => {
+            if params.contains_key("client_secret") {
+                return Err(OAuthError::invalid_request(
+                    "use one client authentication method, not Basic and client_secret together",
+                ));
+            }
+            let raw = STANDARD
+                .decode(b64.trim())
+                .map_err(|_| OAuthError::invalid_client("malformed Basic credentials"))?;
+            let raw = String::from_utf8(raw)
+                .map_err(|_| OAuthError::invalid_client("malformed Basic credentials"))?;
+            let (id, sec) = raw
+                .split_once(':')
+                .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
+            let id = url_decode(id);
+            if let Some(body_id) = params.get("client_id") {
+                if *body_id != id {
+                    return Err(OAuthError::invalid_client(
+                        "client_id in the body differs from the authenticated client",
+                    ));
+                }
+            }
+            (id, Some(url_decode(sec)))
+        }
+        None => {
+            let id = params.get("client_id").cloned().ok_or_else(|| {
+                OAuthError::invalid_client("client authentication is missing (no client_id)")
+            })?;
+            (id, params.get("client_secret").cloned())
+        }
+    };
+    let client = state
+        .store
+        .client(&client_id)
+        .await?
+        .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
+    match (&client.secret_hash, secret) {
+        (None, None) => Ok(client),
+        (None, Some(_)) => Err(OAuthError::invalid_client(
+            "this is a public client; it has no secret",
+        )),
+        (Some(_), None) => Err(OAuthError::invalid_client(
+            "this client must authenticate with its secret",
+        )),
+        (Some(h), Some(s)) => {
+            if crypto::ct_eq(h, &crypto::hash_secret(&s)) {
+                Ok(client)
+            } else {
+                Err(OAuthError::invalid_client("client authentication failed"))
+            }
+        }
+    }
+}
+
+fn url_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default()
+}
+
+/// POST /oauth/token
+pub async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    meta: ClientMeta,
+    form: FormParams,
+) -> Result<Response, OAuthError> {
+    let params = form.0;
+    let grant = params
+        .get("grant_type")
+        .cloned()
+        .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
+    let client = authenticate_client(&state, &headers, &params).await?;
+    let known = [
+        grant_type::AUTHORIZATION_CODE,
+        grant_type::REFRESH_TOKEN,
+        grant_type::DEVICE_CODE,
+        grant_type::CLIENT_CREDENTIALS,
+        grant_type::PASSWORD,
+    ];
+    if !known.contains(&grant.as_str()) {
+        return Err(OAuthError::new(
+            shared::token::error_code::UNSUPPORTED_GRANT_TYPE,
+            format!("grant_type {grant:?} is not supported"),
+        ));
+    }
+    // RFC 6749 §5.2 unauthorized_client: the client may not use this grant.
+    if !client.allows_grant(&grant) {
+        return Err(OAuthError::unauthorized_client(format!(
+            "this client may not use the {grant} grant"
+        )));
+    }
+    let ctx = GrantContext {
+        state: &state,
+        client: &client,
+        params: &params,
+        meta: &meta,
+    };
+    let resp = match grant.as_str() {
+        grant_type::AUTHORIZATION_CODE => authorization_code::grant(ctx).await?,
+        grant_type::REFRESH_TOKEN => refresh_token::grant(ctx).await?,
+        grant_type::DEVICE_CODE => device_code::grant(ctx).await?,
+        grant_type::CLIENT_CREDENTIALS => client_credentials::grant(ctx).await?,
+        _ => password::grant(ctx).await?,
+    };
+    state.grants.inc(&grant);
+    Ok(token_response(&resp))
+}
+
+/// A token response with the headers RFC 6749 §5.1 requires.
+pub fn token_response(body: &TokenResponse) -> Response {
+    let mut r = axum::Json(body).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// Everything a grant handler needs.
+#[derive(Clone, Copy)]
+pub struct GrantContext<'a> {
+    pub state: &'a AppState,
+    pub client: &'a Client,
+    pub params: &'a BTreeMap<String, String>,
+    pub meta: &'a ClientMeta,
+}
+
+/// Whether a refresh token comes with the tokens.
+pub enum RefreshPlan {
+    None,
+    /// Start a new family (a fresh authentication).
+    NewFamily,
+    /// The family already holds the new token's hash (a rotation).
+    Rotated {
+        token: String,
+    },
+}
+
+/// What to put in the tokens.
+pub struct Mint<'a> {
+    pub user: Option<&'a User>,
+    pub scope: &'a str,
+    pub nonce: Option<&'a str>,
+    pub auth_time: Option<u64>,
+    pub refresh: RefreshPlan,
+}
+
+#[derive(Serialize)]
+struct AccessClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    exp: u64,
+    iat: u64,
+    jti: String,
+    client_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    scope: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_time: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email_verified: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preferred_username: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    groups: Option<&'a [String]>,
+}
+
+/// Signs the access token and, when `openid` was granted, the ID token (OpenID Connect Core
+/// §3.1.3.3, and for refresh §12.2: same iss/sub/aud, auth_time of the original login, no
+/// nonce); then creates or continues the refresh family.
+pub async fn mint(ctx: GrantContext<'_>, m: Mint<'_>) -> Result<Minted, OAuthError> {
+    let state = ctx.state;
+    let client = ctx.client;
+    let now = state.now();
+    let exp = now + state.config.token_lifetime;
+    let scopes: Vec<&str> = m.scope.split_whitespace().collect();
+    let has = |s: &str| scopes.contains(&s);
+    let groups = match m.user {
+        Some(u) if has("groups") => Some(state.store.groups_of_user(&u.id).await?),
+        _ => None,
+    };
+    let sub = m
+        .user
+        .map(|u| u.id.as_str())
+        .unwrap_or(client.client_id.as_str());
+    let keys = state.keys();
+    let access = AccessClaims {
+        iss: &state.config.issuer,
+        sub,
+        aud: &client.client_id,
+        exp,
+        iat: now,
+        jti: crypto::random_token(16),
+        client_id: &client.client_id,
+        scope: m.scope,
+        auth_time: m.auth_time,
+        email: m.user.filter(|_| has("email")).map(|u| u.email.as_str()),
+        email_verified: m.user.filter(|_| has("email")).map(|u| u.email_verified),
+        preferred_username: m
+            .user
+            .filter(|_| has("profile"))
+            .map(|u| u.username.as_str()),
+        groups: groups.as_deref(),
+    };
+    let access_token = keys
+        .active
+        .sign_jwt(&access)
+        .map_err(|e| OAuthError::from(crate::error::IdpError::from(e)))?;
+
+    let id_token = match m.user {
+        Some(u) if has("openid") => {
+            let claims = shared::claims::IdTokenClaims {
+                iss: state.config.issuer.clone(),
+                sub: u.id.clone(),
+                aud: shared::claims::Audience::One(client.client_id.clone()),
+                exp,
+                iat: now,
+                nbf: None,
+                auth_time: m.auth_time,
+                nonce: m.nonce.map(str::to_string),
+                azp: Some(client.client_id.clone()),
+                at_hash: Some(shared::jwt::at_hash_sha256(&access_token)),
+                email: has("email").then(|| u.email.clone()),
+                email_verified: has("email").then_some(u.email_verified),
+                name: has("profile")
+                    .then(|| u.name.clone())
+                    .filter(|n| !n.is_empty()),
+                preferred_username: has("profile").then(|| u.username.clone()),
+                groups: groups.clone(),
+                jti: None,
+                scope: None,
+                client_id: None,
+            };
+            Some(
+                keys.active
+                    .sign_jwt(&claims)
+                    .map_err(|e| OAuthError::from(crate::error::IdpError::from(e)))?,
+            )
+        }
+        _ => None,
+    };
+
+    let mut family_id = None;
+    let refresh_token = match (m.refresh, m.user) {
+        (RefreshPlan::Rotated { token }, _) => Some(token),
+        (RefreshPlan::NewFamily, Some(u)) if client.allows_grant(grant_type::REFRESH_TOKEN) => {
+            let token = crypto::random_token(32);
+            let family = Family {
+                id: crypto::random_token(16),
+                client_id: client.client_id.clone(),
+                user_id: u.id.clone(),
+                scope: m.scope.to_string(),
+                auth_time: m.auth_time.unwrap_or(now),
+                created_at: now,
+                revoked_at: None,
+            };
+            let first = RefreshToken {
+                token_hash: crypto::hash_secret(&token),
+                family_id: family.id.clone(),
+                created_at: now,
+                expires_at: now + state.config.refresh_token_lifetime,
+                rotated_at: None,
+            };
+            family_id = Some(family.id.clone());
+            state.store.create_family(family, first).await?;
+            Some(token)
+        }
+        _ => None,
+    };
+
+    let response = TokenResponse {
+        access_token,
+        token_type: "Bearer".into(),
+        expires_in: Some(state.config.token_lifetime),
+        refresh_token,
+        id_token,
+        scope: Some(m.scope.to_string()),
+    };
+    Ok(Minted {
+        response,
+        family_id,
+    })
+}
+
+/// Minted tokens, and the refresh family started for them (if any).
+pub struct Minted {
+    pub response: TokenResponse,
+    pub family_id: Option<String>,
+}
+
+/// Checks a PKCE verifier against the stored challenge (RFC 7636 §4.6); a verifier without a
+/// challenge is refused too (RFC 9700 §2.1.1: the server must reject it).
+pub fn check_pkce(challenge: Option<&str>, verifier: Option<&String>) -> Result<(), OAuthError> {
+    match (challenge, verifier) {
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(OAuthError::invalid_grant("code_verifier is missing (PKCE)")),
+        (None, Some(_)) => Err(OAuthError::invalid_grant(
+            "code_verifier sent but the authorization request had no code_challenge",
+        )),
+        (Some(c), Some(v)) => {
+            if !shared::pkce::is_valid_verifier(v) {
+                return Err(OAuthError::invalid_grant(
+                    "code_verifier is malformed (RFC 7636 §4.1)",
+                ));
+            }
+            if crypto::ct_eq(&shared::pkce::s256_challenge(v), c) {
+                Ok(())
+            } else {
+                Err(OAuthError::invalid_grant(
+                    "code_verifier does not match the code_challenge",
+                ))
+            }
+        }
+    }
+}
+
+/// A user who may still receive tokens: exists and is not disabled.
+pub async fn active_user(state: &AppState, user_id: &str) -> Result<User, OAuthError> {
+    match state.store.user_by_id(user_id).await? {
+        Some(u) if !u.disabled => Ok(u),
+        Some(_) => Err(OAuthError::invalid_grant("the user account is disabled")),
+        None => Err(OAuthError::invalid_grant("the user no longer exists")),
+    }
+}
+
+/// Requested scopes, all allowed for the client (RFC 6749 §3.3).
+pub fn requested_scopes(
+    client: &Client,
+    params: &BTreeMap<String, String>,
+) -> Result<Vec<String>, OAuthError> {
+    let scopes: Vec<String> = params
+        .get("scope")
+        .map(|s| s.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    if let Some(bad) = scopes.iter().find(|s| !client.allows_scope(s)) {
+        return Err(OAuthError::invalid_scope(format!(
+            "scope {bad:?} is not allowed for this client"
+        )));
+    }
+    Ok(scopes)
+}
