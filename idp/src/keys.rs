@@ -200,7 +200,7 @@ pub struct SigningKey {
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SigningKey")
-            .field("alg", &self.alg)
+            .field("alg", &self.alg.as_str())
             .field("kid", &self.kid)
             .finish_non_exhaustive()
     }
@@ -477,7 +477,9 @@ impl SigningKey {
             // RFC 5480 §2.1.1: the parameters name the curve; explicit curve parameters are not
             // a named curve and are refused.
             let curve = info.algorithm.parameters_oid().map_err(|_| {
-                KeyError::UnsupportedCurve("given by explicit parameters".to_string())
+                KeyError::UnsupportedCurve(
+                    "not given as a named curve (RFC 5480 §2.1.1)".to_string(),
+                )
             })?;
             check_p256(Some(curve))?;
             let key =
@@ -1221,7 +1223,7 @@ mod tests {
     }
 
     #[test]
-    fn civil_pem_encoding_is_rfc7468() {
+    fn pem_encoding_round_trips() {
         let pem = pem_encode("PRIVATE KEY", &[0u8; 100]);
         let blocks = pem_blocks(&pem).expect("parse");
         assert_eq!(blocks.len(), 1);

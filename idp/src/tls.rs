@@ -38,6 +38,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bounds how long an HTTP/1 client may take to send request headers (slowloris), including
 /// idle keep-alive connections waiting for the next request.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP/2 keep-alive ping interval and how long to wait for the answer.
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// After an accept error such as EMFILE, pause instead of spinning on the same error.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
@@ -92,8 +95,9 @@ pub struct CertPaths {
 
 /// `kubelogin-idp certs --host NAME --host IP ... --out DIR`: creates DIR (0700) if needed; reuses DIR/ca.crt + DIR/ca.key if both exist (so re-running to add a host keeps the CA kube-apiserver already trusts), else creates a new CA (ECDSA P-256, CA:true, keyCertSign, 10 years, CN "kubelogin-idp local CA"); then issues DIR/server.crt + server.key (ECDSA P-256, not a CA, serverAuth EKU, SANs: each host as DNS name or IP address, valid 825 days), keys written mode 0600, certs 0644. Returns the paths. Hosts must be non-empty; invalid host strings give a clear error.
 ///
-/// If only one of ca.crt and ca.key exists this fails rather than replacing the CA, since a
-/// new ca.crt would silently break every kube-apiserver that trusts the old one.
+/// A ca.crt without its ca.key is an error rather than a reason to make a new CA, since a new
+/// ca.crt would silently break every kube-apiserver that trusts the old one; a ca.key without
+/// its ca.crt gets the certificate re-created from it.
 pub fn generate_certs(
     hosts: &[String],
     out_dir: &Path,
@@ -125,8 +129,7 @@ pub fn generate_certs(
         (false, false) => {
             let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
             let cert = ca_params(today)?.self_signed(&key)?;
-            // Key first: a crash in between leaves no ca.crt, so the next run starts over
-            // instead of finding a certificate without its key.
+            // Key first: a crash in between leaves a lone ca.key, which the next run completes.
             write_file(&paths.ca_key, key.serialize_pem().as_bytes(), 0o600)?;
             write_file(&paths.ca_cert, cert.pem().as_bytes(), 0o644)?;
             (cert, key)
@@ -138,10 +141,13 @@ pub fn generate_certs(
             })
         }
         (false, true) => {
-            return Err(TlsError::IncompleteCa {
-                present: paths.ca_key,
-                missing: paths.ca_cert,
-            })
+            // A lone ca.key (an interrupted run, or a deleted ca.crt) gets its certificate back.
+            // Same key and subject, so leaves still chain to any copy of an earlier ca.crt that
+            // kube-apiserver holds; replacing the key instead would orphan that copy.
+            let key = read_ca_key(&paths.ca_key)?;
+            let cert = ca_params(today)?.self_signed(&key)?;
+            write_file(&paths.ca_cert, cert.pem().as_bytes(), 0o644)?;
+            (cert, key)
         }
     };
 
@@ -209,7 +215,10 @@ pub fn server_config(
 /// Serves an axum Router over TLS on an already-bound listener until `shutdown` resolves: accept loop with tokio-rustls + hyper_util::server::conn::auto::Builder, one task per connection, a handshake timeout (10 s) so a silent client cannot hold a task forever, handshake errors logged at debug and never fatal. Connection info: insert `axum::extract::ConnectInfo<SocketAddr>` of the peer into request extensions so handlers can read the client IP the same way as with axum::serve(...into_make_service_with_connect_info::<SocketAddr>()).
 ///
 /// On shutdown it stops accepting, asks open connections to finish their current requests
-/// (HTTP/2 GOAWAY, HTTP/1 close after the response), and returns once they have.
+/// (HTTP/2 GOAWAY, HTTP/1 close after the response), and returns once they have; a caller that
+/// must not wait on a slow client wraps the call in `tokio::time::timeout`. The protocol follows
+/// ALPN: `h2` gets HTTP/2, anything else HTTP/1.1 (RFC 9113 §3.2 allows HTTP/2 over TLS only via
+/// ALPN).
 pub async fn serve_tls(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
@@ -217,7 +226,7 @@ pub async fn serve_tls(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(config);
-    tracing::info!(addr = %listener.local_addr()?, "serving HTTPS");
+    tracing::debug!(addr = %listener.local_addr()?, "serving HTTPS");
     // Connection tasks hold receivers; `closed()` on the sender tells when the last one is done.
     let (stop_tx, stop_rx) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
@@ -295,12 +304,27 @@ async fn serve_connection(
         }
     });
 
+    // RFC 9113 §3.2: HTTP/2 over TLS is negotiated with ALPN "h2", so the protocol is known
+    // here. Skipping the builder's version sniffing also means the HTTP/1 header timeout covers
+    // a client that completes the handshake and then says nothing.
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder = if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+    // Pings find HTTP/2 peers that vanished without closing, which would otherwise keep their
+    // connection task forever.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
     let conn = builder.serve_connection(TokioIo::new(tls), service);
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
@@ -367,11 +391,7 @@ fn load_ca(
         dir: dir.to_path_buf(),
         reason,
     };
-    let key_pem = fs::read_to_string(&paths.ca_key).map_err(io_error(&paths.ca_key))?;
-    let key = KeyPair::from_pem(&key_pem).map_err(|e| TlsError::Pem {
-        path: paths.ca_key.clone(),
-        reason: format!("not a usable PKCS#8 CA private key: {e}"),
-    })?;
+    let key = read_ca_key(&paths.ca_key)?;
     let cert_pem = fs::read(&paths.ca_cert).map_err(io_error(&paths.ca_cert))?;
     let stored = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .next()
@@ -398,6 +418,14 @@ fn load_ca(
         )));
     }
     Ok((rebuilt, key))
+}
+
+fn read_ca_key(path: &Path) -> Result<KeyPair, TlsError> {
+    let pem = fs::read_to_string(path).map_err(io_error(path))?;
+    KeyPair::from_pem(&pem).map_err(|e| TlsError::Pem {
+        path: path.to_path_buf(),
+        reason: format!("not a usable PKCS#8 CA private key: {e}"),
+    })
 }
 
 /// The DER subject name and SubjectPublicKeyInfo of a certificate, as rustls reads them.
@@ -660,33 +688,55 @@ mod tests {
         (addr, tx, server)
     }
 
+    /// Certificate validity is checked against this fixed clock rather than the machine's, so
+    /// the tests read no wall clock and pass whenever they run.
+    #[derive(Debug)]
+    struct FixedTime(u64);
+
+    impl rustls::time_provider::TimeProvider for FixedTime {
+        fn current_time(&self) -> Option<rustls::pki_types::UnixTime> {
+            Some(rustls::pki_types::UnixTime::since_unix_epoch(
+                Duration::from_secs(self.0),
+            ))
+        }
+    }
+
+    /// A client config trusting only `ca_cert`, at time `at`.
+    fn client_config(ca_cert: &Path, at: u64, alpn: &[&[u8]]) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut fs::read(ca_cert).expect("ca").as_slice()) {
+            roots.add(cert.expect("cert")).expect("add");
+        }
+        let mut config = rustls::ClientConfig::builder_with_details(
+            Arc::new(rustls::crypto::ring::default_provider()),
+            Arc::new(FixedTime(at)),
+        )
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config
+    }
+
     fn client(ca_cert: &Path, addr: SocketAddr) -> reqwest::Client {
-        let ca =
-            reqwest::Certificate::from_pem(&fs::read(ca_cert).expect("read ca")).expect("ca pem");
         reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca)
+            .use_preconfigured_tls(client_config(ca_cert, NOW + 3_600, &[b"http/1.1"]))
             .resolve("localhost", addr)
             .timeout(Duration::from_secs(10))
             .build()
             .expect("client")
     }
 
-    fn rustls_client(ca_cert: &Path, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut fs::read(ca_cert).expect("ca").as_slice()) {
-            roots.add(cert.expect("cert")).expect("add");
-        }
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    async fn handshake(
+        addr: SocketAddr,
+        config: rustls::ClientConfig,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
         tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
     }
 
     #[test]
@@ -763,22 +813,37 @@ mod tests {
         }
 
         // ALPN offers h2; an HTTP/1.1-only client still gets served.
-        let h2 = rustls_client(&paths.ca_cert, &[b"h2", b"http/1.1"]);
-        let tcp = TcpStream::connect(addr).await.expect("connect");
-        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-        let tls = h2.connect(name.clone(), tcp).await.expect("handshake");
+        let tls = handshake(
+            addr,
+            client_config(&paths.ca_cert, NOW, &[b"h2", b"http/1.1"]),
+        )
+        .await
+        .expect("handshake");
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
         drop(tls);
-        let h1 = rustls_client(&paths.ca_cert, &[b"http/1.1"]);
-        let tcp = TcpStream::connect(addr).await.expect("connect");
-        let mut tls = h1.connect(name, tcp).await.expect("handshake");
+        let mut tls = handshake(addr, client_config(&paths.ca_cert, NOW, &[b"http/1.1"]))
+            .await
+            .expect("handshake");
         tls.write_all(b"GET /peer HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .await
             .expect("write");
         let mut response = String::new();
         tls.read_to_string(&mut response).await.expect("read");
         assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
-        assert!(response.ends_with(&tls.get_ref().0.local_addr().expect("addr").to_string()));
+        let local = tls.get_ref().0.local_addr().expect("addr");
+        assert!(response.ends_with(&local.to_string()), "{response}");
+
+        // The leaf is valid from the start of the issuing day for 825 days.
+        let day_start = NOW - NOW % 86_400;
+        for (at, valid) in [
+            (day_start, true),
+            (day_start - 1, false),
+            (day_start + 825 * 86_400 - 1, true),
+            (day_start + 825 * 86_400 + 1, false),
+        ] {
+            let result = handshake(addr, client_config(&paths.ca_cert, at, &[])).await;
+            assert_eq!(result.is_ok(), valid, "at {at}: {:?}", result.err());
+        }
 
         drop(client);
         drop(plain);
@@ -792,7 +857,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn server_refuses_untrusted_client_ca() {
+    async fn client_trusting_another_ca_refuses_the_server() {
         // A client trusting a different CA must fail the handshake: proves the chain is checked.
         let tmp = tempfile::tempdir().expect("tempdir");
         let paths = generate_certs(&hosts(&["localhost"]), &tmp.path().join("a"), NOW).expect("a");
@@ -800,7 +865,10 @@ mod tests {
         let (addr, stop, server) = start(&paths).await;
         let client = client(&other.ca_cert, addr);
         let url = format!("https://localhost:{}/peer", addr.port());
-        assert!(client.get(&url).send().await.is_err());
+        let err = client.get(&url).send().await.expect_err("untrusted");
+        // Both CAs share the subject name, so the client finds the other CA and then refuses
+        // its signature on the leaf.
+        assert!(format!("{err:?}").contains("BadSignature"), "{err:?}");
         stop.send(()).expect("stop");
         assert!(server.await.expect("join").is_ok());
     }
@@ -927,6 +995,31 @@ mod tests {
         let err = generate_certs(&hosts(&["localhost"]), tmp.path(), NOW).expect_err("incomplete");
         assert!(matches!(err, TlsError::IncompleteCa { .. }), "{err}");
         assert_eq!(fs::read(&paths.ca_cert).expect("ca"), ca);
+
+        // A lone ca.key gets its certificate back, and leaves still chain to the old ca.crt.
+        let tmp2 = tempfile::tempdir().expect("tempdir");
+        let first = generate_certs(&hosts(&["localhost"]), tmp2.path(), NOW).expect("certs");
+        let old_ca = fs::read(&first.ca_cert).expect("ca");
+        fs::remove_file(&first.ca_cert).expect("rm");
+        generate_certs(&hosts(&["localhost"]), tmp2.path(), NOW).expect("lone key");
+        assert!(first.ca_cert.exists());
+        assert_eq!(mode(&first.ca_cert), 0o644);
+        let (old_subject, old_spki) = anchor_of(
+            rustls_pemfile::certs(&mut old_ca.as_slice())
+                .next()
+                .expect("pem")
+                .expect("cert"),
+        )
+        .expect("anchor");
+        let new_ca = fs::read(&first.ca_cert).expect("ca");
+        let (new_subject, new_spki) = anchor_of(
+            rustls_pemfile::certs(&mut new_ca.as_slice())
+                .next()
+                .expect("pem")
+                .expect("cert"),
+        )
+        .expect("anchor");
+        assert_eq!((old_subject, old_spki), (new_subject, new_spki));
 
         // A ca.key that is not ca.crt's key is refused too.
         let other = tempfile::tempdir().expect("tempdir");

@@ -1,1 +1,15 @@
-//! Integration tests.
+//! The IdP's integration tests, one binary (CONVENTIONS.md §15).
+
+// Support shared by the modules: a router with a manual clock, form posts, PKCE pairs.
+mod common;
+// The router without a socket: discovery, JWKS, headers, authorize errors, CSRF.
+mod router;
+// A standard relying party (the openidconnect crate) over a real socket: authcode + PKCE,
+// refresh with a verified ID token, device code.
+mod rp;
+// Protocol rules: one negative test per rule of the authorize and token endpoints.
+mod rules;
+// The storage conformance suite every backend must pass.
+mod store;
+// The built binary: admin commands, serve start-up and refusals, certs.
+mod cli;
