@@ -89,7 +89,12 @@ pub async fn first_boot(
 fn write_credentials(path: &Path, password: &str) -> Result<(), IdpError> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                IdpError::Config(format!(
+                    "cannot create the directory of the credentials file {}: {e} (set CREDENTIALS_FILE)",
+                    path.display()
+                ))
+            })?;
         }
     }
     let mut opts = std::fs::OpenOptions::new();

@@ -33,7 +33,10 @@ impl Resp {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
     pub fn location(&self) -> String {
-        self.headers.get(header::LOCATION).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+        self.headers
+            .get(header::LOCATION)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
     }
     /// `name=value` pairs from Set-Cookie, for the next request's Cookie header.
     pub fn cookies(&self) -> Vec<String> {
@@ -53,11 +56,20 @@ pub async fn harness_with(f: impl FnOnce(&mut Config)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::for_issuer(ISSUER).unwrap();
     f(&mut config);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap());
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap(),
+    );
     let clock = Arc::new(ManualClock::new(1_800_000_000));
     let secret = idp::testing::seed(store.as_ref(), clock.now()).await;
     let state = AppState::new(config, store, clock.clone()).await.unwrap();
-    Harness { state, clock, secret, _dir: dir }
+    Harness {
+        state,
+        clock,
+        secret,
+        _dir: dir,
+    }
 }
 
 impl Harness {
@@ -66,16 +78,31 @@ impl Harness {
         let status = r.status();
         let headers = r.headers().clone();
         let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
-        Resp { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+        Resp {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
     }
 
     pub async fn get(&self, path: &str, cookies: &[String]) -> Resp {
-        let req = Request::get(path).header(header::COOKIE, cookies.join("; ")).body(Body::empty()).unwrap();
+        let req = Request::get(path)
+            .header(header::COOKIE, cookies.join("; "))
+            .body(Body::empty())
+            .unwrap();
         self.call(req).await
     }
 
-    pub async fn post(&self, path: &str, form: &[(&str, &str)], cookies: &[String], extra: &[(&str, &str)]) -> Resp {
-        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    pub async fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        cookies: &[String],
+        extra: &[(&str, &str)],
+    ) -> Resp {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
         let mut b = Request::post(path)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::COOKIE, cookies.join("; "));
@@ -95,7 +122,19 @@ impl Harness {
         let page = self.get("/login", &[]).await;
         let mut cookies = page.cookies();
         let csrf = form_value(&page.body, "csrf_token").unwrap();
-        let r = self.post("/login", &[("csrf_token", &csrf), ("return_to", ""), ("username", user), ("password", password)], &cookies, &[]).await;
+        let r = self
+            .post(
+                "/login",
+                &[
+                    ("csrf_token", &csrf),
+                    ("return_to", ""),
+                    ("username", user),
+                    ("password", password),
+                ],
+                &cookies,
+                &[],
+            )
+            .await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "login failed: {}", r.body);
         cookies.extend(r.cookies());
         cookies
@@ -104,12 +143,26 @@ impl Harness {
     /// Runs the authorization request to the end (consenting when asked) and returns the
     /// redirect to the client.
     pub async fn authorize(&self, cookies: &[String], params: &[(&str, &str)]) -> Resp {
-        let q = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+        let q = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish();
         let r = self.get(&format!("/oauth/authorize?{q}"), cookies).await;
         if r.status == StatusCode::OK {
-            if let (Some(csrf), Some(request)) = (form_value(&r.body, "csrf_token"), form_value(&r.body, "request")) {
+            if let (Some(csrf), Some(request)) = (
+                form_value(&r.body, "csrf_token"),
+                form_value(&r.body, "request"),
+            ) {
                 return self
-                    .post("/oauth/authorize/consent", &[("csrf_token", &csrf), ("request", &request), ("decision", "allow")], cookies, &[])
+                    .post(
+                        "/oauth/authorize/consent",
+                        &[
+                            ("csrf_token", &csrf),
+                            ("request", &request),
+                            ("decision", "allow"),
+                        ],
+                        cookies,
+                        &[],
+                    )
                     .await;
             }
         }
@@ -121,17 +174,40 @@ impl Harness {
         let cookies = self.login(ALICE, ALICE_PASSWORD).await;
         let (verifier, challenge) = pkce_pair();
         let r = self
-            .authorize(&cookies, &[("client_id", "kubelogin"), ("redirect_uri", LOOPBACK), ("response_type", "code"), ("scope", scope), ("state", "st"), ("nonce", "n0"), ("code_challenge", &challenge), ("code_challenge_method", "S256")])
+            .authorize(
+                &cookies,
+                &[
+                    ("client_id", "kubelogin"),
+                    ("redirect_uri", LOOPBACK),
+                    ("response_type", "code"),
+                    ("scope", scope),
+                    ("state", "st"),
+                    ("nonce", "n0"),
+                    ("code_challenge", &challenge),
+                    ("code_challenge_method", "S256"),
+                ],
+            )
             .await;
         let q = query_of(&r.location());
-        (q.get("code").cloned().unwrap_or_else(|| panic!("no code in {}", r.location())), verifier)
+        (
+            q.get("code")
+                .cloned()
+                .unwrap_or_else(|| panic!("no code in {}", r.location())),
+            verifier,
+        )
     }
 
     /// Tokens for alice through authcode + PKCE.
     pub async fn tokens_for_alice(&self, scope: &str) -> serde_json::Value {
         let (code, verifier) = self.code_for_alice(scope).await;
         let r = self
-            .token(&[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", LOOPBACK), ("client_id", "kubelogin"), ("code_verifier", &verifier)])
+            .token(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", LOOPBACK),
+                ("client_id", "kubelogin"),
+                ("code_verifier", &verifier),
+            ])
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         r.json()
@@ -139,7 +215,13 @@ impl Harness {
 }
 
 pub fn query_of(url: &str) -> BTreeMap<String, String> {
-    url::Url::parse(url).map(|u| u.query_pairs().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap_or_default()
+    url::Url::parse(url)
+        .map(|u| {
+            u.query_pairs()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub fn pkce_pair() -> (String, String) {
@@ -160,7 +242,10 @@ impl Harness {
     }
 
     pub async fn get_bearer(&self, path: &str, token: &str) -> Resp {
-        let req = Request::get(path).header(header::AUTHORIZATION, format!("Bearer {token}")).body(Body::empty()).unwrap();
+        let req = Request::get(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
         self.call(req).await
     }
 }

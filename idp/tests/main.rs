@@ -1,5 +1,8 @@
 //! The IdP's integration tests, one binary (CONVENTIONS.md §15).
 
+// Tests may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 // Support shared by the modules: a router with a manual clock, form posts, PKCE pairs.
 mod common;
 // The router without a socket: discovery, JWKS, headers, authorize errors, CSRF.

@@ -23,14 +23,26 @@ async fn discovery_names_every_endpoint_and_only_s256() {
     ] {
         assert_eq!(d[k], format!("{ISSUER}{path}"), "{k}");
     }
-    assert_eq!(d["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+    assert_eq!(
+        d["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
     assert_eq!(d["response_types_supported"], serde_json::json!(["code"]));
-    assert_eq!(d["id_token_signing_alg_values_supported"], serde_json::json!(["RS256"]));
+    assert_eq!(
+        d["id_token_signing_alg_values_supported"],
+        serde_json::json!(["RS256"])
+    );
     for s in ["groups", "offline_access", "openid"] {
-        assert!(d["scopes_supported"].as_array().unwrap().contains(&serde_json::json!(s)));
+        assert!(d["scopes_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(s)));
     }
     for m in ["none", "client_secret_basic", "client_secret_post"] {
-        assert!(d["token_endpoint_auth_methods_supported"].as_array().unwrap().contains(&serde_json::json!(m)));
+        assert!(d["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(m)));
     }
 }
 
@@ -39,8 +51,14 @@ async fn jwks_publishes_the_key_that_signs_tokens() {
     let h = harness().await;
     let jwks = h.get("/.well-known/jwks.json", &[]).await.json();
     let t = h.tokens_for_alice("openid").await;
-    let header: serde_json::Value = shared::jwt::decode_header_unverified(t["id_token"].as_str().unwrap()).unwrap();
-    let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+    let header: serde_json::Value =
+        shared::jwt::decode_header_unverified(t["id_token"].as_str().unwrap()).unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
     assert!(kids.contains(&header["kid"].as_str().unwrap()));
     assert_eq!(header["alg"], "RS256");
 }
@@ -54,7 +72,10 @@ async fn pages_carry_security_headers() {
     assert!(!csp.contains("unsafe-inline"));
     assert_eq!(r.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
     assert!(r.headers.contains_key(header::REFERRER_POLICY));
-    assert!(!r.headers.contains_key(header::STRICT_TRANSPORT_SECURITY), "no HSTS on http");
+    assert!(
+        !r.headers.contains_key(header::STRICT_TRANSPORT_SECURITY),
+        "no HSTS on http"
+    );
     let cookie = r.headers[header::SET_COOKIE].to_str().unwrap();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
 }
@@ -68,18 +89,43 @@ async fn https_issuer_adds_hsts_and_secure_cookies() {
     .await;
     let r = h.get("/login", &[]).await;
     assert!(r.headers.contains_key(header::STRICT_TRANSPORT_SECURITY));
-    assert!(r.headers[header::SET_COOKIE].to_str().unwrap().contains("Secure"));
+    assert!(r.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("Secure"));
 }
 
 #[tokio::test]
 async fn login_form_without_csrf_is_forbidden() {
     let h = harness().await;
-    let r = h.post("/login", &[("username", ALICE), ("password", ALICE_PASSWORD)], &[], &[]).await;
+    let r = h
+        .post(
+            "/login",
+            &[("username", ALICE), ("password", ALICE_PASSWORD)],
+            &[],
+            &[],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let page = h.get("/login", &[]).await;
     let cookies = page.cookies();
-    let r = h.post("/login", &[("csrf_token", "x".repeat(43).as_str()), ("username", ALICE), ("password", ALICE_PASSWORD)], &cookies, &[]).await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN, "a wrong token is refused too");
+    let r = h
+        .post(
+            "/login",
+            &[
+                ("csrf_token", "x".repeat(43).as_str()),
+                ("username", ALICE),
+                ("password", ALICE_PASSWORD),
+            ],
+            &cookies,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "a wrong token is refused too"
+    );
     assert!(r.cookies().iter().all(|c| !c.starts_with("kl_session")));
 }
 
@@ -87,9 +133,23 @@ async fn login_form_without_csrf_is_forbidden() {
 async fn consent_and_device_forms_without_csrf_are_forbidden() {
     let h = harness().await;
     let cookies = h.login(ALICE, ALICE_PASSWORD).await;
-    let r = h.post("/oauth/authorize/consent", &[("request", "client_id=kubelogin"), ("decision", "allow")], &cookies, &[]).await;
+    let r = h
+        .post(
+            "/oauth/authorize/consent",
+            &[("request", "client_id=kubelogin"), ("decision", "allow")],
+            &cookies,
+            &[],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let r = h.post("/device", &[("user_code", "BCDF-GHJK"), ("decision", "allow")], &cookies, &[]).await;
+    let r = h
+        .post(
+            "/device",
+            &[("user_code", "BCDF-GHJK"), ("decision", "allow")],
+            &cookies,
+            &[],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let r = h.post("/logout", &[], &cookies, &[]).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
@@ -102,15 +162,60 @@ async fn wrong_passwords_are_throttled_per_account() {
     let cookies = page.cookies();
     let csrf = form_value(&page.body, "csrf_token").unwrap();
     for _ in 0..5 {
-        let r = h.post("/login", &[("csrf_token", &csrf), ("username", ALICE), ("password", "nope")], &cookies, &[]).await;
+        let r = h
+            .post(
+                "/login",
+                &[
+                    ("csrf_token", &csrf),
+                    ("username", ALICE),
+                    ("password", "nope"),
+                ],
+                &cookies,
+                &[],
+            )
+            .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
-    let r = h.post("/login", &[("csrf_token", &csrf), ("username", ALICE), ("password", ALICE_PASSWORD)], &cookies, &[]).await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "even the right password waits");
+    let r = h
+        .post(
+            "/login",
+            &[
+                ("csrf_token", &csrf),
+                ("username", ALICE),
+                ("password", ALICE_PASSWORD),
+            ],
+            &cookies,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right password waits"
+    );
     h.clock.advance(16 * 60);
-    let r = h.post("/login", &[("csrf_token", &csrf), ("username", ALICE), ("password", ALICE_PASSWORD)], &cookies, &[]).await;
+    let r = h
+        .post(
+            "/login",
+            &[
+                ("csrf_token", &csrf),
+                ("username", ALICE),
+                ("password", ALICE_PASSWORD),
+            ],
+            &cookies,
+            &[],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "the window passed");
-    let failures = h.state.store.audit_events(idp::store::AuditFilter { event: Some("login_failed".into()), ..Default::default() }).await.unwrap();
+    let failures = h
+        .state
+        .store
+        .audit_events(idp::store::AuditFilter {
+            event: Some("login_failed".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(failures.len(), 5);
 }
 
@@ -143,7 +248,12 @@ async fn no_session_goes_to_login_and_prompt_none_says_login_required() {
     let base = format!("/oauth/authorize?client_id=kubelogin&redirect_uri=http%3A%2F%2Flocalhost%3A8000&response_type=code&scope=openid&state=s1&code_challenge={ch}&code_challenge_method=S256");
     let r = h.get(&base, &[]).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert!(r.location().starts_with("/login?return_to=%2Foauth%2Fauthorize"), "{}", r.location());
+    assert!(
+        r.location()
+            .starts_with("/login?return_to=%2Foauth%2Fauthorize"),
+        "{}",
+        r.location()
+    );
     let r = h.get(&format!("{base}&prompt=none"), &[]).await;
     let q = query_of(&r.location());
     assert_eq!(q["error"], "login_required");
@@ -158,16 +268,39 @@ async fn consent_is_remembered_and_prompt_consent_asks_again() {
     let base = format!("/oauth/authorize?client_id=kubelogin&redirect_uri=http%3A%2F%2Flocalhost%3A8000&response_type=code&scope=openid+email&code_challenge={ch}&code_challenge_method=S256");
     let r = h.get(&base, &cookies).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(r.body.contains("kubectl (kubelogin)") && r.body.contains("email"), "the consent page shows client and scopes");
+    assert!(
+        r.body.contains("kubectl (kubelogin)") && r.body.contains("email"),
+        "the consent page shows client and scopes"
+    );
     let r = h.get(&format!("{base}&prompt=none"), &cookies).await;
     assert_eq!(query_of(&r.location())["error"], "consent_required");
-    let r = h.authorize(&cookies, &[("client_id", "kubelogin"), ("redirect_uri", LOOPBACK), ("response_type", "code"), ("scope", "openid email"), ("code_challenge", &ch), ("code_challenge_method", "S256")]).await;
+    let r = h
+        .authorize(
+            &cookies,
+            &[
+                ("client_id", "kubelogin"),
+                ("redirect_uri", LOOPBACK),
+                ("response_type", "code"),
+                ("scope", "openid email"),
+                ("code_challenge", &ch),
+                ("code_challenge_method", "S256"),
+            ],
+        )
+        .await;
     assert!(query_of(&r.location()).contains_key("code"));
     let r = h.get(&base, &cookies).await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "remembered: straight back with a code");
+    assert_eq!(
+        r.status,
+        StatusCode::SEE_OTHER,
+        "remembered: straight back with a code"
+    );
     assert!(query_of(&r.location()).contains_key("code"));
     let r = h.get(&format!("{base}&prompt=consent"), &cookies).await;
-    assert_eq!(r.status, StatusCode::OK, "prompt=consent shows the page again");
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "prompt=consent shows the page again"
+    );
 }
 
 #[tokio::test]
@@ -178,7 +311,18 @@ async fn consent_denied_redirects_access_denied() {
     let r = h.get(&format!("/oauth/authorize?client_id=kubelogin&redirect_uri=http%3A%2F%2Flocalhost%3A8000&response_type=code&scope=openid&state=q&code_challenge={ch}&code_challenge_method=S256"), &cookies).await;
     let csrf = form_value(&r.body, "csrf_token").unwrap();
     let request = form_value(&r.body, "request").unwrap();
-    let r = h.post("/oauth/authorize/consent", &[("csrf_token", &csrf), ("request", &request), ("decision", "deny")], &cookies, &[]).await;
+    let r = h
+        .post(
+            "/oauth/authorize/consent",
+            &[
+                ("csrf_token", &csrf),
+                ("request", &request),
+                ("decision", "deny"),
+            ],
+            &cookies,
+            &[],
+        )
+        .await;
     let q = query_of(&r.location());
     assert_eq!(q["error"], "access_denied");
     assert_eq!(q["state"], "q");
@@ -192,10 +336,16 @@ async fn prompt_login_and_max_age_force_a_new_login() {
     let base = format!("/oauth/authorize?client_id=kubelogin&redirect_uri=http%3A%2F%2Flocalhost%3A8000&response_type=code&scope=openid&code_challenge={ch}&code_challenge_method=S256");
     let r = h.get(&format!("{base}&prompt=login"), &cookies).await;
     assert!(r.location().starts_with("/login?"));
-    assert!(!r.location().contains("prompt%3Dlogin"), "after login the request does not ask again");
+    assert!(
+        !r.location().contains("prompt%3Dlogin"),
+        "after login the request does not ask again"
+    );
     h.clock.advance(120);
     let r = h.get(&format!("{base}&max_age=60"), &cookies).await;
-    assert!(r.location().starts_with("/login?"), "session older than max_age");
+    assert!(
+        r.location().starts_with("/login?"),
+        "session older than max_age"
+    );
     let r = h.get(&format!("{base}&max_age=600"), &cookies).await;
     assert_eq!(r.status, StatusCode::OK, "young enough: consent page");
 }
@@ -204,21 +354,39 @@ async fn prompt_login_and_max_age_force_a_new_login() {
 async fn oversized_bodies_are_refused() {
     let h = harness().await;
     let big = "a".repeat(idp::MAX_BODY_BYTES + 10);
-    let req = Request::post("/oauth/token").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(Body::from(format!("grant_type={big}"))).unwrap();
+    let req = Request::post("/oauth/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("grant_type={big}")))
+        .unwrap();
     let r = h.call(req).await;
-    assert!(r.status == StatusCode::PAYLOAD_TOO_LARGE || r.status == StatusCode::BAD_REQUEST, "{}", r.status);
+    assert!(
+        r.status == StatusCode::PAYLOAD_TOO_LARGE || r.status == StatusCode::BAD_REQUEST,
+        "{}",
+        r.status
+    );
 }
 
 #[tokio::test]
 async fn token_errors_are_json_and_not_cached() {
     let h = harness().await;
-    let r = h.token(&[("grant_type", "authorization_code"), ("client_id", "kubelogin"), ("code", "nope"), ("redirect_uri", LOOPBACK)]).await;
+    let r = h
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", "kubelogin"),
+            ("code", "nope"),
+            ("redirect_uri", LOOPBACK),
+        ])
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json()["error"], "invalid_grant");
     assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
-    let r = h.token(&[("grant_type", "implicit"), ("client_id", "kubelogin")]).await;
+    let r = h
+        .token(&[("grant_type", "implicit"), ("client_id", "kubelogin")])
+        .await;
     assert_eq!(r.json()["error"], "unsupported_grant_type");
-    let r = h.post("/oauth/token", &[("grant_type", "refresh_token")], &[], &[]).await;
+    let r = h
+        .post("/oauth/token", &[("grant_type", "refresh_token")], &[], &[])
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.json()["error"], "invalid_client");
 }

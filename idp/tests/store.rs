@@ -1,0 +1,1324 @@
+//! The storage conformance suite: one function per behaviour of the `Store` trait, written
+//! against `&dyn Store` only, so every backend (SQLite now, PostgreSQL later) runs the very same
+//! checks. `sqlite_suite!` at the bottom instantiates each function once on a fresh database.
+//!
+//! Time is always passed in explicitly (the trait takes `now`), so nothing here sleeps.
+
+// clippy's allow-unwrap-in-tests covers `#[test]` functions only, not the helpers a test module
+// shares; failing loudly is what a test helper should do.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use idp::error::IdpError;
+use idp::store::{
+    AuditEvent, AuditFilter, AuthCode, Client, CodeRedemption, DeviceCode, DevicePoll,
+    DeviceStatus, Family, NewUser, RefreshToken, Rotation, Session, Store, StoredKey, User,
+};
+
+/// An arbitrary "now" well away from zero, so `now - x` never underflows in the tests.
+const T0: u64 = 1_700_000_000;
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+fn new_user(username: &str) -> NewUser {
+    NewUser {
+        username: username.into(),
+        email: format!("{username}@example.com"),
+        name: format!("{username} display"),
+        password_hash: Some(format!("hash-of-{username}")),
+        is_admin: false,
+    }
+}
+
+async fn user(s: &dyn Store, username: &str) -> User {
+    s.create_user(new_user(username), T0).await.unwrap()
+}
+
+fn client_fixture(id: &str, public: bool) -> Client {
+    Client {
+        client_id: id.into(),
+        name: format!("{id} name"),
+        secret_hash: (!public).then(|| format!("secret-hash-{id}")),
+        redirect_uris: vec![
+            "http://localhost:8000".into(),
+            "http://127.0.0.1:8000".into(),
+        ],
+        post_logout_redirect_uris: vec!["http://localhost:8000/bye".into()],
+        grant_types: vec![
+            "authorization_code".into(),
+            "refresh_token".into(),
+            "urn:ietf:params:oauth:grant-type:device_code".into(),
+        ],
+        scopes: vec!["openid".into(), "profile".into(), "groups".into()],
+        tokens_valid_after: 0,
+        created_at: T0,
+    }
+}
+
+async fn client(s: &dyn Store, id: &str, public: bool) -> Client {
+    let c = client_fixture(id, public);
+    s.create_client(c.clone()).await.unwrap();
+    c
+}
+
+fn family_fixture(id: &str, client_id: &str, user_id: &str, now: u64) -> Family {
+    Family {
+        id: id.into(),
+        client_id: client_id.into(),
+        user_id: user_id.into(),
+        scope: "openid offline_access".into(),
+        auth_time: now - 10,
+        created_at: now,
+        revoked_at: None,
+    }
+}
+
+fn token(hash: &str, family_id: &str, created_at: u64, expires_at: u64) -> RefreshToken {
+    RefreshToken {
+        token_hash: hash.into(),
+        family_id: family_id.into(),
+        created_at,
+        expires_at,
+        rotated_at: None,
+    }
+}
+
+/// A family `id` with first token `first_hash`, valid for an hour from `now`.
+async fn family(
+    s: &dyn Store,
+    id: &str,
+    client_id: &str,
+    user_id: &str,
+    first_hash: &str,
+    now: u64,
+) -> Family {
+    let f = family_fixture(id, client_id, user_id, now);
+    s.create_family(f.clone(), token(first_hash, id, now, now + 3600))
+        .await
+        .unwrap();
+    f
+}
+
+fn code_fixture(hash: &str, client_id: &str, user_id: &str, now: u64, ttl: u64) -> AuthCode {
+    AuthCode {
+        code_hash: hash.into(),
+        client_id: client_id.into(),
+        user_id: user_id.into(),
+        redirect_uri: "http://localhost:8000".into(),
+        scope: "openid profile".into(),
+        nonce: Some("n-0S6_WzA2Mj".into()),
+        code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
+        auth_time: now - 5,
+        created_at: now,
+        expires_at: now + ttl,
+    }
+}
+
+fn device_fixture(hash: &str, user_code: &str, client_id: &str, now: u64) -> DeviceCode {
+    DeviceCode {
+        device_code_hash: hash.into(),
+        user_code: user_code.into(),
+        client_id: client_id.into(),
+        scope: "openid groups".into(),
+        code_challenge: None,
+        created_at: now,
+        expires_at: now + 600,
+        interval: 5,
+        last_polled_at: None,
+        status: DeviceStatus::Pending,
+        user_id: None,
+        auth_time: None,
+    }
+}
+
+fn session_fixture(id_hash: &str, user_id: &str, now: u64, ttl: u64) -> Session {
+    Session {
+        id_hash: id_hash.into(),
+        user_id: user_id.into(),
+        auth_time: now,
+        created_at: now,
+        expires_at: now + ttl,
+        ip: "192.0.2.7".into(),
+        user_agent: "conformance/1.0".into(),
+    }
+}
+
+fn key_fixture(kid: &str, created_at: u64) -> StoredKey {
+    StoredKey {
+        kid: kid.into(),
+        alg: "ES256".into(),
+        // The store keeps the PEM opaque; it never parses it.
+        private_pem: format!("-----BEGIN PRIVATE KEY-----\n{kid}\n-----END PRIVATE KEY-----\n"),
+        created_at,
+        retired_at: None,
+    }
+}
+
+fn audit_fixture(at: u64, event: &str, actor: &str) -> AuditEvent {
+    AuditEvent {
+        id: 0,
+        at,
+        event: event.into(),
+        severity: "info".into(),
+        actor: actor.into(),
+        subject: "subject".into(),
+        client_id: "kubelogin".into(),
+        ip: "192.0.2.1".into(),
+        user_agent: "ua".into(),
+        details: format!("{event} by {actor} at {at}"),
+    }
+}
+
+fn assert_conflict<T: std::fmt::Debug>(r: Result<T, IdpError>) {
+    match r {
+        Err(IdpError::Conflict(_)) => {}
+        other => panic!("expected IdpError::Conflict, got {other:?}"),
+    }
+}
+
+fn assert_not_found<T: std::fmt::Debug>(r: Result<T, IdpError>) {
+    match r {
+        Err(IdpError::NotFound(_)) => {}
+        other => panic!("expected IdpError::NotFound, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Users
+// ---------------------------------------------------------------------------------------------
+
+pub async fn user_create_and_lookup(s: &dyn Store) {
+    assert_eq!(s.count_users().await.unwrap(), 0);
+    let mut nu = new_user("alice");
+    nu.is_admin = true;
+    let u = s.create_user(nu, T0).await.unwrap();
+    assert!(!u.id.is_empty(), "a user gets a stable id (the sub claim)");
+    assert_eq!(u.username, "alice");
+    assert_eq!(u.email, "alice@example.com");
+    assert_eq!(u.name, "alice display");
+    assert_eq!(u.password_hash.as_deref(), Some("hash-of-alice"));
+    assert!(u.is_admin);
+    assert!(!u.disabled);
+    assert_eq!(u.created_at, T0);
+
+    assert_eq!(s.user_by_username("alice").await.unwrap(), Some(u.clone()));
+    assert_eq!(s.user_by_id(&u.id).await.unwrap(), Some(u.clone()));
+    assert_eq!(s.user_by_username("nobody").await.unwrap(), None);
+    assert_eq!(s.user_by_id("no-such-id").await.unwrap(), None);
+    assert_eq!(s.count_users().await.unwrap(), 1);
+
+    let b = user(s, "bob").await;
+    assert_ne!(b.id, u.id, "ids are unique");
+    assert_eq!(s.count_users().await.unwrap(), 2);
+}
+
+pub async fn user_duplicate_is_conflict(s: &dyn Store) {
+    let first = user(s, "alice").await;
+    let mut again = new_user("alice");
+    again.email = "other@example.com".into();
+    assert_conflict(s.create_user(again, T0 + 1).await);
+    // The first account is untouched.
+    assert_eq!(
+        s.user_by_username("alice").await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(s.count_users().await.unwrap(), 1);
+}
+
+pub async fn user_list_sorted_by_username(s: &dyn Store) {
+    for name in ["carol", "alice", "bob"] {
+        user(s, name).await;
+    }
+    let names: Vec<String> = s
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(names, ["alice", "bob", "carol"]);
+}
+
+pub async fn user_set_password(s: &dyn Store) {
+    let u = user(s, "alice").await;
+    s.set_password(&u.id, "new-hash", T0 + 10).await.unwrap();
+    let got = s.user_by_id(&u.id).await.unwrap().unwrap();
+    assert_eq!(got.password_hash.as_deref(), Some("new-hash"));
+    assert_not_found(s.set_password("no-such-id", "x", T0).await);
+}
+
+pub async fn user_disable_revokes_families_and_sessions(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    let bob = user(s, "bob").await;
+    client(s, "kubelogin", true).await;
+    family(s, "fa1", "kubelogin", &alice.id, "ta1", T0).await;
+    family(s, "fa2", "kubelogin", &alice.id, "ta2", T0).await;
+    family(s, "fb", "kubelogin", &bob.id, "tb", T0).await;
+    s.create_session(session_fixture("sa", &alice.id, T0, 3600))
+        .await
+        .unwrap();
+    s.create_session(session_fixture("sb", &bob.id, T0, 3600))
+        .await
+        .unwrap();
+
+    let now = T0 + 100;
+    s.set_user_disabled(&alice.id, true, now).await.unwrap();
+    assert!(s.user_by_id(&alice.id).await.unwrap().unwrap().disabled);
+    for f in ["fa1", "fa2"] {
+        assert_eq!(s.family(f).await.unwrap().unwrap().revoked_at, Some(now));
+    }
+    assert_eq!(s.session("sa", now).await.unwrap(), None);
+    assert_eq!(
+        s.rotate_refresh_token("ta1", token("ta1-next", "fa1", now, now + 3600), now, 5)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    // Bob is untouched.
+    assert_eq!(s.family("fb").await.unwrap().unwrap().revoked_at, None);
+    assert!(s.session("sb", now).await.unwrap().is_some());
+
+    // Enabling again does not bring revoked tokens back.
+    s.set_user_disabled(&alice.id, false, now + 1)
+        .await
+        .unwrap();
+    assert!(!s.user_by_id(&alice.id).await.unwrap().unwrap().disabled);
+    assert_eq!(
+        s.family("fa1").await.unwrap().unwrap().revoked_at,
+        Some(now)
+    );
+
+    assert_not_found(s.set_user_disabled("no-such-id", true, now).await);
+}
+
+pub async fn user_delete(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    let bob = user(s, "bob").await;
+    client(s, "kubelogin", true).await;
+    s.create_group("devs", T0).await.unwrap();
+    s.add_group_member("devs", &alice.id).await.unwrap();
+    s.add_group_member("devs", &bob.id).await.unwrap();
+    family(s, "fa", "kubelogin", &alice.id, "ta", T0).await;
+    s.create_session(session_fixture("sa", &alice.id, T0, 3600))
+        .await
+        .unwrap();
+    s.save_consent(&alice.id, "kubelogin", &["openid".into()], T0)
+        .await
+        .unwrap();
+
+    s.delete_user(&alice.id).await.unwrap();
+    assert_eq!(s.user_by_username("alice").await.unwrap(), None);
+    assert_eq!(s.user_by_id(&alice.id).await.unwrap(), None);
+    assert_eq!(s.count_users().await.unwrap(), 1);
+    // Everything hanging off the user goes with it.
+    assert!(s.families_of_user(&alice.id).await.unwrap().is_empty());
+    assert_eq!(s.refresh_token("ta").await.unwrap(), None);
+    assert_eq!(s.session("sa", T0).await.unwrap(), None);
+    assert!(s.groups_of_user(&alice.id).await.unwrap().is_empty());
+    assert!(s
+        .consented_scopes(&alice.id, "kubelogin")
+        .await
+        .unwrap()
+        .is_empty());
+    let groups = s.list_groups().await.unwrap();
+    assert_eq!(groups[0].members, ["bob"]);
+
+    assert_not_found(s.delete_user(&alice.id).await);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Groups
+// ---------------------------------------------------------------------------------------------
+
+pub async fn group_create_duplicate_and_list(s: &dyn Store) {
+    assert!(s.list_groups().await.unwrap().is_empty());
+    s.create_group("ops", T0).await.unwrap();
+    s.create_group("devs", T0).await.unwrap();
+    assert_conflict(s.create_group("devs", T0 + 1).await);
+    let alice = user(s, "alice").await;
+    let bob = user(s, "bob").await;
+    s.add_group_member("devs", &bob.id).await.unwrap();
+    s.add_group_member("devs", &alice.id).await.unwrap();
+
+    let groups = s.list_groups().await.unwrap();
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    assert_eq!(groups[0].name, "devs");
+    assert_eq!(
+        groups[0].members,
+        ["alice", "bob"],
+        "members by username, sorted"
+    );
+    assert_eq!(groups[1].name, "ops");
+    assert!(groups[1].members.is_empty(), "an empty group is listed too");
+}
+
+pub async fn group_add_and_remove_member(s: &dyn Store) {
+    s.create_group("devs", T0).await.unwrap();
+    s.create_group("admins", T0).await.unwrap();
+    let alice = user(s, "alice").await;
+
+    s.add_group_member("devs", &alice.id).await.unwrap();
+    s.add_group_member("admins", &alice.id).await.unwrap();
+    // Adding twice is harmless.
+    s.add_group_member("devs", &alice.id).await.unwrap();
+    assert_eq!(
+        s.groups_of_user(&alice.id).await.unwrap(),
+        ["admins", "devs"]
+    );
+
+    s.remove_group_member("devs", &alice.id).await.unwrap();
+    assert_eq!(s.groups_of_user(&alice.id).await.unwrap(), ["admins"]);
+    assert_not_found(s.remove_group_member("devs", &alice.id).await);
+
+    assert_not_found(s.add_group_member("no-such-group", &alice.id).await);
+    assert_eq!(s.groups_of_user(&alice.id).await.unwrap(), ["admins"]);
+}
+
+pub async fn group_delete(s: &dyn Store) {
+    s.create_group("devs", T0).await.unwrap();
+    s.create_group("ops", T0).await.unwrap();
+    let alice = user(s, "alice").await;
+    s.add_group_member("devs", &alice.id).await.unwrap();
+    s.add_group_member("ops", &alice.id).await.unwrap();
+
+    s.delete_group("devs").await.unwrap();
+    let names: Vec<String> = s
+        .list_groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(names, ["ops"]);
+    assert_eq!(
+        s.groups_of_user(&alice.id).await.unwrap(),
+        ["ops"],
+        "membership goes with the group"
+    );
+    assert_not_found(s.delete_group("devs").await);
+    // The name is free again.
+    s.create_group("devs", T0 + 1).await.unwrap();
+    assert!(s.list_groups().await.unwrap()[0].members.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------------------------
+
+pub async fn client_create_lookup_list(s: &dyn Store) {
+    let public = client(s, "kubelogin", true).await;
+    let confidential = client(s, "automation", false).await;
+    assert_eq!(s.client("kubelogin").await.unwrap(), Some(public.clone()));
+    assert_eq!(
+        s.client("automation").await.unwrap(),
+        Some(confidential.clone())
+    );
+    assert!(s.client("kubelogin").await.unwrap().unwrap().is_public());
+    assert!(!s.client("automation").await.unwrap().unwrap().is_public());
+    assert_eq!(s.client("nope").await.unwrap(), None);
+
+    assert_eq!(
+        s.list_clients().await.unwrap(),
+        [confidential, public],
+        "sorted by client_id"
+    );
+}
+
+pub async fn client_duplicate_is_conflict(s: &dyn Store) {
+    let first = client(s, "kubelogin", true).await;
+    assert_conflict(s.create_client(client_fixture("kubelogin", false)).await);
+    assert_eq!(s.client("kubelogin").await.unwrap(), Some(first));
+}
+
+pub async fn client_delete(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    client(s, "kubelogin", true).await;
+    client(s, "other", true).await;
+    family(s, "f1", "kubelogin", &alice.id, "t1", T0).await;
+    family(s, "f2", "other", &alice.id, "t2", T0).await;
+
+    s.delete_client("kubelogin").await.unwrap();
+    assert_eq!(s.client("kubelogin").await.unwrap(), None);
+    assert_eq!(s.list_clients().await.unwrap().len(), 1);
+    // Its refresh tokens can no longer be used.
+    assert_eq!(
+        s.rotate_refresh_token("t1", token("t1b", "f1", T0 + 1, T0 + 99), T0 + 1, 5)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    assert!(s.refresh_token("t2").await.unwrap().is_some());
+    assert_not_found(s.delete_client("kubelogin").await);
+}
+
+pub async fn client_secret_rotation(s: &dyn Store) {
+    client(s, "automation", false).await;
+    client(s, "kubelogin", true).await;
+    s.set_client_secret_hash("automation", "rotated-hash")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.client("automation").await.unwrap().unwrap().secret_hash,
+        Some("rotated-hash".into())
+    );
+    // A public client has no secret to rotate, and must not silently become confidential.
+    assert_not_found(s.set_client_secret_hash("kubelogin", "x").await);
+    assert!(s.client("kubelogin").await.unwrap().unwrap().is_public());
+    assert_not_found(s.set_client_secret_hash("nope", "x").await);
+}
+
+pub async fn client_revoke_all(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    let bob = user(s, "bob").await;
+    client(s, "kubelogin", true).await;
+    client(s, "other", true).await;
+    family(s, "fa", "kubelogin", &alice.id, "ta", T0).await;
+    family(s, "fb", "kubelogin", &bob.id, "tb", T0).await;
+    family(s, "fdead", "kubelogin", &bob.id, "tdead", T0).await;
+    s.revoke_family("fdead", T0 + 1).await.unwrap();
+    family(s, "fo", "other", &alice.id, "to", T0).await;
+    let scopes = vec!["openid".to_string(), "groups".to_string()];
+    s.save_consent(&alice.id, "kubelogin", &scopes, T0)
+        .await
+        .unwrap();
+    s.save_consent(&alice.id, "other", &scopes, T0)
+        .await
+        .unwrap();
+
+    let now = T0 + 50;
+    let n = s.revoke_all_for_client("kubelogin", now).await.unwrap();
+    assert_eq!(n, 2, "the count is of families revoked now");
+    assert_eq!(
+        s.client("kubelogin")
+            .await
+            .unwrap()
+            .unwrap()
+            .tokens_valid_after,
+        now
+    );
+    assert_eq!(s.family("fa").await.unwrap().unwrap().revoked_at, Some(now));
+    assert_eq!(s.family("fb").await.unwrap().unwrap().revoked_at, Some(now));
+    assert_eq!(
+        s.family("fdead").await.unwrap().unwrap().revoked_at,
+        Some(T0 + 1),
+        "an earlier revocation time is kept"
+    );
+    assert!(s
+        .consented_scopes(&alice.id, "kubelogin")
+        .await
+        .unwrap()
+        .is_empty());
+    // The other client is untouched.
+    assert_eq!(s.family("fo").await.unwrap().unwrap().revoked_at, None);
+    assert_eq!(
+        s.consented_scopes(&alice.id, "other").await.unwrap(),
+        scopes
+    );
+    assert_eq!(
+        s.client("other").await.unwrap().unwrap().tokens_valid_after,
+        0
+    );
+
+    assert_eq!(
+        s.revoke_all_for_client("kubelogin", now + 1).await.unwrap(),
+        0
+    );
+    assert_not_found(s.revoke_all_for_client("nope", now).await);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consent
+// ---------------------------------------------------------------------------------------------
+
+pub async fn consent_save_and_merge(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    let bob = user(s, "bob").await;
+    client(s, "kubelogin", true).await;
+    assert!(s
+        .consented_scopes(&alice.id, "kubelogin")
+        .await
+        .unwrap()
+        .is_empty());
+
+    s.save_consent(
+        &alice.id,
+        "kubelogin",
+        &["openid".into(), "profile".into()],
+        T0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.consented_scopes(&alice.id, "kubelogin").await.unwrap(),
+        ["openid", "profile"]
+    );
+
+    // The caller merges (authorize adds the new scopes to those already granted) and saves the
+    // union, which replaces the stored set rather than adding a second row.
+    let mut merged = s.consented_scopes(&alice.id, "kubelogin").await.unwrap();
+    merged.push("groups".into());
+    s.save_consent(&alice.id, "kubelogin", &merged, T0 + 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.consented_scopes(&alice.id, "kubelogin").await.unwrap(),
+        ["openid", "profile", "groups"]
+    );
+
+    // Consent is per user.
+    assert!(s
+        .consented_scopes(&bob.id, "kubelogin")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authorization codes
+// ---------------------------------------------------------------------------------------------
+
+pub async fn code_redeem_once_then_replay_revokes_family(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    client(s, "kubelogin", true).await;
+    let code = code_fixture("c1", "kubelogin", &alice.id, T0, 120);
+    s.insert_auth_code(code.clone()).await.unwrap();
+
+    assert_eq!(
+        s.redeem_auth_code("c1", T0 + 3).await.unwrap(),
+        CodeRedemption::Fresh(code)
+    );
+    family(s, "f1", "kubelogin", &alice.id, "t1", T0 + 3).await;
+    s.link_code_family("c1", "f1").await.unwrap();
+
+    assert_eq!(
+        s.redeem_auth_code("c1", T0 + 4).await.unwrap(),
+        CodeRedemption::Replayed
+    );
+    assert_eq!(
+        s.family("f1").await.unwrap().unwrap().revoked_at,
+        Some(T0 + 4),
+        "RFC 6749 §4.1.2: tokens issued from a replayed code are revoked"
+    );
+    // Still a replay, however often.
+    assert_eq!(
+        s.redeem_auth_code("c1", T0 + 5).await.unwrap(),
+        CodeRedemption::Replayed
+    );
+}
+
+pub async fn code_replay_without_family(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    client(s, "kubelogin", true).await;
+    s.insert_auth_code(code_fixture("c1", "kubelogin", &alice.id, T0, 120))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.redeem_auth_code("c1", T0 + 1).await.unwrap(),
+        CodeRedemption::Fresh(_)
+    ));
+    assert_eq!(
+        s.redeem_auth_code("c1", T0 + 2).await.unwrap(),
+        CodeRedemption::Replayed
+    );
+}
+
+pub async fn code_expired_or_unknown_is_not_found(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    client(s, "kubelogin", true).await;
+    s.insert_auth_code(code_fixture("c1", "kubelogin", &alice.id, T0, 120))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.redeem_auth_code("c1", T0 + 120).await.unwrap(),
+        CodeRedemption::NotFound,
+        "a code is dead at expires_at"
+    );
+    assert_eq!(
+        s.redeem_auth_code("c1", T0 + 500).await.unwrap(),
+        CodeRedemption::NotFound
+    );
+    assert_eq!(
+        s.redeem_auth_code("unknown", T0).await.unwrap(),
+        CodeRedemption::NotFound
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refresh tokens
+// ---------------------------------------------------------------------------------------------
+
+pub async fn refresh_create_family_and_lookup(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    client(s, "kubelogin", true).await;
+    let f = family(s, "f1", "kubelogin", &alice.id, "t1", T0).await;
+    assert_eq!(s.family("f1").await.unwrap(), Some(f.clone()));
+    assert_eq!(s.family("nope").await.unwrap(), None);
+    assert_eq!(
+        s.refresh_token("t1").await.unwrap(),
+        Some((token("t1", "f1", T0, T0 + 3600), f.clone()))
+    );
+    assert_eq!(s.refresh_token("nope").await.unwrap(), None);
+
+    let f2 = family(s, "f2", "kubelogin", &alice.id, "t2", T0 + 10).await;
+    let fams = s.families_of_user(&alice.id).await.unwrap();
+    assert_eq!(fams, [f2, f], "newest first");
+}
+
+pub async fn refresh_rotate_current(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    client(s, "kubelogin", true).await;
+    let f = family(s, "f1", "kubelogin", &alice.id, "t1", T0).await;
+
+    let now = T0 + 60;
+    let r = s
+        .rotate_refresh_token("t1", token("t2", "f1", now, now + 3600), now, 5)
+        .await
+        .unwrap();
+    assert_eq!(r, Rotation::Rotated(f.clone()));
+    let (old, _) = s.refresh_token("t1").await.unwrap().unwrap();
+    assert_eq!(old.rotated_at, Some(now));
+    let (new, fam) = s.refresh_token("t2").await.unwrap().unwrap();
+    assert_eq!(new, token("t2", "f1", now, now + 3600));
+    assert_eq!(fam.revoked_at, None);
+
+    // The new token is current in turn.
+    let later = now + 60;
+    assert_eq!(
+        s.rotate_refresh_token("t2", token("t3", "f1", later, later + 3600), later, 5)
+            .await
+            .unwrap(),
+        Rotation::Rotated(f)
+    );
+}
+
+pub async fn refresh_rotate_within_grace(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    client(s, "kubelogin", true).await;
+    let f = family(s, "f1", "kubelogin", &alice.id, "t1", T0).await;
+    let now = T0 + 60;
+    s.rotate_refresh_token("t1", token("t2", "f1", now, now + 3600), now, 5)
+        .await
+        .unwrap();
+
+    // A racing client presents t1 again 5 s later (the edge of a 5 s grace window).
+    let race = now + 5;
+    let r = s
+        .rotate_refresh_token("t1", token("t2b", "f1", race, race + 3600), race, 5)
+        .await
+        .unwrap();
+    assert_eq!(r, Rotation::WithinGrace(f.clone()));
+    assert_eq!(s.family("f1").await.unwrap().unwrap().revoked_at, None);
+    let (sibling, _) = s.refresh_token("t2b").await.unwrap().unwrap();
+    assert_eq!(sibling.rotated_at, None, "a second new token is stored");
+    assert!(s.refresh_token("t2").await.unwrap().is_some());
+    // The grace window counts from the first rotation, not from the racing request.
+    let (old, _) = s.refresh_token("t1").await.unwrap().unwrap();
+    assert_eq!(old.rotated_at, Some(now));
+    // Both new tokens work.
+    assert!(matches!(
+        s.rotate_refresh_token("t2", token("t3", "f1", race, race + 3600), race, 5)
+            .await
+            .unwrap(),
+        Rotation::Rotated(_)
+    ));
+    assert!(matches!(
+        s.rotate_refresh_token("t2b", token("t3b", "f1", race, race + 3600), race, 5)
+            .await
+            .unwrap(),
+        Rotation::Rotated(_)
+    ));
+}
+
+pub async fn refresh_reuse_after_grace_revokes_family(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    client(s, "kubelogin", true).await;
+    let f = family(s, "f1", "kubelogin", &alice.id, "t1", T0).await;
+    let now = T0 + 60;
+    s.rotate_refresh_token("t1", token("t2", "f1", now, now + 3600), now, 5)
+        .await
+        .unwrap();
+
+    let stolen = now + 6;
+    let r = s
+        .rotate_refresh_token("t1", token("t2x", "f1", stolen, stolen + 3600), stolen, 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        Rotation::Reused(f),
+        "the family as it was before revocation"
+    );
+    assert_eq!(
+        s.family("f1").await.unwrap().unwrap().revoked_at,
+        Some(stolen)
+    );
+    assert_eq!(
+        s.refresh_token("t2x").await.unwrap(),
+        None,
+        "no token is issued on reuse"
+    );
+
+    // Every token of the family is dead now, the current one included.
+    let after = stolen + 1;
+    for t in ["t2", "t1"] {
+        assert_eq!(
+            s.rotate_refresh_token(t, token("t9", "f1", after, after + 3600), after, 5)
+                .await
+                .unwrap(),
+            Rotation::Invalid,
+            "{t}"
+        );
+    }
+    assert_eq!(s.refresh_token("t9").await.unwrap(), None);
+}
+
+pub async fn refresh_expired_or_unknown_is_invalid(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    client(s, "kubelogin", true).await;
+    family(s, "f1", "kubelogin", &alice.id, "t1", T0).await;
+    let at_expiry = T0 + 3600;
+    assert_eq!(
+        s.rotate_refresh_token(
+            "t1",
+            token("t2", "f1", at_expiry, at_expiry + 3600),
+            at_expiry,
+            5
+        )
+        .await
+        .unwrap(),
+        Rotation::Invalid
+    );
+    assert_eq!(s.refresh_token("t2").await.unwrap(), None);
+    assert_eq!(
+        s.rotate_refresh_token("unknown", token("t3", "f1", T0, T0 + 3600), T0, 5)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+}
+
+pub async fn refresh_revoke_family(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    client(s, "kubelogin", true).await;
+    family(s, "f1", "kubelogin", &alice.id, "t1", T0).await;
+    family(s, "f2", "kubelogin", &alice.id, "t2", T0).await;
+
+    s.revoke_family("f1", T0 + 10).await.unwrap();
+    assert_eq!(
+        s.family("f1").await.unwrap().unwrap().revoked_at,
+        Some(T0 + 10)
+    );
+    // Revoking again keeps the first time; unknown families are not an error (RFC 7009 §2.2).
+    s.revoke_family("f1", T0 + 20).await.unwrap();
+    assert_eq!(
+        s.family("f1").await.unwrap().unwrap().revoked_at,
+        Some(T0 + 10)
+    );
+    s.revoke_family("nope", T0).await.unwrap();
+
+    assert_eq!(
+        s.rotate_refresh_token("t1", token("t1b", "f1", T0 + 30, T0 + 99), T0 + 30, 5)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    assert!(matches!(
+        s.rotate_refresh_token("t2", token("t2b", "f2", T0 + 30, T0 + 99), T0 + 30, 5)
+            .await
+            .unwrap(),
+        Rotation::Rotated(_)
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access token denylist
+// ---------------------------------------------------------------------------------------------
+
+pub async fn jti_denylist(s: &dyn Store) {
+    assert!(!s.is_jti_revoked("jti-1").await.unwrap());
+    s.revoke_jti("jti-1", T0 + 3600).await.unwrap();
+    assert!(s.is_jti_revoked("jti-1").await.unwrap());
+    // Revoking twice is harmless.
+    s.revoke_jti("jti-1", T0 + 3600).await.unwrap();
+    assert!(s.is_jti_revoked("jti-1").await.unwrap());
+    assert!(!s.is_jti_revoked("jti-2").await.unwrap());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device authorization
+// ---------------------------------------------------------------------------------------------
+
+pub async fn device_insert_and_lookup(s: &dyn Store) {
+    client(s, "kubelogin", true).await;
+    let d = device_fixture("dh1", "BCDF-GHJK", "kubelogin", T0);
+    s.insert_device_code(d.clone()).await.unwrap();
+    assert_eq!(s.device_by_user_code("BCDF-GHJK").await.unwrap(), Some(d));
+    assert_eq!(s.device_by_user_code("XXXX-XXXX").await.unwrap(), None);
+    assert_eq!(
+        s.device_by_hash_client("dh1").await.unwrap(),
+        Some("kubelogin".into())
+    );
+    assert_eq!(s.device_by_hash_client("nope").await.unwrap(), None);
+}
+
+pub async fn device_user_code_collision_is_conflict(s: &dyn Store) {
+    client(s, "kubelogin", true).await;
+    s.insert_device_code(device_fixture("dh1", "BCDF-GHJK", "kubelogin", T0))
+        .await
+        .unwrap();
+    assert_conflict(
+        s.insert_device_code(device_fixture("dh2", "BCDF-GHJK", "kubelogin", T0))
+            .await,
+    );
+    assert_eq!(s.device_by_hash_client("dh2").await.unwrap(), None);
+}
+
+pub async fn device_poll_pending_and_slow_down(s: &dyn Store) {
+    client(s, "kubelogin", true).await;
+    s.insert_device_code(device_fixture("dh1", "BCDF-GHJK", "kubelogin", T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.poll_device("dh1", T0 + 1).await.unwrap(),
+        DevicePoll::Pending
+    );
+    // Again after 2 s with a 5 s interval: slow_down, and the interval grows by 5 s
+    // (RFC 8628 §3.5).
+    assert_eq!(
+        s.poll_device("dh1", T0 + 3).await.unwrap(),
+        DevicePoll::SlowDown
+    );
+    let d = s.device_by_user_code("BCDF-GHJK").await.unwrap().unwrap();
+    assert_eq!(d.interval, 10);
+    assert_eq!(d.last_polled_at, Some(T0 + 3));
+    assert_eq!(d.status, DeviceStatus::Pending);
+    // 5 s later is now too fast as well ...
+    assert_eq!(
+        s.poll_device("dh1", T0 + 8).await.unwrap(),
+        DevicePoll::SlowDown
+    );
+    assert_eq!(
+        s.device_by_user_code("BCDF-GHJK")
+            .await
+            .unwrap()
+            .unwrap()
+            .interval,
+        15
+    );
+    // ... but waiting the whole new interval is fine.
+    assert_eq!(
+        s.poll_device("dh1", T0 + 23).await.unwrap(),
+        DevicePoll::Pending
+    );
+    assert_eq!(
+        s.poll_device("unknown", T0).await.unwrap(),
+        DevicePoll::NotFound
+    );
+}
+
+pub async fn device_approve_then_consumed(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    client(s, "kubelogin", true).await;
+    s.insert_device_code(device_fixture("dh1", "BCDF-GHJK", "kubelogin", T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.poll_device("dh1", T0 + 1).await.unwrap(),
+        DevicePoll::Pending
+    );
+    assert!(s
+        .decide_device("BCDF-GHJK", true, &alice.id, T0 + 2, T0 + 3)
+        .await
+        .unwrap());
+    // A decision is final.
+    assert!(!s
+        .decide_device("BCDF-GHJK", false, &alice.id, T0 + 2, T0 + 4)
+        .await
+        .unwrap());
+
+    match s.poll_device("dh1", T0 + 6).await.unwrap() {
+        DevicePoll::Approved(d) => {
+            assert_eq!(d.device_code_hash, "dh1");
+            assert_eq!(d.client_id, "kubelogin");
+            assert_eq!(d.scope, "openid groups");
+            assert_eq!(d.user_id.as_deref(), Some(alice.id.as_str()));
+            assert_eq!(d.auth_time, Some(T0 + 2));
+        }
+        other => panic!("expected Approved, got {other:?}"),
+    }
+    // Consumed: a second poller gets nothing, however long it waits.
+    assert_eq!(
+        s.poll_device("dh1", T0 + 20).await.unwrap(),
+        DevicePoll::NotFound
+    );
+    assert_eq!(
+        s.device_by_user_code("BCDF-GHJK")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        DeviceStatus::Consumed
+    );
+}
+
+pub async fn device_deny(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    client(s, "kubelogin", true).await;
+    s.insert_device_code(device_fixture("dh1", "BCDF-GHJK", "kubelogin", T0))
+        .await
+        .unwrap();
+    assert!(s
+        .decide_device("BCDF-GHJK", false, &alice.id, T0, T0 + 1)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.poll_device("dh1", T0 + 6).await.unwrap(),
+        DevicePoll::Denied
+    );
+    assert_ne!(
+        s.poll_device("dh1", T0 + 20).await.unwrap(),
+        DevicePoll::Pending,
+        "a denial never turns back into pending"
+    );
+}
+
+pub async fn device_expired(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    client(s, "kubelogin", true).await;
+    s.insert_device_code(device_fixture("dh1", "BCDF-GHJK", "kubelogin", T0))
+        .await
+        .unwrap();
+    let expiry = T0 + 600;
+    assert!(
+        !s.decide_device("BCDF-GHJK", true, &alice.id, expiry, expiry)
+            .await
+            .unwrap(),
+        "an expired code cannot be approved"
+    );
+    assert_eq!(
+        s.poll_device("dh1", expiry).await.unwrap(),
+        DevicePoll::Expired
+    );
+
+    // Approved in time but polled too late: still expired.
+    s.insert_device_code(device_fixture("dh2", "MNPQ-RSTV", "kubelogin", T0))
+        .await
+        .unwrap();
+    assert!(s
+        .decide_device("MNPQ-RSTV", true, &alice.id, T0, T0 + 10)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.poll_device("dh2", expiry + 1).await.unwrap(),
+        DevicePoll::Expired
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Browser sessions
+// ---------------------------------------------------------------------------------------------
+
+pub async fn session_create_get_expire_delete(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    let sess = session_fixture("sid1", &alice.id, T0, 3600);
+    s.create_session(sess.clone()).await.unwrap();
+    s.create_session(session_fixture("sid2", &alice.id, T0, 3600))
+        .await
+        .unwrap();
+
+    assert_eq!(s.session("sid1", T0 + 1).await.unwrap(), Some(sess.clone()));
+    assert_eq!(
+        s.session("sid1", T0 + 3599).await.unwrap(),
+        Some(sess.clone())
+    );
+    assert_eq!(
+        s.session("sid1", T0 + 3600).await.unwrap(),
+        None,
+        "a session is dead at expires_at"
+    );
+    assert_eq!(s.session("unknown", T0).await.unwrap(), None);
+
+    s.delete_session("sid1").await.unwrap();
+    assert_eq!(s.session("sid1", T0 + 1).await.unwrap(), None);
+    assert!(s.session("sid2", T0 + 1).await.unwrap().is_some());
+    // Deleting an unknown session (a second logout) is not an error.
+    s.delete_session("sid1").await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signing keys
+// ---------------------------------------------------------------------------------------------
+
+pub async fn keys_activate_retires_previous(s: &dyn Store) {
+    assert!(s.keys().await.unwrap().is_empty());
+    s.activate_key(key_fixture("k1", T0), T0).await.unwrap();
+    assert_eq!(s.keys().await.unwrap(), [key_fixture("k1", T0)]);
+
+    let t2 = T0 + 86_400;
+    s.activate_key(key_fixture("k2", t2), t2).await.unwrap();
+    let keys = s.keys().await.unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys[0], key_fixture("k2", t2), "newest first, active");
+    assert_eq!(keys[1].kid, "k1");
+    assert_eq!(
+        keys[1].retired_at,
+        Some(t2),
+        "the previous key is retired, not deleted"
+    );
+    assert_eq!(keys[1].private_pem, key_fixture("k1", T0).private_pem);
+
+    let t3 = t2 + 86_400;
+    s.activate_key(key_fixture("k3", t3), t3).await.unwrap();
+    let keys = s.keys().await.unwrap();
+    let active: Vec<&str> = keys
+        .iter()
+        .filter(|k| k.retired_at.is_none())
+        .map(|k| k.kid.as_str())
+        .collect();
+    assert_eq!(active, ["k3"], "exactly one active key");
+    assert_eq!(
+        keys.iter().find(|k| k.kid == "k1").unwrap().retired_at,
+        Some(t2),
+        "an older retirement time is kept"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit
+// ---------------------------------------------------------------------------------------------
+
+pub async fn audit_record_filter_and_order(s: &dyn Store) {
+    let events = [
+        audit_fixture(T0, "login_succeeded", "alice"),
+        audit_fixture(T0 + 10, "login_failed", "bob"),
+        audit_fixture(T0 + 20, "login_succeeded", "bob"),
+        audit_fixture(T0 + 30, "user_created", "cli"),
+        audit_fixture(T0 + 40, "login_succeeded", "alice"),
+    ];
+    for e in &events {
+        s.record_audit(e.clone()).await.unwrap();
+    }
+    let ats = |v: &[AuditEvent]| v.iter().map(|e| e.at).collect::<Vec<_>>();
+
+    let all = s.audit_events(AuditFilter::default()).await.unwrap();
+    assert_eq!(
+        ats(&all),
+        [T0 + 40, T0 + 30, T0 + 20, T0 + 10, T0],
+        "newest first"
+    );
+    assert!(
+        all.windows(2).all(|w| w[0].id > w[1].id),
+        "ids are assigned in order"
+    );
+    let newest = &all[0];
+    assert_eq!(
+        AuditEvent {
+            id: 0,
+            ..newest.clone()
+        },
+        events[4],
+        "every field is stored"
+    );
+
+    let by_event = s
+        .audit_events(AuditFilter {
+            event: Some("login_succeeded".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ats(&by_event), [T0 + 40, T0 + 20, T0]);
+
+    let by_actor = s
+        .audit_events(AuditFilter {
+            actor: Some("bob".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ats(&by_actor), [T0 + 20, T0 + 10]);
+
+    let both = s
+        .audit_events(AuditFilter {
+            event: Some("login_succeeded".into()),
+            actor: Some("alice".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ats(&both), [T0 + 40, T0]);
+
+    let window = s
+        .audit_events(AuditFilter {
+            since: Some(T0 + 10),
+            until: Some(T0 + 30),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ats(&window),
+        [T0 + 30, T0 + 20, T0 + 10],
+        "bounds inclusive"
+    );
+
+    let limited = s
+        .audit_events(AuditFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ats(&limited), [T0 + 40, T0 + 30], "the newest N");
+
+    let none = s
+        .audit_events(AuditFilter {
+            event: Some("no_such_event".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Purging
+// ---------------------------------------------------------------------------------------------
+
+pub async fn purge_expired_keeps_live_rows(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    client(s, "kubelogin", true).await;
+    let now = T0 + 1000;
+
+    // One expired and one live row of each kind.
+    s.insert_auth_code(code_fixture("c-old", "kubelogin", &alice.id, T0, 120))
+        .await
+        .unwrap();
+    s.insert_auth_code(code_fixture("c-new", "kubelogin", &alice.id, now, 120))
+        .await
+        .unwrap();
+    s.insert_device_code(device_fixture("d-old", "OLDD-OLDD", "kubelogin", T0))
+        .await
+        .unwrap();
+    s.insert_device_code(device_fixture("d-new", "NEWW-NEWW", "kubelogin", now))
+        .await
+        .unwrap();
+    s.create_session(session_fixture("s-old", &alice.id, T0, 60))
+        .await
+        .unwrap();
+    s.create_session(session_fixture("s-new", &alice.id, now, 60))
+        .await
+        .unwrap();
+    s.revoke_jti("j-old", T0 + 60).await.unwrap();
+    s.revoke_jti("j-new", now + 60).await.unwrap();
+    // A family whose only token has expired is dead; a family with a live token is kept.
+    s.create_family(
+        family_fixture("f-old", "kubelogin", &alice.id, T0),
+        token("t-old", "f-old", T0, T0 + 60),
+    )
+    .await
+    .unwrap();
+    family(s, "f-new", "kubelogin", &alice.id, "t-new", now).await;
+
+    let n = s.purge_expired(now).await.unwrap();
+    // code, device code, session, jti, refresh token and its now empty family.
+    assert_eq!(n, 6, "rows purged");
+
+    assert_eq!(s.device_by_user_code("OLDD-OLDD").await.unwrap(), None);
+    assert!(s.device_by_user_code("NEWW-NEWW").await.unwrap().is_some());
+    // Looked up "in the past" so only deletion can hide it.
+    assert_eq!(s.session("s-old", T0).await.unwrap(), None);
+    assert!(s.session("s-new", now).await.unwrap().is_some());
+    assert!(!s.is_jti_revoked("j-old").await.unwrap());
+    assert!(s.is_jti_revoked("j-new").await.unwrap());
+    assert_eq!(s.refresh_token("t-old").await.unwrap(), None);
+    assert_eq!(s.family("f-old").await.unwrap(), None);
+    assert!(s.refresh_token("t-new").await.unwrap().is_some());
+    assert!(s.family("f-new").await.unwrap().is_some());
+    assert!(matches!(
+        s.redeem_auth_code("c-new", now + 1).await.unwrap(),
+        CodeRedemption::Fresh(_)
+    ));
+    // Nothing else is expired: a second purge removes nothing.
+    assert_eq!(s.purge_expired(now).await.unwrap(), 0);
+}
+
+pub async fn purge_keeps_used_codes_until_expiry(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    client(s, "kubelogin", true).await;
+    s.insert_auth_code(code_fixture("c1", "kubelogin", &alice.id, T0, 120))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.redeem_auth_code("c1", T0 + 1).await.unwrap(),
+        CodeRedemption::Fresh(_)
+    ));
+    assert_eq!(s.purge_expired(T0 + 2).await.unwrap(), 0);
+    assert_eq!(
+        s.redeem_auth_code("c1", T0 + 3).await.unwrap(),
+        CodeRedemption::Replayed,
+        "a used code is remembered until it expires, so a replay is still detected"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------------
+
+/// One `#[tokio::test]` per behaviour, each on a fresh database in its own temporary directory.
+macro_rules! sqlite_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+                    let store = idp::store::SqliteStore::open(&url).await.unwrap();
+                    super::$name(&store).await;
+                    store.close().await;
+                }
+            )*
+        }
+    };
+}
+
+sqlite_suite!(
+    user_create_and_lookup,
+    user_duplicate_is_conflict,
+    user_list_sorted_by_username,
+    user_set_password,
+    user_disable_revokes_families_and_sessions,
+    user_delete,
+    group_create_duplicate_and_list,
+    group_add_and_remove_member,
+    group_delete,
+    client_create_lookup_list,
+    client_duplicate_is_conflict,
+    client_delete,
+    client_secret_rotation,
+    client_revoke_all,
+    consent_save_and_merge,
+    code_redeem_once_then_replay_revokes_family,
+    code_replay_without_family,
+    code_expired_or_unknown_is_not_found,
+    refresh_create_family_and_lookup,
+    refresh_rotate_current,
+    refresh_rotate_within_grace,
+    refresh_reuse_after_grace_revokes_family,
+    refresh_expired_or_unknown_is_invalid,
+    refresh_revoke_family,
+    jti_denylist,
+    device_insert_and_lookup,
+    device_user_code_collision_is_conflict,
+    device_poll_pending_and_slow_down,
+    device_approve_then_consumed,
+    device_deny,
+    device_expired,
+    session_create_get_expire_delete,
+    keys_activate_retires_previous,
+    audit_record_filter_and_order,
+    purge_expired_keeps_live_rows,
+    purge_keeps_used_codes_until_expiry,
+);
