@@ -349,12 +349,7 @@ pub async fn authorize(
                 state.config.base_path,
                 without_prompt(&raw, "login")
             );
-            let mut to = url::form_urlencoded::Serializer::new(String::new());
-            to.append_pair("return_to", &back);
-            return Ok(
-                Redirect::to(&format!("{}/login?{}", state.config.base_path, to.finish()))
-                    .into_response(),
-            );
+            return Ok(web::login_redirect(&state, &back));
         }
     };
     let (session, user) = user;

@@ -9,7 +9,7 @@ use crate::state::AppState;
 use askama::Template;
 use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use axum::Form;
 use serde::Deserialize;
 use shared::device::{format_user_code, normalize_user_code};
@@ -49,12 +49,7 @@ pub async fn device_page(
             Some(r) if !r.is_empty() => format!("{}/device?{r}", state.config.base_path),
             _ => format!("{}/device", state.config.base_path),
         };
-        let mut to = url::form_urlencoded::Serializer::new(String::new());
-        to.append_pair("return_to", &back);
-        return Ok(
-            Redirect::to(&format!("{}/login?{}", state.config.base_path, to.finish()))
-                .into_response(),
-        );
+        return Ok(super::login_redirect(&state, &back));
     };
     let (csrf, cookie) = csrf_token(&state, &headers);
     let mut error = None;

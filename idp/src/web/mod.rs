@@ -210,6 +210,14 @@ pub async fn stylesheet() -> Response {
         .into_response()
 }
 
+/// Sends the browser to the login page, which comes back to `back` after signing in.
+pub fn login_redirect(state: &AppState, back: &str) -> Response {
+    let mut to = url::form_urlencoded::Serializer::new(String::new());
+    to.append_pair("return_to", back);
+    axum::response::Redirect::to(&format!("{}/login?{}", state.config.base_path, to.finish()))
+        .into_response()
+}
+
 /// A same-site relative path safe to redirect to after login (no scheme, no `//host`).
 pub fn safe_return_path(state: &AppState, p: &str) -> Option<String> {
     let base = &state.config.base_path;
