@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod introspection;
 pub mod jwk;
 pub mod jwt;
+pub mod kube_oidc;
 pub mod loopback;
 pub mod pkce;
 pub mod token;

@@ -1,5 +1,7 @@
-//! Whole-system test support: where the built binaries are, and a runner for the plugin as
-//! kubectl runs it (a fresh process per call, ExecCredential on stdout).
+//! Whole-system test support: where the built binaries are, a runner for the plugin as kubectl
+//! runs it (a fresh process per call, ExecCredential on stdout), and a kube-apiserver stand-in.
+
+pub mod apiserver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

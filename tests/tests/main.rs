@@ -6,3 +6,7 @@
 // kubectl-oidc_login as a process against the real IdP in-process: every grant, the cache
 // lifecycle, parallel calls, offboarding.
 mod client_idp;
+
+// Real kubectl (1.27, 1.32, 1.33) with the plugin in a kubeconfig, headless Chromium at the IdP,
+// and a kube-apiserver stand-in: login, cache, refresh, device code, offboarding, key rotation.
+mod kubectl;

@@ -1,0 +1,483 @@
+//! A real browser for `--browser-command`: headless Chromium, driven by chromedriver over the
+//! W3C WebDriver protocol, signs in on the IdP's pages as a person would and ends when the
+//! browser is back on the plugin's loopback server (or the device page says "Device signed in").
+//!
+//! Environment: `CHROMIUM_USER`, `CHROMIUM_PASSWORD`; optional `CHROMIUM_SERVER_CERT` (PEM
+//! server certificate(s) of an HTTPS IdP, comma separated), `CHROMIUM_LOG` (each opened URL is
+//! appended, so tests can count browser opens), `CHROMIUM_EXIT_LOG` (the exit status, and the
+//! error if any, is appended once everything is cleaned up), `CHROMEDRIVER_URL` (use a running chromedriver
+//! instead of starting one), `CHROMIUM_BINARY`, `CHROMIUM_TIMEOUT_SEC` (default 30).
+//!
+//! Trusting the IdP's local CA: Chromium on Linux reads CAs from an NSS database, which would
+//! need `certutil` and a writable `$HOME/.pki`. Instead the test hands over the IdP's server
+//! certificate and Chromium gets `--ignore-certificate-errors-spki-list` with the SHA-256 of its
+//! public key: only that key is accepted despite the unknown issuer, every other certificate is
+//! still verified (`acceptInsecureCerts` stays false).
+//!
+//! Stdout stays empty (the plugin passes it to kubectl's stderr, but a browser must never
+//! print where an ExecCredential might go); errors go to stderr with exit status 1, and the
+//! session, chromedriver and the profile directory are removed on every path.
+
+use anyhow::{anyhow, bail, Context as _};
+use base64::Engine as _;
+use serde_json::{json, Value};
+use std::io::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// W3C WebDriver §12: the key of an element reference in JSON.
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+fn main() {
+    let (code, line) = match run() {
+        Ok(()) => (0, "0".to_string()),
+        Err(e) => {
+            eprintln!("chromium-browser: {e:#}");
+            (1, format!("1 {e:#}"))
+        }
+    };
+    // Everything is cleaned up by now (run's locals are dropped): a test that waits for this
+    // line knows no Chromium of this run is left.
+    if let Ok(log) = std::env::var("CHROMIUM_EXIT_LOG") {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{}", line.replace('\n', " "));
+        }
+    }
+    std::process::exit(code);
+}
+
+fn run() -> anyhow::Result<()> {
+    let url = std::env::args()
+        .nth(1)
+        .ok_or_else(|| anyhow!("usage: chromium-browser URL"))?;
+    if let Ok(log) = std::env::var("CHROMIUM_LOG") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| log.clone())?;
+        writeln!(f, "{url}")?;
+    }
+    let user = std::env::var("CHROMIUM_USER").context("CHROMIUM_USER is not set")?;
+    let password = std::env::var("CHROMIUM_PASSWORD").context("CHROMIUM_PASSWORD is not set")?;
+    let timeout = Duration::from_secs(
+        std::env::var("CHROMIUM_TIMEOUT_SEC")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(30),
+    );
+    let deadline = Instant::now() + timeout;
+
+    // Declared in this order so they drop in reverse: session, chromedriver, then the profile.
+    let profile = tempfile::tempdir().context("profile dir")?;
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let driver = Driver::start(&http, deadline)?;
+    let session = Session::new(&http, &driver.url, &chromium_args(profile.path())?)?;
+    session.navigate(&url)?;
+    drive(&session, &url, &user, &password, deadline)
+}
+
+fn chromium_args(profile: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let mut args: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(format!("--user-data-dir={}", profile.display()));
+    if let Ok(certs) = std::env::var("CHROMIUM_SERVER_CERT") {
+        let mut pins = Vec::new();
+        for path in certs.split(',').filter(|p| !p.is_empty()) {
+            pins.extend(spki_pins(path)?);
+        }
+        if !pins.is_empty() {
+            args.push(format!(
+                "--ignore-certificate-errors-spki-list={}",
+                pins.join(",")
+            ));
+        }
+    }
+    Ok(args)
+}
+
+/// base64(SHA-256(SubjectPublicKeyInfo)) of each certificate in a PEM file: the pin format of
+/// `--ignore-certificate-errors-spki-list` (and of HPKP, RFC 7469 §2.4).
+fn spki_pins(path: &str) -> anyhow::Result<Vec<String>> {
+    use sha2::Digest as _;
+    use x509_cert::der::{Decode as _, Encode as _};
+    let pem = std::fs::read(path).with_context(|| format!("CHROMIUM_SERVER_CERT {path}"))?;
+    let mut pins = Vec::new();
+    for der in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let der = der.with_context(|| format!("{path}: unreadable PEM"))?;
+        let cert = x509_cert::Certificate::from_der(der.as_ref())
+            .map_err(|e| anyhow!("{path}: not an X.509 certificate: {e}"))?;
+        let spki = cert
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .map_err(|e| anyhow!("{path}: {e}"))?;
+        pins.push(base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&spki)));
+    }
+    if pins.is_empty() {
+        bail!("{path}: no CERTIFICATE in the file");
+    }
+    Ok(pins)
+}
+
+/// chromedriver: the one given by `CHROMEDRIVER_URL`, or a child process killed on drop.
+struct Driver {
+    url: String,
+    child: Option<Child>,
+}
+
+impl Driver {
+    fn start(http: &reqwest::blocking::Client, deadline: Instant) -> anyhow::Result<Driver> {
+        if let Ok(url) = std::env::var("CHROMEDRIVER_URL") {
+            return Ok(Driver {
+                url: url.trim_end_matches('/').to_string(),
+                child: None,
+            });
+        }
+        // A port the kernel just handed out is free; chromedriver binds it right after.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        // Its output must not reach the plugin's stderr pipe, which kubectl's caller may be
+        // reading until every writer is gone.
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start chromedriver (Debian: apt-get install chromium-driver)")?;
+        let mut driver = Driver {
+            url: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+        };
+        loop {
+            let ready = http
+                .get(format!("{}/status", driver.url))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .ok()
+                .and_then(|r| r.json::<Value>().ok())
+                .is_some_and(|v| v["value"]["ready"] == true);
+            if ready {
+                return Ok(driver);
+            }
+            if let Some(c) = driver.child.as_mut() {
+                if let Some(status) = c.try_wait()? {
+                    bail!("chromedriver exited at start ({status})");
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("chromedriver did not become ready on port {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Driver {
+    /// Asks chromedriver to shut down (it then reaps the Chromium processes it started) and
+    /// kills it only if it does not exit in time.
+    fn drop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let _ = reqwest::blocking::Client::new()
+            .get(format!("{}/shutdown", self.url))
+            .timeout(Duration::from_secs(5))
+            .send();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// A WebDriver session; deleting it (on drop) quits Chromium.
+struct Session<'a> {
+    http: &'a reqwest::blocking::Client,
+    base: String,
+}
+
+impl<'a> Session<'a> {
+    fn new(
+        http: &'a reqwest::blocking::Client,
+        driver: &str,
+        args: &[String],
+    ) -> anyhow::Result<Session<'a>> {
+        let binary = std::env::var("CHROMIUM_BINARY").unwrap_or_else(|_| {
+            // Debian's /usr/bin/chromium is a shell wrapper; the real binary avoids its noise.
+            ["/usr/lib/chromium/chromium", "/usr/bin/chromium"]
+                .iter()
+                .find(|p| std::path::Path::new(p).exists())
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "chromium".into())
+        });
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "acceptInsecureCerts": false,
+            "pageLoadStrategy": "normal",
+            "goog:chromeOptions": {"binary": binary, "args": args},
+        }}});
+        let v = call(
+            http,
+            reqwest::Method::POST,
+            &format!("{driver}/session"),
+            Some(caps),
+        )?;
+        let id = v["sessionId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no sessionId in {v}"))?;
+        Ok(Session {
+            http,
+            base: format!("{driver}/session/{id}"),
+        })
+    }
+
+    fn cmd(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        call(self.http, method, &format!("{}{path}", self.base), body)
+    }
+
+    fn navigate(&self, url: &str) -> anyhow::Result<()> {
+        self.cmd(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .map(|_| ())
+    }
+
+    fn current_url(&self) -> anyhow::Result<String> {
+        let v = self.cmd(reqwest::Method::GET, "/url", None)?;
+        Ok(v.as_str().unwrap_or_default().to_string())
+    }
+
+    fn title(&self) -> anyhow::Result<String> {
+        let v = self.cmd(reqwest::Method::GET, "/title", None)?;
+        Ok(v.as_str().unwrap_or_default().to_string())
+    }
+
+    /// The first element matching a CSS selector, if any (an empty list is not an error).
+    fn find(&self, css: &str) -> anyhow::Result<Option<String>> {
+        let v = self.cmd(
+            reqwest::Method::POST,
+            "/elements",
+            Some(json!({"using": "css selector", "value": css})),
+        )?;
+        Ok(v.as_array()
+            .and_then(|a| a.first())
+            .and_then(|e| e[ELEMENT_KEY].as_str())
+            .map(str::to_string))
+    }
+
+    fn text(&self, element: &str) -> anyhow::Result<String> {
+        let v = self.cmd(
+            reqwest::Method::GET,
+            &format!("/element/{element}/text"),
+            None,
+        )?;
+        Ok(v.as_str().unwrap_or_default().to_string())
+    }
+
+    fn type_into(&self, element: &str, text: &str) -> anyhow::Result<()> {
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{element}/clear"),
+            Some(json!({})),
+        )?;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{element}/value"),
+            Some(json!({"text": text})),
+        )
+        .map(|_| ())
+    }
+
+    fn click(&self, element: &str) -> anyhow::Result<()> {
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        )
+        .map(|_| ())
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .http
+            .delete(&self.base)
+            .timeout(Duration::from_secs(10))
+            .send();
+    }
+}
+
+/// One WebDriver command; returns its `value`, or the WebDriver error (W3C §6.6) as an error.
+fn call(
+    http: &reqwest::blocking::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let mut req = http.request(method.clone(), url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().with_context(|| format!("{method} {url}"))?;
+    let status = resp.status();
+    let v: Value = resp
+        .json()
+        .with_context(|| format!("{method} {url}: not JSON"))?;
+    if !status.is_success() {
+        bail!(
+            "{method} {url}: {} {}",
+            v["value"]["error"].as_str().unwrap_or("error"),
+            v["value"]["message"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(v["value"].clone())
+}
+
+fn origin(url: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()
+        .map(|u| u.origin().ascii_serialization())
+}
+
+/// Plays the person: signs in, allows, and waits for the end of the flow.
+fn drive(
+    s: &Session<'_>,
+    start: &str,
+    user: &str,
+    password: &str,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let parsed = url::Url::parse(start).context("the URL to open")?;
+    let device = parsed.path().ends_with("/device");
+    // The plugin opens either its loopback URL (which redirects to the IdP) or the IdP's
+    // authorization URL carrying the loopback `redirect_uri`.
+    let loopback = if device {
+        None
+    } else {
+        parsed
+            .query_pairs()
+            .find(|(k, _)| k == "redirect_uri")
+            .and_then(|(_, v)| origin(&v))
+            .or_else(|| origin(start))
+    };
+    let mut left_loopback = false;
+    let mut logins = 0;
+    let mut last_error = String::new();
+    while Instant::now() < deadline {
+        match step(
+            s,
+            loopback.as_deref(),
+            &mut left_loopback,
+            &mut logins,
+            user,
+            password,
+        ) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            // A page that changed under a command (stale element) is retried; a refusal is final.
+            Err(e) if e.to_string().starts_with("refused:") => return Err(e),
+            Err(e) => last_error = format!("{e:#}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let at = s.current_url().unwrap_or_default();
+    bail!("the login did not finish in time (at {at}; last error: {last_error})")
+}
+
+/// One look at the page and at most one action; `Ok(true)` when the flow is over.
+fn step(
+    s: &Session<'_>,
+    loopback: Option<&str>,
+    left_loopback: &mut bool,
+    logins: &mut u32,
+    user: &str,
+    password: &str,
+) -> anyhow::Result<bool> {
+    let url = s.current_url()?;
+    // Chromium's TLS interstitial keeps the requested URL; its title and button give it away.
+    if s.title()? == "Privacy error" || s.find("#details-button")?.is_some() {
+        bail!(
+            "refused: Chromium does not trust the certificate of {url} (CHROMIUM_SERVER_CERT \
+             must name the server certificate of an IdP with a local CA)"
+        );
+    }
+    if url.starts_with("chrome-error:") {
+        bail!(
+            "refused: Chromium shows an error page (unreachable server or untrusted certificate)"
+        );
+    }
+    if let Some(lb) = loopback {
+        if origin(&url).as_deref() == Some(lb) {
+            // Back on the plugin's server after the IdP: the plugin has its code (or error).
+            if *left_loopback {
+                return Ok(true);
+            }
+        } else if url.starts_with("http") {
+            *left_loopback = true;
+        }
+    }
+    if let Some(username) = s.find("#username")? {
+        if let Some(err) = s.find("#error")? {
+            bail!("refused: the IdP refused the login: {}", s.text(&err)?);
+        }
+        if *logins >= 3 {
+            bail!("refused: the login page keeps coming back");
+        }
+        *logins += 1;
+        s.type_into(&username, user)?;
+        let pw = s
+            .find("#password")?
+            .ok_or_else(|| anyhow!("a login page without #password"))?;
+        s.type_into(&pw, password)?;
+        let submit = s
+            .find("#submit")?
+            .ok_or_else(|| anyhow!("a login page without #submit"))?;
+        s.click(&submit)?;
+        return Ok(false);
+    }
+    if let Some(allow) = s.find("#allow")? {
+        s.click(&allow)?;
+        return Ok(false);
+    }
+    if let Some(title) = s.find("#title")? {
+        let title = s.text(&title)?;
+        if title == "Device signed in" {
+            return Ok(loopback.is_none());
+        }
+        let message = match s.find("#message")? {
+            Some(m) => s.text(&m)?,
+            None => String::new(),
+        };
+        bail!("refused: the IdP says {title:?}: {message}");
+    }
+    Ok(false)
+}
