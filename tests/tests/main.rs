@@ -10,3 +10,5 @@ mod client_idp;
 // Real kubectl (1.27, 1.32, 1.33) with the plugin in a kubeconfig, headless Chromium at the IdP,
 // and a kube-apiserver stand-in: login, cache, refresh, device code, offboarding, key rotation.
 mod kubectl;
+// Every kubeconfig template, filled in and used by real kubectl.
+mod templates;

@@ -780,7 +780,11 @@ fn run(args: &Args) -> Result<()> {
     );
     let _ = writeln!(o, "-- start-up: spawn -> first 200 from discovery");
     let _ = writeln!(o, "first boot        {}", summary(&first));
-    let _ = writeln!(o, "warm start        {}   (last: the restart before the load)", summary(&warm));
+    let _ = writeln!(
+        o,
+        "warm start        {}   (last: the restart before the load)",
+        summary(&warm)
+    );
     let _ = writeln!(
         o,
         "target            first answer <= 100 ms: first boot {} / warm {}",
