@@ -1,1 +1,19 @@
-//! Integration tests.
+//! Integration tests of `kubectl-oidc_login` (one binary, CONVENTIONS.md §15).
+
+// Tests assert with unwrap/expect/panic; the product code may not.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+/// The built binary: bad-input rules, cache hit, environment flags, parallel refresh, TLS.
+mod blackbox;
+/// get-token, setup and clean in-process: every grant, cache lifecycle, refresh, back-off.
+mod flows;
+/// Runs whole commands in-process against the stub with fake clock, console and browser.
+mod harness;
+/// The whole command against our real IdP in-process (idp::testing::TestIdp).
+mod real_idp;
+/// The keyring storage against a real Secret Service (gnome-keyring under dbus-run-session).
+mod secret_service;
+/// A configurable stub OpenID provider for failures a real one never produces.
+mod stub;
+/// ID token verification failures and bad provider answers (iss, aud, exp, signature, HTML...).
+mod verification;

@@ -1,0 +1,207 @@
+//! Device authorization grant, RFC 8628, with PKCE when the provider supports it (kubelogin
+//! #1470) and a client-side time limit (`--authentication-timeout-sec`, or the code's own
+//! `expires_in` if sooner).
+//!
+//! Polling is written here rather than through `oauth2`'s device flow helper because that
+//! helper sends neither PKCE nor our request headers and knows nothing of our clock.
+
+use std::time::Duration;
+
+use shared::device::{format_user_code, DEFAULT_INTERVAL_SECS, SLOW_DOWN_INCREMENT_SECS};
+use shared::token::error_code;
+
+use super::{finish, form, pkce, LoginOptions};
+use crate::deps::Deps;
+use crate::error::{Error, Result};
+use crate::provider::Provider;
+use crate::token_cache::CacheEntry;
+
+pub fn login(deps: &Deps, provider: &Provider, opts: &LoginOptions) -> Result<CacheEntry> {
+    let pkce = pkce(provider, opts.pkce);
+    let scope = provider.cfg.scope();
+    let mut params = form([("scope", scope.as_str())]);
+    if let Some((challenge, _)) = &pkce {
+        params.push(("code_challenge".into(), challenge.as_str().to_string()));
+        params.push((
+            "code_challenge_method".into(),
+            challenge.method().as_str().to_string(),
+        ));
+    }
+    // §3.1–3.2.
+    let auth = provider.device_authorization(params)?;
+    match &auth.verification_uri_complete {
+        Some(complete) => {
+            deps.say(&format!(
+                "Open {complete} to log in (code {}).",
+                format_user_code(&auth.user_code)
+            ));
+            open_browser_quietly(deps, opts, complete);
+        }
+        None => {
+            deps.say(&format!(
+                "Open {} and enter the code {}",
+                auth.verification_uri,
+                format_user_code(&auth.user_code)
+            ));
+            open_browser_quietly(deps, opts, &auth.verification_uri);
+        }
+    }
+    let start = deps.clock.now();
+    let limit = opts
+        .timeout
+        .min(Duration::from_secs(auth.expires_in.max(1)));
+    let mut interval = auth.interval.unwrap_or(DEFAULT_INTERVAL_SECS).max(1);
+    loop {
+        deps.sleeper.sleep(Duration::from_secs(interval));
+        let elapsed = (deps.clock.now() - start).to_std().unwrap_or_default();
+        if elapsed > limit {
+            return Err(Error::Login(format!(
+                "timed out after {}s waiting for the device code to be approved (--authentication-timeout-sec, expires_in)",
+                limit.as_secs()
+            )));
+        }
+        // §3.4.
+        let mut params = form([
+            ("grant_type", shared::token::grant_type::DEVICE_CODE),
+            ("device_code", auth.device_code.as_str()),
+        ]);
+        if let Some((_, verifier)) = &pkce {
+            params.push(("code_verifier".into(), verifier.secret().clone()));
+        }
+        match provider.token(params) {
+            Ok(response) => return finish(deps, provider, response, None, opts.use_access_token),
+            // §3.5: keep polling.
+            Err(Error::OAuth { code, .. }) if code == error_code::AUTHORIZATION_PENDING => {
+                deps.log(1, || "authorization pending".into());
+            }
+            // §3.5: "the interval MUST be increased by 5 seconds for this and all subsequent
+            // requests".
+            Err(Error::OAuth { code, .. }) if code == error_code::SLOW_DOWN => {
+                interval += SLOW_DOWN_INCREMENT_SECS;
+                deps.log(1, || format!("slow_down: polling every {interval}s"));
+            }
+            Err(Error::OAuth { code, .. }) if code == error_code::EXPIRED_TOKEN => {
+                return Err(Error::Login(
+                    "the device code expired before it was approved; run the command again".into(),
+                ))
+            }
+            Err(Error::OAuth { code, .. }) if code == error_code::ACCESS_DENIED => {
+                return Err(Error::Login("the login was denied at the provider".into()))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The code is already printed, so a browser that fails to start needs no second URL.
+fn open_browser_quietly(deps: &Deps, opts: &LoginOptions, url: &str) {
+    if opts.skip_open_browser {
+        return;
+    }
+    if let Err(e) = deps.browser.open(url, opts.browser_command.as_deref()) {
+        deps.log(1, || format!("no browser: {e}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::GrantType;
+    use crate::testing::{login_options, provider_config, FakeDeps, ISSUER};
+
+    fn device_answer(fake: &FakeDeps, complete: bool, interval: Option<u64>) {
+        let mut body = serde_json::json!({
+            "device_code": "dc", "user_code": "BCDFGHJK",
+            "verification_uri": format!("{ISSUER}/device-page"), "expires_in": 600,
+        });
+        if complete {
+            body["verification_uri_complete"] = format!("{ISSUER}/device-page?c=1").into();
+        }
+        if let Some(i) = interval {
+            body["interval"] = i.into();
+        }
+        fake.http
+            .route(&format!("{ISSUER}/device"), 200, &body.to_string());
+    }
+
+    #[test]
+    fn polls_with_interval_slow_down_and_pkce() {
+        let fake = FakeDeps::new();
+        fake.discovery();
+        device_answer(&fake, true, Some(3));
+        let token = format!("{ISSUER}/token");
+        fake.http
+            .route(&token, 400, r#"{"error":"authorization_pending"}"#);
+        fake.http.route(&token, 400, r#"{"error":"slow_down"}"#);
+        fake.http.route(
+            &token,
+            200,
+            r#"{"access_token":"at","token_type":"Bearer","expires_in":60}"#,
+        );
+        let cfg = provider_config();
+        let p = Provider::discover(&fake.deps, &cfg).unwrap();
+        let entry = login(&fake.deps, &p, &login_options(GrantType::DeviceCode)).unwrap();
+        assert_eq!(entry.access_token.expose(), "at");
+        let slept: Vec<u64> = fake
+            .sleeper
+            .slept
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_secs())
+            .collect();
+        assert_eq!(slept, vec![3, 3, 8]);
+        let start = fake.form_of(&format!("{ISSUER}/device"), 0);
+        assert_eq!(start["code_challenge_method"], "S256");
+        assert_eq!(start["scope"], "openid");
+        let poll = fake.form_of(&token, 0);
+        assert_eq!(poll["grant_type"], shared::token::grant_type::DEVICE_CODE);
+        assert_eq!(
+            shared::pkce::s256_challenge(&poll["code_verifier"]),
+            start["code_challenge"]
+        );
+        assert_eq!(
+            fake.browser.opened(),
+            vec![format!("{ISSUER}/device-page?c=1")]
+        );
+    }
+
+    #[test]
+    fn prints_the_user_code_and_fails_on_expiry_or_denial() {
+        for (code, words) in [("expired_token", "expired"), ("access_denied", "denied")] {
+            let fake = FakeDeps::new();
+            fake.discovery();
+            device_answer(&fake, false, None);
+            fake.http.route(
+                &format!("{ISSUER}/token"),
+                400,
+                &format!(r#"{{"error":"{code}"}}"#),
+            );
+            let cfg = provider_config();
+            let p = Provider::discover(&fake.deps, &cfg).unwrap();
+            let err = login(&fake.deps, &p, &login_options(GrantType::DeviceCode)).unwrap_err();
+            assert!(err.to_string().contains(words), "{err}");
+            assert!(fake.console_text().contains("BCDF-GHJK"));
+            // RFC 8628 §3.2: 5 s when the server gives no interval.
+            assert_eq!(fake.sleeper.slept.lock().unwrap()[0].as_secs(), 5);
+        }
+    }
+
+    #[test]
+    fn client_side_timeout() {
+        let fake = FakeDeps::new();
+        fake.discovery();
+        device_answer(&fake, true, Some(5));
+        fake.http.route(
+            &format!("{ISSUER}/token"),
+            400,
+            r#"{"error":"authorization_pending"}"#,
+        );
+        let cfg = provider_config();
+        let p = Provider::discover(&fake.deps, &cfg).unwrap();
+        let mut opts = login_options(GrantType::DeviceCode);
+        opts.timeout = std::time::Duration::from_secs(20);
+        let err = login(&fake.deps, &p, &opts).unwrap_err();
+        assert!(err.to_string().contains("timed out after 20s"), "{err}");
+    }
+}

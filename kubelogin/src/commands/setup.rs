@@ -1,0 +1,260 @@
+//! `setup`: log in once (bypassing the cache) and print, in one screen, the claims, the
+//! `kubectl config set-credentials` command, the RBAC commands and the API server flags.
+
+use crate::auth;
+use crate::cli::{GrantType, PkceMethod, ProviderArgs, SetupArgs, DEFAULT_LISTEN_ADDRESS};
+use crate::deps::Deps;
+use crate::error::{Error, Result};
+use crate::provider::Provider;
+
+/// Returns the text for stdout.
+pub fn run(deps: &Deps, args: &SetupArgs) -> Result<String> {
+    let interactive = deps.prompt.is_terminal();
+    let r = super::resolve(&args.provider, None, interactive)?;
+    let provider = Provider::discover(deps, &r.provider)?;
+    let entry = auth::login(deps, &provider, &r.login)?;
+    let token = if entry.id_token.is_empty() {
+        &entry.access_token
+    } else {
+        &entry.id_token
+    };
+    // Verified just now by `auth::login`; decoded again only to print every claim.
+    let claims: serde_json::Value = shared::jwt::decode_claims_unverified(token.expose())
+        .map_err(|e| Error::Login(format!("the token is not a JWT, no claims to show: {e}")))?;
+    Ok(render(&args.provider, &r.login.grant, &claims))
+}
+
+fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%#".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Every flag the user set (not the defaults), as `--flag=value`; the password is left out
+/// (it would land in the kubeconfig in clear) and asked for on the terminal instead.
+pub fn given_flags(a: &ProviderArgs) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut push = |name: &str, value: &str| out.push(format!("--{name}={value}"));
+    if let Some(v) = &a.oidc_issuer_url {
+        push("oidc-issuer-url", v);
+    }
+    if let Some(v) = &a.oidc_client_id {
+        push("oidc-client-id", v);
+    }
+    let strings = [
+        ("oidc-client-secret", &a.oidc_client_secret),
+        ("oidc-redirect-url", &a.oidc_redirect_url),
+        (
+            "oidc-device-authorization-endpoint",
+            &a.oidc_device_authorization_endpoint,
+        ),
+        ("browser-command", &a.browser_command),
+        (
+            "open-url-after-authentication",
+            &a.open_url_after_authentication,
+        ),
+        ("local-server-cert", &a.local_server_cert),
+        ("local-server-key", &a.local_server_key),
+        ("username", &a.username),
+    ];
+    for (name, v) in strings {
+        if !v.is_empty() {
+            push(name, v);
+        }
+    }
+    let lists = [
+        ("oidc-extra-scope", &a.oidc_extra_scope),
+        ("oidc-request-header", &a.oidc_request_header),
+        (
+            "oidc-auth-request-extra-params",
+            &a.oidc_auth_request_extra_params,
+        ),
+        ("certificate-authority", &a.certificate_authority),
+        ("certificate-authority-data", &a.certificate_authority_data),
+    ];
+    for (name, vs) in lists {
+        for v in vs {
+            push(name, v);
+        }
+    }
+    if a.oidc_use_access_token {
+        push("oidc-use-access-token", "true");
+    }
+    if a.skip_open_browser {
+        push("skip-open-browser", "true");
+    }
+    if a.insecure_skip_tls_verify {
+        push("insecure-skip-tls-verify", "true");
+    }
+    if a.oidc_use_pkce {
+        push("oidc-pkce-method", "S256");
+    }
+    match a.oidc_pkce_method {
+        PkceMethod::Auto => {}
+        PkceMethod::No => push("oidc-pkce-method", "no"),
+        PkceMethod::S256 => push("oidc-pkce-method", "S256"),
+    }
+    if a.grant_type != GrantType::Auto {
+        let name = match a.grant_type {
+            GrantType::Auto => "auto",
+            GrantType::Authcode => "authcode",
+            GrantType::AuthcodeKeyboard => "authcode-keyboard",
+            GrantType::Password => "password",
+            GrantType::DeviceCode => "device-code",
+            GrantType::ClientCredentials => "client-credentials",
+        };
+        push("grant-type", name);
+    }
+    if a.listen_address.join(",") != DEFAULT_LISTEN_ADDRESS {
+        push("listen-address", &a.listen_address.join(","));
+    }
+    for p in &a.listen_port {
+        push("listen-address", &format!("127.0.0.1:{p}"));
+    }
+    if a.authentication_timeout_sec != 180 {
+        push(
+            "authentication-timeout-sec",
+            &a.authentication_timeout_sec.to_string(),
+        );
+    }
+    if a.http_timeout_sec != 30 {
+        push("http-timeout-sec", &a.http_timeout_sec.to_string());
+    }
+    out
+}
+
+fn render(a: &ProviderArgs, grant: &GrantType, claims: &serde_json::Value) -> String {
+    let issuer = a.oidc_issuer_url.clone().unwrap_or_default();
+    let client_id = a.oidc_client_id.clone().unwrap_or_default();
+    let sub = claims.get("sub").and_then(|v| v.as_str()).unwrap_or("");
+    let groups: Vec<String> = claims
+        .get("groups")
+        .and_then(|g| g.as_array())
+        .map(|g| {
+            g.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let pretty = serde_json::to_string_pretty(claims).unwrap_or_default();
+    let mut s = String::new();
+    s.push_str("## 1. Authenticated with the OpenID Connect provider\n\n");
+    s.push_str("The ID token has these claims:\n\n");
+    s.push_str(&pretty);
+    s.push_str("\n\n## 2. Set up the kubeconfig\n\n");
+    // Prompts need stdin, which kubectl only gives the plugin with IfAvailable/Always.
+    let needs_stdin = matches!(grant, GrantType::AuthcodeKeyboard)
+        || (matches!(grant, GrantType::Password) && a.password.is_empty());
+    let mode = if needs_stdin { "IfAvailable" } else { "Never" };
+    let mut lines = vec![
+        "kubectl config set-credentials oidc".to_string(),
+        "--exec-api-version=client.authentication.k8s.io/v1".to_string(),
+        format!("--exec-interactive-mode={mode}"),
+        "--exec-command=kubectl".to_string(),
+        "--exec-arg=oidc-login".to_string(),
+        "--exec-arg=get-token".to_string(),
+    ];
+    for flag in given_flags(a) {
+        lines.push(format!("--exec-arg={}", quote(&flag)));
+    }
+    s.push_str(&lines.join(" \\\n  "));
+    s.push('\n');
+    if !a.password.is_empty() {
+        s.push_str("# --password is left out: the plugin asks for it on the terminal.\n");
+    }
+    s.push_str("\n## 3. Grant access to the cluster\n\n");
+    // kube-apiserver prefixes a non-email username claim with the issuer and `#`.
+    let user = format!("{issuer}#{sub}");
+    s.push_str(&format!(
+        "kubectl create clusterrolebinding oidc-{} --clusterrole=cluster-admin --user={}\n",
+        rbac_name(sub),
+        quote(&user)
+    ));
+    for g in &groups {
+        s.push_str(&format!(
+            "kubectl create clusterrolebinding oidc-group-{} --clusterrole=view --group={}\n",
+            rbac_name(g),
+            quote(&format!("oidc:{g}"))
+        ));
+    }
+    s.push_str("\n## 4. Set up the Kubernetes API server\n\n");
+    let mut api_flags = vec![
+        format!("--oidc-issuer-url={issuer}"),
+        format!("--oidc-client-id={client_id}"),
+        "--oidc-username-claim=sub".to_string(),
+    ];
+    if !groups.is_empty() {
+        api_flags.push("--oidc-groups-claim=groups".to_string());
+        api_flags.push("--oidc-groups-prefix=oidc:".to_string());
+    }
+    if let Some(ca) = a.certificate_authority.first() {
+        api_flags.push(format!("--oidc-ca-file={ca}"));
+    }
+    s.push_str("kube-apiserver flags:\n");
+    for f in &api_flags {
+        s.push_str(&format!("  {}\n", quote(f)));
+    }
+    s.push_str("\nk3s (/etc/rancher/k3s/config.yaml):\nkube-apiserver-arg:\n");
+    for f in &api_flags {
+        s.push_str(&format!("  - \"{}\"\n", f.trim_start_matches("--")));
+    }
+    s
+}
+
+/// A Kubernetes object name from a subject or group (RFC 1123 label characters).
+fn rbac_name(s: &str) -> String {
+    let name: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    name.trim_matches('-').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn screen_has_all_four_parts() {
+        let cli = Cli::try_parse_from([
+            "kubectl-oidc_login",
+            "setup",
+            "--oidc-issuer-url=https://idp.example",
+            "--oidc-client-id=kubernetes",
+            "--oidc-extra-scope=email",
+            "--listen-address=127.0.0.1:9000",
+        ])
+        .unwrap();
+        let Some(Command::Setup(a)) = cli.command else {
+            panic!()
+        };
+        let claims =
+            serde_json::json!({"sub":"u1","groups":["developers"],"iss":"https://idp.example"});
+        let text = render(&a.provider, &GrantType::Authcode, &claims);
+        assert!(
+            text.contains("--exec-arg=--oidc-issuer-url=https://idp.example"),
+            "{text}"
+        );
+        assert!(text.contains("--exec-arg=--oidc-extra-scope=email"));
+        assert!(text.contains("--exec-arg=--listen-address=127.0.0.1:9000"));
+        assert!(text.contains("--exec-interactive-mode=Never"));
+        assert!(text.contains("--user=https://idp.example#u1"), "{text}");
+        assert!(text.contains("--group=oidc:developers"));
+        assert!(text.contains("--oidc-groups-claim=groups"));
+        assert!(text.contains("kube-apiserver-arg:"));
+    }
+}

@@ -1,0 +1,164 @@
+//! Disk storage: one JSON file per key in a 0700 directory, written atomically with mode 0600.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{CacheEntry, TokenStore};
+use crate::error::{Error, Result};
+
+/// Files named by the hex key inside `dir`.
+pub struct DiskStore {
+    pub dir: PathBuf,
+}
+
+impl DiskStore {
+    pub fn new(dir: PathBuf) -> Self {
+        DiskStore { dir }
+    }
+
+    pub fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(key)
+    }
+}
+
+/// Creates the cache directory with mode 0700 (tokens are bearer credentials).
+pub fn ensure_dir(dir: &Path) -> Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|source| Error::Cache {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `bytes` to `path` so that a reader sees the old file or the new one, never half of
+/// one: a temporary file in the same directory, fsync, rename, then fsync of the directory so
+/// the rename itself survives a crash.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    ensure_dir(dir)?;
+    let cache_err = |source| Error::Cache {
+        path: path.to_path_buf(),
+        source,
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.tmp.{}.{:x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let result = (|| {
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        #[cfg(unix)]
+        if let Ok(d) = fs::File::open(dir) {
+            // Not every filesystem supports fsync on a directory; the data is already safe.
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(cache_err)
+}
+
+impl TokenStore for DiskStore {
+    fn load(&self, key: &str) -> Result<Option<CacheEntry>> {
+        let path = self.path(key);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::Cache { path, source }),
+        }
+    }
+
+    fn save(&self, key: &str, entry: &CacheEntry) -> Result<()> {
+        let json = serde_json::to_vec(entry).map_err(|e| Error::Cache {
+            path: self.path(key),
+            source: std::io::Error::other(e),
+        })?;
+        write_atomic(&self.path(key), &json)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(Error::Cache { path, source }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    #[test]
+    fn roundtrip_with_private_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DiskStore::new(tmp.path().join("oidc-login"));
+        assert!(store.load("k").unwrap().is_none());
+        let entry = CacheEntry {
+            id_token: Secret::new("a.b.c"),
+            refresh_token: Secret::new("r"),
+            ..Default::default()
+        };
+        store.save("k", &entry).unwrap();
+        assert_eq!(store.load("k").unwrap(), Some(entry));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&store.dir), 0o700);
+            assert_eq!(mode(&store.path("k")), 0o600);
+        }
+        // Nothing but the file itself is left behind.
+        assert_eq!(fs::read_dir(&store.dir).unwrap().count(), 1);
+        store.delete("k").unwrap();
+        store.delete("k").unwrap();
+        assert!(store.load("k").unwrap().is_none());
+    }
+
+    #[test]
+    fn kubelogin_file_format_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DiskStore::new(tmp.path().to_path_buf());
+        fs::write(
+            store.path("k"),
+            r#"{"id_token":"x.y.z","refresh_token":"r"}"#,
+        )
+        .unwrap();
+        let e = store.load("k").unwrap().unwrap();
+        assert_eq!(e.id_token.expose(), "x.y.z");
+    }
+
+    #[test]
+    fn corrupt_file_is_a_miss() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DiskStore::new(tmp.path().to_path_buf());
+        fs::write(store.path("k"), "{not json").unwrap();
+        assert!(store.load("k").unwrap().is_none());
+    }
+}

@@ -1,0 +1,416 @@
+//! The built binary, as kubectl runs it.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use base64::Engine;
+use clap::Parser;
+use kubelogin::cli::{Cli, Command as Sub};
+use kubelogin::deps::real::SystemClock;
+
+use crate::stub::{Config, Stub};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kubectl-oidc_login");
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// The binary with a clean environment: no KUBELOGIN_*, no exec info, HOME in `home`.
+fn bin(home: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KUBELOGIN_") || k == "KUBERNETES_EXEC_INFO" || k == "KUBECACHEDIR" {
+            c.env_remove(k);
+        }
+    }
+    c.env("HOME", home).stdin(Stdio::null());
+    c
+}
+
+fn run(c: &mut Command) -> Out {
+    let o = c.output().unwrap();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// Exit 1, nothing on stdout, exactly one `error:` line on stderr.
+fn assert_bad_input(o: &Out) {
+    assert_eq!(o.code, 1, "stderr: {}", o.stderr);
+    assert_eq!(o.stdout, "");
+    assert_eq!(o.stderr.lines().count(), 1, "stderr: {}", o.stderr);
+    assert!(o.stderr.starts_with("error: "), "stderr: {}", o.stderr);
+}
+
+/// The cache file name the binary computes for these get-token flags.
+fn key_for(args: &[&str]) -> String {
+    let mut all = vec!["kubectl-oidc_login", "get-token"];
+    all.extend_from_slice(args);
+    let cli = Cli::try_parse_from(all).unwrap();
+    let Some(Sub::GetToken(a)) = cli.command else {
+        panic!()
+    };
+    kubelogin::commands::resolve(&a.provider, Some(&a.cache), false)
+        .unwrap()
+        .key
+        .hex()
+}
+
+fn unsigned_jwt(exp: i64) -> String {
+    let b = |v: serde_json::Value| shared::jwt::b64url(v.to_string().as_bytes());
+    format!(
+        "{}.{}.c2ln",
+        b(serde_json::json!({"alg":"RS256"})),
+        b(serde_json::json!({"iss":"http://127.0.0.1:1","sub":"s","exp":exp}))
+    )
+}
+
+fn plant(dir: &Path, key: &str, body: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(key), body).unwrap();
+}
+
+#[test]
+fn bad_input_is_one_error_line_and_no_stdout() {
+    let home = tempfile::tempdir().unwrap();
+    let cases: Vec<Vec<&str>> = vec![
+        vec![],
+        vec!["get-token", "--no-such-flag"],
+        vec!["get-token", "--oidc-client-id=x"],
+        vec![
+            "get-token",
+            "--oidc-issuer-url=https://i",
+            "--oidc-client-id=x",
+            "--grant-type=magic",
+        ],
+        vec![
+            "get-token",
+            "--oidc-issuer-url=not a url",
+            "--oidc-client-id=x",
+        ],
+        vec![
+            "get-token",
+            "--oidc-issuer-url=https://i",
+            "--oidc-client-id=x",
+            "--oidc-request-header=novalue",
+        ],
+        vec![
+            "get-token",
+            "--oidc-issuer-url=https://i",
+            "--oidc-client-id=x",
+            "--authentication-timeout-sec=soon",
+        ],
+        vec![
+            "get-token",
+            "--oidc-issuer-url=https://i",
+            "--oidc-client-id=x",
+            "--oidc-pkce-method=plain",
+        ],
+    ];
+    for args in cases {
+        let o = run(bin(home.path()).args(&args));
+        assert_bad_input(&o);
+    }
+    assert!(!home.path().join(".kube").exists(), "the cache was touched");
+}
+
+#[test]
+fn malformed_exec_info_is_refused_before_anything_else() {
+    let home = tempfile::tempdir().unwrap();
+    for info in [
+        "{not json",
+        r#"{"apiVersion":"client.authentication.k8s.io/v1alpha1"}"#,
+        r#"{"kind":"ExecCredential"}"#,
+    ] {
+        let o = run(bin(home.path())
+            .args([
+                "get-token",
+                "--oidc-issuer-url=https://i",
+                "--oidc-client-id=x",
+            ])
+            .env("KUBERNETES_EXEC_INFO", info));
+        assert_bad_input(&o);
+        assert!(o.stderr.contains("KUBERNETES_EXEC_INFO"), "{}", o.stderr);
+    }
+    assert!(!home.path().join(".kube").exists());
+}
+
+#[test]
+fn unreachable_issuer_and_cache_untouched() {
+    let home = tempfile::tempdir().unwrap();
+    let o = run(bin(home.path()).args([
+        "get-token",
+        "--oidc-issuer-url=http://127.0.0.1:1",
+        "--oidc-client-id=x",
+    ]));
+    assert_bad_input(&o);
+    assert!(o.stderr.contains("127.0.0.1:1"), "{}", o.stderr);
+    let dir = home.path().join(".kube/cache/oidc-login");
+    let tokens = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().filter(|e| e.file_name().len() == 64).count())
+        .unwrap_or(0);
+    assert_eq!(tokens, 0);
+}
+
+#[test]
+fn cache_hit_from_planted_file_needs_no_network() {
+    let home = tempfile::tempdir().unwrap();
+    let flags = ["--oidc-issuer-url=http://127.0.0.1:1", "--oidc-client-id=x"];
+    let key = key_for(&flags);
+    let token = unsigned_jwt(4_102_444_800); // 2100-01-01
+    plant(
+        &home.path().join(".kube/cache/oidc-login"),
+        &key,
+        &format!(r#"{{"id_token":"{token}","refresh_token":"r"}}"#),
+    );
+    let o = run(bin(home.path()).arg("get-token").args(flags).env(
+        "KUBERNETES_EXEC_INFO",
+        r#"{"apiVersion":"client.authentication.k8s.io/v1","spec":{"interactive":false}}"#,
+    ));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stderr, "");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["apiVersion"], "client.authentication.k8s.io/v1");
+    assert_eq!(v["kind"], "ExecCredential");
+    assert_eq!(v["status"]["token"], token.as_str());
+    assert_eq!(v["status"]["expirationTimestamp"], "2100-01-01T00:00:00Z");
+
+    // Empty KUBERNETES_EXEC_INFO means v1beta1.
+    let o = run(bin(home.path())
+        .arg("get-token")
+        .args(flags)
+        .env("KUBERNETES_EXEC_INFO", ""));
+    assert!(o.stdout.contains("client.authentication.k8s.io/v1beta1"));
+}
+
+#[test]
+fn flags_from_environment_and_command_line_wins_and_kubecachedir() {
+    let home = tempfile::tempdir().unwrap();
+    let cachedir = tempfile::tempdir().unwrap();
+    let flags = ["--oidc-issuer-url=http://127.0.0.1:1", "--oidc-client-id=x"];
+    let key = key_for(&flags);
+    let token = unsigned_jwt(4_102_444_800);
+    plant(
+        &cachedir.path().join("oidc-login"),
+        &key,
+        &format!(r#"{{"id_token":"{token}"}}"#),
+    );
+    let base = |c: &mut Command| {
+        c.env("KUBECACHEDIR", cachedir.path());
+    };
+    // Everything from the environment.
+    let mut c = bin(home.path());
+    base(&mut c);
+    let o = run(c
+        .arg("get-token")
+        .env("KUBELOGIN_OIDC_ISSUER_URL", "http://127.0.0.1:1")
+        .env("KUBELOGIN_OIDC_CLIENT_ID", "x"));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains(&token));
+    // The command line wins over the environment.
+    let mut c = bin(home.path());
+    base(&mut c);
+    let o = run(c
+        .arg("get-token")
+        .args(flags)
+        .env("KUBELOGIN_OIDC_ISSUER_URL", "http://wrong.invalid")
+        .env("KUBELOGIN_SKIP_OPEN_BROWSER", "true"));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+}
+
+#[test]
+fn version_goes_to_stderr() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [vec!["version"], vec!["--version"]] {
+        let o = run(bin(home.path()).args(&args));
+        assert_eq!(o.code, 0);
+        assert_eq!(o.stdout, "");
+        assert!(
+            o.stderr.starts_with("kubectl-oidc_login version "),
+            "{}",
+            o.stderr
+        );
+    }
+}
+
+#[test]
+fn lock_wait_is_bounded_and_explained() {
+    let home = tempfile::tempdir().unwrap();
+    let flags = ["--oidc-issuer-url=http://127.0.0.1:1", "--oidc-client-id=x"];
+    let key = key_for(&flags);
+    let dir = home.path().join(".kube/cache/oidc-login");
+    std::fs::create_dir_all(&dir).unwrap();
+    let held = std::fs::File::create(dir.join(format!("{key}.lock"))).unwrap();
+    held.lock().unwrap();
+    let o = run(bin(home.path())
+        .arg("get-token")
+        .args(flags)
+        .arg("--token-cache-lock-timeout-sec=2"));
+    assert_eq!(o.code, 1);
+    assert_eq!(o.stdout, "");
+    assert!(o.stderr.contains("waiting up to 2s"), "{}", o.stderr);
+    assert!(o.stderr.contains(&format!("{key}.lock")), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("error: timed out"),
+        "{}",
+        o.stderr
+    );
+}
+
+/// Logs in once with the password grant, then makes the cached token about to expire for 20
+/// processes started together (`KUBELOGIN_PARALLEL=50` for the benchmark's 50): exactly one
+/// refresh grant reaches the provider and all print the same new token.
+#[test]
+fn twenty_parallel_processes_at_expiry_cause_one_refresh() {
+    let n: usize = std::env::var("KUBELOGIN_PARALLEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let home = tempfile::tempdir().unwrap();
+    let stub = Stub::start(
+        Arc::new(SystemClock),
+        Config {
+            id_token_lifetime: 30,
+            token_delay: std::time::Duration::from_millis(200),
+            ..Config::default()
+        },
+    );
+    let issuer = format!("--oidc-issuer-url={}", stub.issuer);
+    let args = [
+        "get-token",
+        issuer.as_str(),
+        "--oidc-client-id=kubernetes",
+        "--username=alice",
+        "--password=alice-password-123",
+        "--token-refresh-margin-sec=60",
+    ];
+    let o = run(bin(home.path()).args(args));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(stub.grants("password"), 1);
+    // From now on tokens live an hour: the first refresher makes the cache fresh for all.
+    stub.config(|c| c.id_token_lifetime = 3600);
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            bin(home.path())
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let mut tokens = std::collections::BTreeSet::new();
+    for o in &outs {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        tokens.insert(v["status"]["token"].as_str().unwrap().to_string());
+    }
+    assert_eq!(stub.grants("refresh_token"), 1);
+    assert_eq!(stub.grants("password"), 1);
+    assert_eq!(outs.len(), n);
+    assert_eq!(tokens.len(), 1);
+}
+
+/// A browser launcher that prints on stdout must not corrupt the ExecCredential.
+#[test]
+fn browser_command_output_goes_to_stderr() {
+    let home = tempfile::tempdir().unwrap();
+    let stub = Stub::start(Arc::new(SystemClock), Config::default());
+    let script = home.path().join("browser.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'launcher noise on stdout'\ncurl -s -L -o /dev/null \"$1\" &\n",
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let o = run(bin(home.path()).args([
+        "get-token",
+        &format!("--oidc-issuer-url={}", stub.issuer),
+        "--oidc-client-id=kubernetes",
+        "--listen-address=127.0.0.1:0",
+        &format!("--browser-command={}", script.display()),
+        "--authentication-timeout-sec=20",
+    ]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("launcher noise on stdout"),
+        "{}",
+        o.stderr
+    );
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert!(v["status"]["token"].as_str().unwrap().contains('.'));
+    assert_eq!(stub.grants("authorization_code"), 1);
+}
+
+fn tls_fixture(dir: &Path) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "kubelogin test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .unwrap();
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    (
+        ca_path.display().to_string(),
+        format!("{}{}", leaf.pem(), ca.pem()),
+        leaf_key.serialize_pem(),
+    )
+}
+
+#[test]
+fn tls_failure_hints_at_certificate_authority_and_the_flags_fix_it() {
+    let home = tempfile::tempdir().unwrap();
+    let (ca_path, chain, key) = tls_fixture(home.path());
+    let stub = Stub::start_with(Arc::new(SystemClock), Config::default(), Some((chain, key)));
+    let base = |extra: &[&str]| {
+        let mut c = bin(home.path());
+        c.args([
+            "get-token",
+            &format!("--oidc-issuer-url={}", stub.issuer),
+            "--oidc-client-id=kubernetes",
+            "--username=alice",
+            "--password=alice-password-123",
+            "--token-cache-storage=none",
+        ])
+        .args(extra);
+        run(&mut c)
+    };
+    let o = base(&[]);
+    assert_bad_input(&o);
+    assert!(o.stderr.contains("--certificate-authority"), "{}", o.stderr);
+
+    let o = base(&[&format!("--certificate-authority={ca_path}")]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let data = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&ca_path).unwrap());
+    let o = base(&[&format!("--certificate-authority-data={data}")]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = base(&["--insecure-skip-tls-verify"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(stub.grants("password"), 3);
+}
