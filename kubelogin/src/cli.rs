@@ -54,8 +54,48 @@ pub enum Command {
     /// Delete the token cache (disk and keyring); with --revoke, revoke the refresh token first.
     #[command(args_override_self = true)]
     Clean(CleanArgs),
+    /// Check the provider, the TLS trust, the issuer string, the redirect URIs, the signing
+    /// algorithm and a real token against kube-apiserver's OIDC settings, and say what
+    /// kube-apiserver will make of the token (or why it will reject it, with the fix).
+    #[command(args_override_self = true)]
+    Doctor(Box<DoctorArgs>),
     /// Print the version to stderr.
     Version,
+}
+
+/// `doctor`: the get-token flags plus kube-apiserver's `--oidc-*` settings (flags, or read from
+/// a k3s `config.yaml`; flags win).
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub get_token: GetTokenArgs,
+    /// A k3s config.yaml (or colima.yaml) whose kube-apiserver-arg oidc-* entries to read.
+    #[arg(long, env = "KUBELOGIN_K3S_CONFIG")]
+    pub k3s_config: Option<PathBuf>,
+    /// kube-apiserver's --oidc-issuer-url [default: --oidc-issuer-url].
+    #[arg(long)]
+    pub apiserver_oidc_issuer_url: Option<String>,
+    /// kube-apiserver's --oidc-client-id [default: --oidc-client-id].
+    #[arg(long)]
+    pub apiserver_oidc_client_id: Option<String>,
+    /// kube-apiserver's --oidc-username-claim [default: sub].
+    #[arg(long)]
+    pub apiserver_oidc_username_claim: Option<String>,
+    /// kube-apiserver's --oidc-username-prefix.
+    #[arg(long)]
+    pub apiserver_oidc_username_prefix: Option<String>,
+    /// kube-apiserver's --oidc-groups-claim.
+    #[arg(long)]
+    pub apiserver_oidc_groups_claim: Option<String>,
+    /// kube-apiserver's --oidc-groups-prefix.
+    #[arg(long)]
+    pub apiserver_oidc_groups_prefix: Option<String>,
+    /// kube-apiserver's --oidc-ca-file.
+    #[arg(long)]
+    pub apiserver_oidc_ca_file: Option<String>,
+    /// kube-apiserver's --oidc-signing-algs [default: RS256].
+    #[arg(long, value_delimiter = ',')]
+    pub apiserver_oidc_signing_algs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -121,6 +121,9 @@ pub struct HttpSettings {
     pub ca_data: Vec<String>,
     pub insecure_skip_tls_verify: bool,
     pub timeout: Duration,
+    /// Return 3xx answers instead of following them (`doctor` inspects the authorization
+    /// endpoint's redirects).
+    pub no_redirects: bool,
 }
 
 /// Builds the HTTP client. Called only when the network is needed, so a cache hit never
@@ -331,6 +334,9 @@ pub mod real {
             .timeout(s.timeout)
             .connect_timeout(s.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("kubectl-oidc_login/", env!("CARGO_PKG_VERSION")));
+        if s.no_redirects {
+            builder = builder.redirect(reqwest::redirect::Policy::none());
+        }
         // kubelogin replaces the system roots with the given CAs; so do we, so a kubeconfig
         // that pins a private CA is not silently widened to every public CA.
         if !s.ca_files.is_empty() || !s.ca_data.is_empty() {

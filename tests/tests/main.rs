@@ -12,3 +12,5 @@ mod client_idp;
 mod kubectl;
 // Every kubeconfig template, filled in and used by real kubectl.
 mod templates;
+// `kubectl oidc-login doctor`: a healthy setup and the landmines it names.
+mod doctor;

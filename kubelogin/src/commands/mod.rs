@@ -1,6 +1,7 @@
 //! The subcommands, and turning flags into the configuration the flows use.
 
 pub mod clean;
+pub mod doctor;
 pub mod get_token;
 pub mod setup;
 
@@ -103,6 +104,7 @@ pub fn resolve(
             ca_data: args.certificate_authority_data.clone(),
             insecure_skip_tls_verify: args.insecure_skip_tls_verify,
             timeout: Duration::from_secs(args.http_timeout_sec.max(1)),
+            no_redirects: false,
         },
         device_authorization_endpoint: non_empty(&args.oidc_device_authorization_endpoint),
     };
