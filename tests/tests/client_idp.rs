@@ -267,11 +267,15 @@ fn disabling_the_user_ends_access_without_a_browser_storm() {
     // The refresh is refused, the plugin falls back to a login, which the (absent) user never
     // completes.
     let ignore = [("FAKE_BROWSER_ACTION", "ignore".to_string())];
-    failed(&s.get_token_env(
+    let err = failed(&s.get_token_env(
         &idp,
         &["--force-refresh", "--authentication-timeout-sec=2"],
         &ignore,
     ));
+    assert!(
+        err.contains("refresh token was not accepted") && err.contains("invalid_grant"),
+        "the reason is shown: {err}"
+    );
     let opened = s.browser_opens();
     assert_eq!(opened, 2);
     // An IDE calling kubectl in a loop right after: no new browser tab each time.

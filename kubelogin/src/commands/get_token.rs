@@ -64,7 +64,11 @@ pub fn run(deps: &Deps, args: &GetTokenArgs) -> Result<String> {
                 return output(&fresh);
             }
             Refresh::NeedsLogin(reason) => {
-                deps.log(1, || format!("refresh failed ({reason}); logging in again"));
+                // Said at every verbosity: when the login that follows cannot finish (no
+                // browser, a disabled account), this is the line that explains why.
+                deps.say(&format!(
+                    "the refresh token was not accepted ({reason}); logging in again"
+                ));
             }
         }
     }
