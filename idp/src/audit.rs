@@ -42,6 +42,11 @@ impl Event {
         self.0.details = d.into();
         self
     }
+    /// The event for a store method that records it inside its own transaction (the store
+    /// sets the time).
+    pub fn into_event(self) -> AuditEvent {
+        self.0
+    }
 }
 
 pub async fn record(state: &AppState, e: Event) {

@@ -82,6 +82,9 @@ pub struct Inner {
     keys: RwLock<Arc<KeySet>>,
     pub grants: GrantCounters,
     pub throttle: Throttle,
+    /// argon2id checks in flight at once (each takes 19 MiB and a core for tens of ms): one per
+    /// core, so a burst of logins queues instead of exhausting memory.
+    pub password_slots: tokio::sync::Semaphore,
     pub discovery_json: bytes::Bytes,
     /// Bumped on every key reload, so tests can wait for one.
     pub key_generation: AtomicU64,
@@ -115,6 +118,11 @@ impl AppState {
             keys: RwLock::new(Arc::new(keys)),
             grants: GrantCounters::default(),
             throttle: Throttle::default(),
+            password_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2),
+            ),
             discovery_json,
             key_generation: AtomicU64::new(0),
         })))

@@ -270,9 +270,16 @@ pub async fn user_disable_revokes_families_and_sessions(s: &dyn Store) {
     }
     assert_eq!(s.session("sa", now).await.unwrap(), None);
     assert_eq!(
-        s.rotate_refresh_token("ta1", token("ta1-next", "fa1", now, now + 3600), now, 5)
-            .await
-            .unwrap(),
+        s.rotate_refresh_token(
+            "ta1",
+            "kubelogin",
+            token("ta1-next", "fa1", now, now + 3600),
+            now,
+            5,
+            None
+        )
+        .await
+        .unwrap(),
         Rotation::Invalid
     );
     // Bob is untouched.
@@ -443,9 +450,16 @@ pub async fn client_delete(s: &dyn Store) {
     assert_eq!(s.list_clients().await.unwrap().len(), 1);
     // Its refresh tokens can no longer be used.
     assert_eq!(
-        s.rotate_refresh_token("t1", token("t1b", "f1", T0 + 1, T0 + 99), T0 + 1, 5)
-            .await
-            .unwrap(),
+        s.rotate_refresh_token(
+            "t1",
+            "kubelogin",
+            token("t1b", "f1", T0 + 1, T0 + 99),
+            T0 + 1,
+            5,
+            None
+        )
+        .await
+        .unwrap(),
         Rotation::Invalid
     );
     assert!(s.refresh_token("t2").await.unwrap().is_some());
@@ -672,7 +686,14 @@ pub async fn refresh_rotate_current(s: &dyn Store) {
 
     let now = T0 + 60;
     let r = s
-        .rotate_refresh_token("t1", token("t2", "f1", now, now + 3600), now, 5)
+        .rotate_refresh_token(
+            "t1",
+            "kubelogin",
+            token("t2", "f1", now, now + 3600),
+            now,
+            5,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(r, Rotation::Rotated(f.clone()));
@@ -685,9 +706,16 @@ pub async fn refresh_rotate_current(s: &dyn Store) {
     // The new token is current in turn.
     let later = now + 60;
     assert_eq!(
-        s.rotate_refresh_token("t2", token("t3", "f1", later, later + 3600), later, 5)
-            .await
-            .unwrap(),
+        s.rotate_refresh_token(
+            "t2",
+            "kubelogin",
+            token("t3", "f1", later, later + 3600),
+            later,
+            5,
+            None
+        )
+        .await
+        .unwrap(),
         Rotation::Rotated(f)
     );
 }
@@ -697,14 +725,28 @@ pub async fn refresh_rotate_within_grace(s: &dyn Store) {
     client(s, "kubelogin", true).await;
     let f = family(s, "f1", "kubelogin", &alice.id, "t1", T0).await;
     let now = T0 + 60;
-    s.rotate_refresh_token("t1", token("t2", "f1", now, now + 3600), now, 5)
-        .await
-        .unwrap();
+    s.rotate_refresh_token(
+        "t1",
+        "kubelogin",
+        token("t2", "f1", now, now + 3600),
+        now,
+        5,
+        None,
+    )
+    .await
+    .unwrap();
 
     // A racing client presents t1 again 5 s later (the edge of a 5 s grace window).
     let race = now + 5;
     let r = s
-        .rotate_refresh_token("t1", token("t2b", "f1", race, race + 3600), race, 5)
+        .rotate_refresh_token(
+            "t1",
+            "kubelogin",
+            token("t2b", "f1", race, race + 3600),
+            race,
+            5,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(r, Rotation::WithinGrace(f.clone()));
@@ -717,15 +759,29 @@ pub async fn refresh_rotate_within_grace(s: &dyn Store) {
     assert_eq!(old.rotated_at, Some(now));
     // Both new tokens work.
     assert!(matches!(
-        s.rotate_refresh_token("t2", token("t3", "f1", race, race + 3600), race, 5)
-            .await
-            .unwrap(),
+        s.rotate_refresh_token(
+            "t2",
+            "kubelogin",
+            token("t3", "f1", race, race + 3600),
+            race,
+            5,
+            None
+        )
+        .await
+        .unwrap(),
         Rotation::Rotated(_)
     ));
     assert!(matches!(
-        s.rotate_refresh_token("t2b", token("t3b", "f1", race, race + 3600), race, 5)
-            .await
-            .unwrap(),
+        s.rotate_refresh_token(
+            "t2b",
+            "kubelogin",
+            token("t3b", "f1", race, race + 3600),
+            race,
+            5,
+            None
+        )
+        .await
+        .unwrap(),
         Rotation::Rotated(_)
     ));
 }
@@ -735,13 +791,27 @@ pub async fn refresh_reuse_after_grace_revokes_family(s: &dyn Store) {
     client(s, "kubelogin", true).await;
     let f = family(s, "f1", "kubelogin", &alice.id, "t1", T0).await;
     let now = T0 + 60;
-    s.rotate_refresh_token("t1", token("t2", "f1", now, now + 3600), now, 5)
-        .await
-        .unwrap();
+    s.rotate_refresh_token(
+        "t1",
+        "kubelogin",
+        token("t2", "f1", now, now + 3600),
+        now,
+        5,
+        None,
+    )
+    .await
+    .unwrap();
 
     let stolen = now + 6;
     let r = s
-        .rotate_refresh_token("t1", token("t2x", "f1", stolen, stolen + 3600), stolen, 5)
+        .rotate_refresh_token(
+            "t1",
+            "kubelogin",
+            token("t2x", "f1", stolen, stolen + 3600),
+            stolen,
+            5,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -763,9 +833,16 @@ pub async fn refresh_reuse_after_grace_revokes_family(s: &dyn Store) {
     let after = stolen + 1;
     for t in ["t2", "t1"] {
         assert_eq!(
-            s.rotate_refresh_token(t, token("t9", "f1", after, after + 3600), after, 5)
-                .await
-                .unwrap(),
+            s.rotate_refresh_token(
+                t,
+                "kubelogin",
+                token("t9", "f1", after, after + 3600),
+                after,
+                5,
+                None
+            )
+            .await
+            .unwrap(),
             Rotation::Invalid,
             "{t}"
         );
@@ -781,9 +858,11 @@ pub async fn refresh_expired_or_unknown_is_invalid(s: &dyn Store) {
     assert_eq!(
         s.rotate_refresh_token(
             "t1",
+            "kubelogin",
             token("t2", "f1", at_expiry, at_expiry + 3600),
             at_expiry,
-            5
+            5,
+            None
         )
         .await
         .unwrap(),
@@ -791,9 +870,16 @@ pub async fn refresh_expired_or_unknown_is_invalid(s: &dyn Store) {
     );
     assert_eq!(s.refresh_token("t2").await.unwrap(), None);
     assert_eq!(
-        s.rotate_refresh_token("unknown", token("t3", "f1", T0, T0 + 3600), T0, 5)
-            .await
-            .unwrap(),
+        s.rotate_refresh_token(
+            "unknown",
+            "kubelogin",
+            token("t3", "f1", T0, T0 + 3600),
+            T0,
+            5,
+            None
+        )
+        .await
+        .unwrap(),
         Rotation::Invalid
     );
 }
@@ -818,15 +904,29 @@ pub async fn refresh_revoke_family(s: &dyn Store) {
     s.revoke_family("nope", T0).await.unwrap();
 
     assert_eq!(
-        s.rotate_refresh_token("t1", token("t1b", "f1", T0 + 30, T0 + 99), T0 + 30, 5)
-            .await
-            .unwrap(),
+        s.rotate_refresh_token(
+            "t1",
+            "kubelogin",
+            token("t1b", "f1", T0 + 30, T0 + 99),
+            T0 + 30,
+            5,
+            None
+        )
+        .await
+        .unwrap(),
         Rotation::Invalid
     );
     assert!(matches!(
-        s.rotate_refresh_token("t2", token("t2b", "f2", T0 + 30, T0 + 99), T0 + 30, 5)
-            .await
-            .unwrap(),
+        s.rotate_refresh_token(
+            "t2",
+            "kubelogin",
+            token("t2b", "f2", T0 + 30, T0 + 99),
+            T0 + 30,
+            5,
+            None
+        )
+        .await
+        .unwrap(),
         Rotation::Rotated(_)
     ));
 }
@@ -1267,6 +1367,101 @@ pub async fn purge_keeps_used_codes_until_expiry(s: &dyn Store) {
 // ---------------------------------------------------------------------------------------------
 
 /// One `#[tokio::test]` per behaviour, each on a fresh database in its own temporary directory.
+pub async fn refresh_rotate_checks_the_client_and_audits_in_the_transaction(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    client(s, "kubelogin", true).await;
+    family(s, "f1", "kubelogin", &alice.id, "t1", T0).await;
+    let now = T0 + 60;
+    // Another client presenting the token changes nothing.
+    assert_eq!(
+        s.rotate_refresh_token(
+            "t1",
+            "other",
+            token("tx", "f1", now, now + 3600),
+            now,
+            5,
+            None
+        )
+        .await
+        .unwrap(),
+        Rotation::WrongClient
+    );
+    assert_eq!(
+        s.refresh_token("t1").await.unwrap().unwrap().0.rotated_at,
+        None
+    );
+    assert_eq!(s.refresh_token("tx").await.unwrap(), None);
+    // The owner's rotation records the audit event with the username as actor.
+    let ev = AuditEvent {
+        at: now,
+        event: "token_refreshed".into(),
+        severity: "info".into(),
+        client_id: "kubelogin".into(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.rotate_refresh_token(
+            "t1",
+            "kubelogin",
+            token("t2", "f1", now, now + 3600),
+            now,
+            5,
+            Some(ev)
+        )
+        .await
+        .unwrap(),
+        Rotation::Rotated(_)
+    ));
+    let events = s
+        .audit_events(AuditFilter {
+            event: Some("token_refreshed".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].actor, "alice");
+    assert_eq!(events[0].at, now);
+}
+
+pub async fn refresh_rotate_refuses_a_disabled_user(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    client(s, "kubelogin", true).await;
+    family(s, "f1", "kubelogin", &alice.id, "t1", T0).await;
+    // Disabling revokes the family; a rotation afterwards is refused.
+    s.set_user_disabled(&alice.id, true, T0 + 1).await.unwrap();
+    assert_eq!(
+        s.rotate_refresh_token(
+            "t1",
+            "kubelogin",
+            token("t2", "f1", T0 + 2, T0 + 99),
+            T0 + 2,
+            5,
+            None
+        )
+        .await
+        .unwrap(),
+        Rotation::Invalid
+    );
+}
+
+pub async fn user_with_groups_in_one_read(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    s.create_group("zeta", T0).await.unwrap();
+    s.create_group("alpha", T0).await.unwrap();
+    s.add_group_member("zeta", &alice.id).await.unwrap();
+    s.add_group_member("alpha", &alice.id).await.unwrap();
+    let (u, g) = s.user_with_groups(&alice.id).await.unwrap().unwrap();
+    assert_eq!(u, alice);
+    assert_eq!(g, vec!["alpha".to_string(), "zeta".to_string()]);
+    let bob = user(s, "bob").await;
+    assert_eq!(
+        s.user_with_groups(&bob.id).await.unwrap().unwrap().1,
+        Vec::<String>::new()
+    );
+    assert_eq!(s.user_with_groups("nobody").await.unwrap(), None);
+}
+
 macro_rules! sqlite_suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1285,6 +1480,9 @@ macro_rules! sqlite_suite {
 }
 
 sqlite_suite!(
+    refresh_rotate_checks_the_client_and_audits_in_the_transaction,
+    refresh_rotate_refuses_a_disabled_user,
+    user_with_groups_in_one_read,
     user_create_and_lookup,
     user_duplicate_is_conflict,
     user_list_sorted_by_username,

@@ -126,7 +126,9 @@ pub enum Rotation {
     WithinGrace(Family),
     /// The token was rotated before the grace window: reuse, the family is now revoked.
     Reused(Family),
-    /// Unknown, expired or revoked.
+    /// The token belongs to another client; nothing was changed.
+    WrongClient,
+    /// Unknown, expired or revoked (or its user is disabled, which revokes the family now).
     Invalid,
 }
 
@@ -238,6 +240,8 @@ pub trait Store: Send + Sync {
     async fn create_user(&self, user: NewUser, now: u64) -> StoreResult<User>;
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
+    /// A user and the names of their groups, in one query (the token endpoint's hot path).
+    async fn user_with_groups(&self, id: &str) -> StoreResult<Option<(User, Vec<String>)>>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
     async fn set_password(&self, user_id: &str, hash: &str, now: u64) -> StoreResult<()>;
     /// Disabling also revokes every refresh token family and session of the user at once.
@@ -281,12 +285,16 @@ pub trait Store: Send + Sync {
     // refresh tokens
     async fn create_family(&self, family: Family, first: RefreshToken) -> StoreResult<()>;
     async fn family(&self, family_id: &str) -> StoreResult<Option<Family>>;
+    /// Rotates a refresh token presented by `client_id` in one transaction; on success the
+    /// `audit` event (its actor filled with the username) is recorded in the same transaction.
     async fn rotate_refresh_token(
         &self,
         old_hash: &str,
+        client_id: &str,
         new_token: RefreshToken,
         now: u64,
         grace_secs: u64,
+        audit: Option<AuditEvent>,
     ) -> StoreResult<Rotation>;
     async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<(RefreshToken, Family)>>;
     async fn revoke_family(&self, family_id: &str, now: u64) -> StoreResult<()>;

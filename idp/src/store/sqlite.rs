@@ -48,7 +48,10 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .pragma("cache_size", "-4000");
+        // A local SQLite file never goes stale: skip sqlx's ping before every acquire, which
+        // costs a round trip to the connection's worker thread per query.
         let write = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .min_connections(1)
             .connect_with(opts.clone())
@@ -70,6 +73,7 @@ impl SqliteStore {
             tx.commit().await?;
         }
         let read = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(4)
             .connect_with(opts.read_only(true))
             .await?;
@@ -179,6 +183,40 @@ fn audit_from(row: &SqliteRow) -> Result<AuditEvent, sqlx::Error> {
     })
 }
 
+async fn insert_audit(
+    conn: &mut sqlx::SqliteConnection,
+    e: &AuditEvent,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_events (at, event, severity, actor, subject, client_id, ip, user_agent, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(i(e.at))
+    .bind(&e.event)
+    .bind(&e.severity)
+    .bind(&e.actor)
+    .bind(&e.subject)
+    .bind(&e.client_id)
+    .bind(&e.ip)
+    .bind(&e.user_agent)
+    .bind(&e.details)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn revoke_in(
+    conn: &mut sqlx::SqliteConnection,
+    family_id: &str,
+    now: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE token_families SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+        .bind(i(now))
+        .bind(family_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 const FAMILY_COLS: &str =
     "f.id, f.client_id, f.user_id, f.scope, f.auth_time, f.created_at AS f_created_at, f.revoked_at";
 
@@ -237,6 +275,26 @@ impl Store for SqliteStore {
             .fetch_optional(&self.read)
             .await?;
         Ok(row.as_ref().map(user_from).transpose()?)
+    }
+
+    async fn user_with_groups(&self, id: &str) -> StoreResult<Option<(User, Vec<String>)>> {
+        // group_concat's separator cannot occur in a group name (names are [A-Za-z0-9._@-]).
+        let row = sqlx::query(
+            "SELECT u.*, (SELECT group_concat(group_name, char(10)) FROM
+                 (SELECT group_name FROM group_members WHERE user_id = u.id ORDER BY group_name)) AS grps
+             FROM users u WHERE u.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let groups: Option<String> = row.try_get("grps")?;
+        let groups = groups
+            .map(|g| g.split('\n').map(str::to_string).collect())
+            .unwrap_or_default();
+        Ok(Some((user_from(&row)?, groups)))
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
@@ -636,14 +694,18 @@ impl Store for SqliteStore {
     async fn rotate_refresh_token(
         &self,
         old_hash: &str,
+        client_id: &str,
         new_token: RefreshToken,
         now: u64,
         grace_secs: u64,
+        audit: Option<AuditEvent>,
     ) -> StoreResult<Rotation> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(&format!(
-            "SELECT t.token_hash, t.family_id, t.created_at, t.expires_at, t.rotated_at, {FAMILY_COLS}
-             FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id WHERE t.token_hash = ?"
+            "SELECT t.token_hash, t.family_id, t.created_at, t.expires_at, t.rotated_at, {FAMILY_COLS},
+                    u.username AS username, u.disabled AS user_disabled
+             FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id
+             JOIN users u ON u.id = f.user_id WHERE t.token_hash = ?"
         ))
         .bind(old_hash)
         .fetch_optional(&mut *tx)
@@ -653,7 +715,17 @@ impl Store for SqliteStore {
         };
         let token = refresh_from(&row)?;
         let family = family_from(&row)?;
+        // RFC 6749 §6: the token must have been issued to the authenticated client; a foreign
+        // client must not be able to burn it, so nothing is written.
+        if family.client_id != client_id {
+            return Ok(Rotation::WrongClient);
+        }
         if family.revoked_at.is_some() || token.expires_at <= now {
+            return Ok(Rotation::Invalid);
+        }
+        if row.try_get::<i64, _>("user_disabled")? != 0 {
+            revoke_in(&mut tx, &family.id, now).await?;
+            tx.commit().await?;
             return Ok(Rotation::Invalid);
         }
         let outcome = match token.rotated_at {
@@ -662,11 +734,7 @@ impl Store for SqliteStore {
                 Rotation::WithinGrace(family.clone())
             }
             Some(_) => {
-                sqlx::query("UPDATE token_families SET revoked_at = ? WHERE id = ?")
-                    .bind(i(now))
-                    .bind(&family.id)
-                    .execute(&mut *tx)
-                    .await?;
+                revoke_in(&mut tx, &family.id, now).await?;
                 tx.commit().await?;
                 return Ok(Rotation::Reused(family));
             }
@@ -685,6 +753,12 @@ impl Store for SqliteStore {
             .bind(i(new_token.expires_at))
             .execute(&mut *tx)
             .await?;
+        if let Some(mut e) = audit {
+            if e.actor.is_empty() {
+                e.actor = row.try_get("username")?;
+            }
+            insert_audit(&mut tx, &e).await?;
+        }
         tx.commit().await?;
         Ok(outcome)
     }
@@ -929,20 +1003,8 @@ impl Store for SqliteStore {
     }
 
     async fn record_audit(&self, e: AuditEvent) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_events (at, event, severity, actor, subject, client_id, ip, user_agent, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(i(e.at))
-        .bind(&e.event)
-        .bind(&e.severity)
-        .bind(&e.actor)
-        .bind(&e.subject)
-        .bind(&e.client_id)
-        .bind(&e.ip)
-        .bind(&e.user_agent)
-        .bind(&e.details)
-        .execute(&self.write)
-        .await?;
+        let mut conn = self.write.acquire().await?;
+        insert_audit(&mut conn, &e).await?;
         Ok(())
     }
 

@@ -57,7 +57,7 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
         ctx.params.get("code_verifier"),
     )?;
     // 5. The user must still be allowed in, and the client not force-reauthenticated since.
-    let user = active_user(state, &stored.user_id).await?;
+    let (user, groups) = active_user(state, &stored.user_id).await?;
     if stored.created_at < ctx.client.tokens_valid_after {
         return Err(OAuthError::invalid_grant(
             "the client's sessions were revoked; sign in again",
@@ -67,6 +67,7 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
         ctx,
         Mint {
             user: Some(&user),
+            groups: &groups,
             scope: &stored.scope,
             nonce: stored.nonce.as_deref(),
             auth_time: Some(stored.auth_time),

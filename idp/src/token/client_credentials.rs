@@ -22,6 +22,7 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
         ctx,
         Mint {
             user: None,
+            groups: &[],
             scope: &scope,
             nonce: None,
             auth_time: None,

@@ -62,11 +62,12 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
         }
     };
     check_pkce(d.code_challenge.as_deref(), ctx.params.get("code_verifier"))?;
-    let user = active_user(state, d.user_id.as_deref().unwrap_or("")).await?;
+    let (user, groups) = active_user(state, d.user_id.as_deref().unwrap_or("")).await?;
     let minted = mint(
         ctx,
         Mint {
             user: Some(&user),
+            groups: &groups,
             scope: &d.scope,
             nonce: None,
             auth_time: d.auth_time,

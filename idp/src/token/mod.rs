@@ -216,6 +216,8 @@ pub enum RefreshPlan {
 /// What to put in the tokens.
 pub struct Mint<'a> {
     pub user: Option<&'a User>,
+    /// The user's groups (put in the tokens when the `groups` scope was granted).
+    pub groups: &'a [String],
     pub scope: &'a str,
     pub nonce: Option<&'a str>,
     pub auth_time: Option<u64>,
@@ -255,10 +257,7 @@ pub async fn mint(ctx: GrantContext<'_>, m: Mint<'_>) -> Result<Minted, OAuthErr
     let exp = now + state.config.token_lifetime;
     let scopes: Vec<&str> = m.scope.split_whitespace().collect();
     let has = |s: &str| scopes.contains(&s);
-    let groups = match m.user {
-        Some(u) if has("groups") => Some(state.store.groups_of_user(&u.id).await?),
-        _ => None,
-    };
+    let groups = (m.user.is_some() && has("groups")).then(|| m.groups.to_vec());
     let sub = m
         .user
         .map(|u| u.id.as_str())
@@ -394,10 +393,13 @@ pub fn check_pkce(challenge: Option<&str>, verifier: Option<&String>) -> Result<
     }
 }
 
-/// A user who may still receive tokens: exists and is not disabled.
-pub async fn active_user(state: &AppState, user_id: &str) -> Result<User, OAuthError> {
-    match state.store.user_by_id(user_id).await? {
-        Some(u) if !u.disabled => Ok(u),
+/// A user who may still receive tokens (exists, not disabled), with their groups.
+pub async fn active_user(
+    state: &AppState,
+    user_id: &str,
+) -> Result<(User, Vec<String>), OAuthError> {
+    match state.store.user_with_groups(user_id).await? {
+        Some((u, g)) if !u.disabled => Ok((u, g)),
         Some(_) => Err(OAuthError::invalid_grant("the user account is disabled")),
         None => Err(OAuthError::invalid_grant("the user no longer exists")),
     }

@@ -35,11 +35,13 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
         }
         _ => return Err(OAuthError::invalid_grant("wrong username or password")),
     };
+    let groups = ctx.state.store.groups_of_user(&user.id).await?;
     let now = ctx.state.now();
     let minted = mint(
         ctx,
         Mint {
             user: Some(&user),
+            groups: &groups,
             scope: &scopes,
             nonce: None,
             auth_time: Some(now),

@@ -18,25 +18,12 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
     let new_token = crypto::random_token(32);
     let old_hash = crypto::hash_secret(presented);
 
-    // 1. The token must belong to the authenticated client (§6: "validate the refresh token
-    //    and ensure that it was issued to the authenticated client"). Checked before rotating
-    //    so a foreign client cannot burn someone else's token.
-    match state.store.refresh_token(&old_hash).await? {
-        Some((_, f)) if f.client_id == ctx.client.client_id => {}
-        Some(_) => {
-            return Err(OAuthError::invalid_grant(
-                "the refresh token was issued to another client",
-            ))
-        }
-        None => {
-            return Err(OAuthError::invalid_grant(
-                "the refresh token is invalid, expired or revoked",
-            ))
-        }
-    }
-
-    // 2. Rotate atomically: a current token is replaced; one rotated within the grace window
-    //    (a racing kubectl) gets a sibling; one rotated earlier is reuse and kills the family.
+    // 1. Rotate atomically, in one transaction that also checks the token belongs to the
+    //    authenticated client (§6: "ensure that it was issued to the authenticated client" —
+    //    before anything is written, so a foreign client cannot burn someone else's token) and
+    //    records the audit event: a current token is replaced; one rotated within the grace
+    //    window (a racing kubectl) gets a sibling; one rotated earlier is reuse and kills the
+    //    family.
     let next = RefreshToken {
         token_hash: crypto::hash_secret(&new_token),
         family_id: String::new(),
@@ -44,9 +31,20 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
         expires_at: now + state.config.refresh_token_lifetime,
         rotated_at: None,
     };
+    let audit = audit::Event::new("token_refreshed", audit::INFO)
+        .client(&ctx.client.client_id)
+        .meta(ctx.meta)
+        .into_event();
     let family = match state
         .store
-        .rotate_refresh_token(&old_hash, next, now, state.config.refresh_reuse_grace)
+        .rotate_refresh_token(
+            &old_hash,
+            &ctx.client.client_id,
+            next,
+            now,
+            state.config.refresh_reuse_grace,
+            Some(audit),
+        )
         .await?
     {
         Rotation::Rotated(f) | Rotation::WithinGrace(f) => f,
@@ -66,6 +64,11 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
                 "the refresh token was already used; this session is revoked, sign in again",
             ));
         }
+        Rotation::WrongClient => {
+            return Err(OAuthError::invalid_grant(
+                "the refresh token was issued to another client",
+            ))
+        }
         Rotation::Invalid => {
             return Err(OAuthError::invalid_grant(
                 "the refresh token is invalid, expired or revoked",
@@ -73,21 +76,16 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
         }
     };
 
-    // 3. The user must still be enabled, and the client not force-reauthenticated since.
-    let user = match active_user(state, &family.user_id).await {
-        Ok(u) => u,
-        Err(e) => {
-            state.store.revoke_family(&family.id, now).await?;
-            return Err(e);
-        }
-    };
+    // 2. The user must still be enabled (the store refused disabled users' tokens; this read also
+    //    brings the claims), and the client not force-reauthenticated since.
+    let (user, groups) = active_user(state, &family.user_id).await?;
     if family.created_at < ctx.client.tokens_valid_after {
         return Err(OAuthError::invalid_grant(
             "the client's sessions were revoked; sign in again",
         ));
     }
 
-    // 4. A narrower scope may be asked for, never a wider one (§6).
+    // 3. A narrower scope may be asked for, never a wider one (§6).
     let granted: Vec<&str> = family.scope.split_whitespace().collect();
     let scope = match ctx.params.get("scope") {
         Some(s) => {
@@ -104,6 +102,7 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
         ctx,
         Mint {
             user: Some(&user),
+            groups: &groups,
             scope: &scope,
             nonce: None,
             auth_time: Some(family.auth_time),

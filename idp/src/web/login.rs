@@ -108,9 +108,12 @@ pub async fn check_password(
         .and_then(|u| u.password_hash.clone())
         .unwrap_or_else(|| crypto::dummy_password_hash().to_string());
     let pw = password.to_string();
-    let ok = tokio::task::spawn_blocking(move || crypto::verify_password(&pw, &hash))
-        .await
-        .unwrap_or(false);
+    let ok = {
+        let _slot = state.password_slots.acquire().await;
+        tokio::task::spawn_blocking(move || crypto::verify_password(&pw, &hash))
+            .await
+            .unwrap_or(false)
+    };
     match user {
         Some(u) if ok && !u.disabled => {
             state.throttle.reset(&account_key);
