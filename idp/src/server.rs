@@ -104,7 +104,7 @@ pub async fn run(args: &ServeArgs, data: &DataArgs) -> Result<(), IdpError> {
         Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
         None => None,
     };
-    let state = AppState::new(config.clone(), store, clock).await?;
+    let state = AppState::new_deferring_keygen(config.clone(), store, clock).await?;
     spawn_background(state.clone());
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await

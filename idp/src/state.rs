@@ -7,7 +7,7 @@ use crate::keys::{Algorithm, SigningKey};
 use crate::store::{Store, StoredKey};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 /// The keys in use: one that signs, all that verify (published in JWKS).
 #[derive(Debug)]
@@ -79,7 +79,8 @@ pub struct Inner {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
-    keys: RwLock<Arc<KeySet>>,
+    /// `None` only while a first boot generates the signing key in the background.
+    keys: tokio::sync::watch::Sender<Option<Arc<KeySet>>>,
     pub grants: GrantCounters,
     pub throttle: Throttle,
     /// argon2id checks in flight at once (each takes 19 MiB and a core for tens of ms): one per
@@ -110,12 +111,46 @@ impl AppState {
     ) -> Result<Self, IdpError> {
         ensure_active_key(&config, store.as_ref(), clock.now()).await?;
         let keys = load_keys(&config, store.as_ref(), clock.now()).await?;
+        Self::build(config, store, clock, Some(Arc::new(keys)))
+    }
+
+    /// Like [`AppState::new`], but when a signing key must first be generated (a first boot:
+    /// RSA key generation takes 50–300 ms) the state is returned at once and the key is made in
+    /// the background; discovery is served meanwhile and anything that needs the key waits.
+    pub async fn new_deferring_keygen(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, IdpError> {
+        if !needs_generation(&config, store.as_ref()).await? {
+            return Self::new(config, store, clock).await;
+        }
+        let state = Self::build(config, store, clock, None)?;
+        let bg = state.clone();
+        tokio::spawn(async move {
+            let made = async {
+                ensure_active_key(&bg.config, bg.store.as_ref(), bg.now()).await?;
+                bg.reload_keys().await
+            };
+            if let Err(e) = made.await {
+                tracing::error!(error = %e, "could not create the signing key; token requests will fail");
+            }
+        });
+        Ok(state)
+    }
+
+    fn build(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        keys: Option<Arc<KeySet>>,
+    ) -> Result<Self, IdpError> {
         let discovery_json = crate::oidc::discovery::document_json(&config)?;
         Ok(AppState(Arc::new(Inner {
             config,
             store,
             clock,
-            keys: RwLock::new(Arc::new(keys)),
+            keys: tokio::sync::watch::Sender::new(keys),
             grants: GrantCounters::default(),
             throttle: Throttle::default(),
             password_slots: tokio::sync::Semaphore::new(
@@ -132,32 +167,53 @@ impl AppState {
         self.clock.now()
     }
 
-    pub fn keys(&self) -> Arc<KeySet> {
-        match self.keys.read() {
-            Ok(k) => k.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+    /// The keys, waiting for a first boot's key generation if it is still running.
+    pub async fn keys(&self) -> Result<Arc<KeySet>, IdpError> {
+        if let Some(k) = self.keys.borrow().clone() {
+            return Ok(k);
         }
+        let mut rx = self.keys.subscribe();
+        let ready = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| IdpError::Config("no signing key".into()))?;
+        ready
+            .clone()
+            .ok_or_else(|| IdpError::Config("no signing key".into()))
     }
 
     /// Re-reads the keys from the store (another process may have rotated them).
     pub async fn reload_keys(&self) -> Result<(), IdpError> {
         let ks = load_keys(&self.config, self.store.as_ref(), self.now()).await?;
-        let changed = ks.active.kid() != self.keys().active.kid()
-            || ks.published.len() != self.keys().published.len();
+        let changed = match self.keys.borrow().as_ref() {
+            Some(old) => {
+                ks.active.kid() != old.active.kid() || ks.published.len() != old.published.len()
+            }
+            None => true,
+        };
         if changed {
             tracing::info!(
                 active = ks.active.kid(),
                 published = ks.published.len(),
-                "signing keys reloaded"
+                "signing keys loaded"
             );
         }
-        match self.keys.write() {
-            Ok(mut k) => *k = Arc::new(ks),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(ks),
-        }
+        self.keys.send_replace(Some(Arc::new(ks)));
         self.key_generation.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
+}
+
+/// Whether starting needs a new key generated (no configured key file, and no active key of the
+/// configured algorithm yet).
+pub async fn needs_generation(config: &Config, store: &dyn Store) -> Result<bool, IdpError> {
+    if config.private_key_path.is_some() {
+        return Ok(false);
+    }
+    let keys = store.keys().await?;
+    Ok(!keys
+        .iter()
+        .any(|k| k.retired_at.is_none() && k.alg == config.signing_alg.as_str()))
 }
 
 /// Makes sure the store holds an active key matching the configuration: the configured key file
@@ -191,7 +247,10 @@ pub async fn ensure_active_key(
                     return Ok(());
                 }
             }
-            SigningKey::generate(config.signing_alg)?
+            let alg = config.signing_alg;
+            tokio::task::spawn_blocking(move || SigningKey::generate(alg))
+                .await
+                .map_err(|e| IdpError::Config(format!("key generation stopped: {e}")))??
         }
     };
     store

@@ -390,3 +390,50 @@ async fn token_errors_are_json_and_not_cached() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.json()["error"], "invalid_client");
 }
+
+#[tokio::test]
+async fn a_first_boot_serves_while_its_key_is_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn idp::store::Store> = std::sync::Arc::new(
+        idp::store::SqliteStore::open(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap(),
+    );
+    let config = idp::config::Config::for_issuer(ISSUER).unwrap();
+    assert!(idp::state::needs_generation(&config, store.as_ref())
+        .await
+        .unwrap());
+    let clock = std::sync::Arc::new(idp::clock::ManualClock::new(1_800_000_000));
+    let state = idp::state::AppState::new_deferring_keygen(config.clone(), store.clone(), clock)
+        .await
+        .unwrap();
+    let call = |path: &'static str| {
+        let state = state.clone();
+        async move {
+            use tower::ServiceExt;
+            let r = idp::app(state)
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = r.status();
+            let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            )
+        }
+    };
+    let (status, d) = call("/.well-known/openid-configuration").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(d["issuer"], ISSUER);
+    // JWKS waits for the key, then publishes it.
+    let (status, jwks) = call("/.well-known/jwks.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+    assert!(
+        !idp::state::needs_generation(&config, store.as_ref())
+            .await
+            .unwrap(),
+        "the key is stored"
+    );
+}

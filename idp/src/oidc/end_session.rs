@@ -25,7 +25,8 @@ pub async fn end_session(
         struct Hint {
             aud: shared::claims::Audience,
         }
-        if let Ok(h) = crate::keys::verify_jwt::<Hint>(&state.keys().published, hint) {
+        let keys = state.keys().await?;
+        if let Ok(h) = crate::keys::verify_jwt::<Hint>(&keys.published, hint) {
             if let shared::claims::Audience::One(a) = h.aud {
                 client_id = client_id.or(Some(a));
             }

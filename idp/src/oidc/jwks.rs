@@ -6,15 +6,16 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 /// GET /.well-known/jwks.json
-pub async fn jwks(State(state): State<AppState>) -> Response {
-    (
+pub async fn jwks(State(state): State<AppState>) -> Result<Response, crate::error::PageError> {
+    let keys = state.keys().await?;
+    Ok((
         // Short caching: verifiers re-fetch on an unknown kid anyway, and rotation should show
         // up quickly.
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "public, max-age=60"),
         ],
-        state.keys().jwks_json.clone(),
+        keys.jwks_json.clone(),
     )
-        .into_response()
+        .into_response())
 }

@@ -31,7 +31,7 @@ pub async fn check_access_token(
     state: &AppState,
     token: &str,
 ) -> Result<Option<(AccessTokenClaims, Option<User>)>, IdpError> {
-    let keys = state.keys();
+    let keys = state.keys().await?;
     let Ok(claims) = crate::keys::verify_jwt::<AccessTokenClaims>(&keys.published, token) else {
         return Ok(None);
     };

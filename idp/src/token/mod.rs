@@ -262,7 +262,7 @@ pub async fn mint(ctx: GrantContext<'_>, m: Mint<'_>) -> Result<Minted, OAuthErr
         .user
         .map(|u| u.id.as_str())
         .unwrap_or(client.client_id.as_str());
-    let keys = state.keys();
+    let keys = state.keys().await?;
     let access = AccessClaims {
         iss: &state.config.issuer,
         sub,
