@@ -4,8 +4,8 @@
 //! SHA-256: they cannot be guessed, so a slow hash adds nothing and would cost every token
 //! request. Passwords are low-entropy and get argon2id (RFC 9106).
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -75,12 +75,47 @@ pub fn hash_password(password: &str) -> Result<String, crate::error::IdpError> {
 
 /// Checks a password against a stored PHC string; false on any mismatch or malformed hash.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Ok(params), Ok(algorithm)) = (
+        Params::try_from(&parsed),
+        parsed.algorithm.as_str().parse::<Algorithm>(),
+    ) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from) {
+        None => Version::V0x13,
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    let memory = argon2_memory(params.block_count());
+    if Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, memory)
+        .is_err()
+    {
+        return false;
     }
+    out.as_slice().ct_eq(expected.as_bytes()).into()
+}
+
+/// Working memory for one argon2 computation (19 MiB with the default parameters). glibc keeps
+/// freed blocks of that size in its arenas, so a few logins used to leave the server at 100+
+/// MiB; a request above glibc's largest mmap threshold (32 MiB on 64-bit) is always served by
+/// mmap and unmapped on free, and only the blocks argon2 writes become resident.
+fn argon2_memory(blocks: usize) -> Vec<Block> {
+    const ALWAYS_MMAPPED: usize = 33 << 20;
+    let mut v = Vec::with_capacity(blocks.max(ALWAYS_MMAPPED / std::mem::size_of::<Block>()));
+    v.resize(blocks, Block::default());
+    v
 }
 
 /// A hash to verify against when the account does not exist, so that a login for an unknown
@@ -108,6 +143,18 @@ mod tests {
         assert!(verify_password("correct horse", &h));
         assert!(!verify_password("wrong horse", &h));
         assert!(!verify_password("x", "not a phc string"));
+    }
+
+    #[test]
+    fn verifies_hashes_made_with_other_parameters() {
+        let params = Params::new(8192, 1, 1, None).unwrap();
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        let phc = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(b"pw-with-other-params", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_password("pw-with-other-params", &phc));
+        assert!(!verify_password("pw-with-other-paramz", &phc));
     }
 
     #[test]

@@ -1,11 +1,6 @@
 //! `kubelogin-idp`: parse the command line, run it, turn errors into `error: ...` and exit 1.
 
 use clap::Parser;
-
-// argon2id allocates 19 MiB per password check; glibc's malloc keeps such blocks in its arenas
-// after they are freed (a few logins left the server at 100+ MiB), mimalloc gives them back.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use idp::cli::{Cli, Command};
 
 fn main() {
