@@ -1,6 +1,6 @@
 //! The authorization code grant, RFC 6749 §4.1.3, with PKCE (RFC 7636 §4.6).
 
-use super::{active_user, check_pkce, mint, GrantContext, Mint, RefreshPlan};
+use super::{active_user, audit_issued, check_pkce, mint, GrantContext, Mint, RefreshPlan};
 use crate::audit;
 use crate::crypto;
 use crate::error::OAuthError;
@@ -78,14 +78,6 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
     if let Some(f) = &minted.family_id {
         state.store.link_code_family(&code_hash, f).await?;
     }
-    audit::record(
-        state,
-        audit::Event::new("token_issued", audit::INFO)
-            .actor(&user.username)
-            .client(&ctx.client.client_id)
-            .meta(ctx.meta)
-            .details("authorization_code"),
-    )
-    .await;
+    audit_issued(ctx, &user.username, "authorization_code").await;
     Ok(minted.response)
 }

@@ -1,8 +1,7 @@
 //! The client credentials grant, RFC 6749 §4.4: confidential clients only, an access token
 //! for the client itself (no user, so no ID token and no refresh token, §4.4.3).
 
-use super::{mint, requested_scopes, GrantContext, Mint, RefreshPlan};
-use crate::audit;
+use super::{audit_issued, mint, requested_scopes, GrantContext, Mint, RefreshPlan};
 use crate::error::OAuthError;
 use shared::token::TokenResponse;
 
@@ -30,14 +29,6 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
         },
     )
     .await?;
-    audit::record(
-        ctx.state,
-        audit::Event::new("token_issued", audit::INFO)
-            .actor(&ctx.client.client_id)
-            .client(&ctx.client.client_id)
-            .meta(ctx.meta)
-            .details("client_credentials"),
-    )
-    .await;
+    audit_issued(ctx, &ctx.client.client_id, "client_credentials").await;
     Ok(minted.response)
 }

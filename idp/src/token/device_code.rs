@@ -1,7 +1,6 @@
 //! The device code grant, RFC 8628 §3.4–§3.5.
 
-use super::{active_user, check_pkce, mint, GrantContext, Mint, RefreshPlan};
-use crate::audit;
+use super::{active_user, audit_issued, check_pkce, mint, GrantContext, Mint, RefreshPlan};
 use crate::crypto;
 use crate::error::OAuthError;
 use crate::store::DevicePoll;
@@ -75,14 +74,6 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
         },
     )
     .await?;
-    audit::record(
-        state,
-        audit::Event::new("token_issued", audit::INFO)
-            .actor(&user.username)
-            .client(&ctx.client.client_id)
-            .meta(ctx.meta)
-            .details("device_code"),
-    )
-    .await;
+    audit_issued(ctx, &user.username, "device_code").await;
     Ok(minted.response)
 }

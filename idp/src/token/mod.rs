@@ -367,6 +367,19 @@ pub struct Minted {
     pub family_id: Option<String>,
 }
 
+/// Records that tokens were issued by a grant.
+pub async fn audit_issued(ctx: GrantContext<'_>, actor: &str, grant: &str) {
+    crate::audit::record(
+        ctx.state,
+        crate::audit::Event::new("token_issued", crate::audit::INFO)
+            .actor(actor)
+            .client(&ctx.client.client_id)
+            .meta(ctx.meta)
+            .details(grant),
+    )
+    .await;
+}
+
 /// Checks a PKCE verifier against the stored challenge (RFC 7636 §4.6); a verifier without a
 /// challenge is refused too (RFC 9700 §2.1.1: the server must reject it).
 pub fn check_pkce(challenge: Option<&str>, verifier: Option<&String>) -> Result<(), OAuthError> {

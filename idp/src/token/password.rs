@@ -1,7 +1,7 @@
 //! The resource owner password credentials grant, RFC 6749 §4.3 — only for clients that enable
 //! it, with the same throttling and audit as the login page.
 
-use super::{mint, requested_scopes, GrantContext, Mint, RefreshPlan};
+use super::{audit_issued, mint, requested_scopes, GrantContext, Mint, RefreshPlan};
 use crate::audit;
 use crate::error::OAuthError;
 use crate::web::login::{check_password, PasswordCheck};
@@ -58,14 +58,6 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
             .details("password grant"),
     )
     .await;
-    audit::record(
-        ctx.state,
-        audit::Event::new("token_issued", audit::INFO)
-            .actor(&user.username)
-            .client(&ctx.client.client_id)
-            .meta(ctx.meta)
-            .details("password"),
-    )
-    .await;
+    audit_issued(ctx, &user.username, "password").await;
     Ok(minted.response)
 }
