@@ -7,8 +7,11 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::Row;
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Mutex;
 
 const SCHEMA: &str = include_str!("schema_sqlite.sql");
 const SCHEMA_VERSION: i64 = 1;
@@ -17,7 +20,10 @@ const SCHEMA_VERSION: i64 = 1;
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     read: SqlitePool,
-    write: SqlitePool,
+    /// The one writer, held directly rather than in a pool: a pool's release pings the
+    /// connection's worker thread before the next writer may have it, and that hop sat inside
+    /// every write's critical section.
+    write: Arc<Mutex<SqliteConnection>>,
 }
 
 fn i(v: u64) -> i64 {
@@ -50,14 +56,9 @@ impl SqliteStore {
             .pragma("cache_size", "-4000");
         // A local SQLite file never goes stale: skip sqlx's ping before every acquire, which
         // costs a round trip to the connection's worker thread per query.
-        let write = SqlitePoolOptions::new()
-            .test_before_acquire(false)
-            .max_connections(1)
-            .min_connections(1)
-            .connect_with(opts.clone())
-            .await?;
+        let mut write = opts.connect().await?;
         let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-            .fetch_one(&write)
+            .fetch_one(&mut write)
             .await?;
         if version > SCHEMA_VERSION {
             return Err(IdpError::Migrate(format!(
@@ -77,11 +78,14 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(SqliteStore { read, write })
+        Ok(SqliteStore {
+            read,
+            write: Arc::new(Mutex::new(write)),
+        })
     }
 
+    /// Closes the readers; the writer closes when the last clone is dropped.
     pub async fn close(&self) {
-        self.write.close().await;
         self.read.close().await;
     }
 }
@@ -236,7 +240,7 @@ impl Store for SqliteStore {
         .bind(user.is_admin as i64)
         .bind(i(now))
         .bind(i(now))
-        .execute(&self.write)
+        .execute(&mut *self.write.lock().await)
         .await;
         match res {
             Ok(_) => {}
@@ -309,7 +313,7 @@ impl Store for SqliteStore {
             .bind(hash)
             .bind(i(now))
             .bind(user_id)
-            .execute(&self.write)
+            .execute(&mut *self.write.lock().await)
             .await?;
         if r.rows_affected() == 0 {
             return Err(IdpError::NotFound("no such user".into()));
@@ -318,7 +322,8 @@ impl Store for SqliteStore {
     }
 
     async fn set_user_disabled(&self, user_id: &str, disabled: bool, now: u64) -> StoreResult<()> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writer = self.write.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let r = sqlx::query("UPDATE users SET disabled = ?, updated_at = ? WHERE id = ?")
             .bind(disabled as i64)
             .bind(i(now))
@@ -346,7 +351,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_user(&self, user_id: &str) -> StoreResult<()> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writer = self.write.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM token_families WHERE user_id = ?")
             .bind(user_id)
             .execute(&mut *tx)
@@ -373,7 +379,7 @@ impl Store for SqliteStore {
         match sqlx::query("INSERT INTO groups (name, created_at) VALUES (?, ?)")
             .bind(name)
             .bind(i(now))
-            .execute(&self.write)
+            .execute(&mut *self.write.lock().await)
             .await
         {
             Ok(_) => Ok(()),
@@ -413,7 +419,7 @@ impl Store for SqliteStore {
     async fn delete_group(&self, name: &str) -> StoreResult<()> {
         let r = sqlx::query("DELETE FROM groups WHERE name = ?")
             .bind(name)
-            .execute(&self.write)
+            .execute(&mut *self.write.lock().await)
             .await?;
         if r.rows_affected() == 0 {
             return Err(IdpError::NotFound(format!("no group {name:?}")));
@@ -424,7 +430,7 @@ impl Store for SqliteStore {
     async fn add_group_member(&self, group: &str, user_id: &str) -> StoreResult<()> {
         let exists: Option<String> = sqlx::query_scalar("SELECT name FROM groups WHERE name = ?")
             .bind(group)
-            .fetch_optional(&self.write)
+            .fetch_optional(&mut *self.write.lock().await)
             .await?;
         if exists.is_none() {
             return Err(IdpError::NotFound(format!("no group {group:?}")));
@@ -432,7 +438,7 @@ impl Store for SqliteStore {
         sqlx::query("INSERT OR IGNORE INTO group_members (group_name, user_id) VALUES (?, ?)")
             .bind(group)
             .bind(user_id)
-            .execute(&self.write)
+            .execute(&mut *self.write.lock().await)
             .await?;
         Ok(())
     }
@@ -441,7 +447,7 @@ impl Store for SqliteStore {
         let r = sqlx::query("DELETE FROM group_members WHERE group_name = ? AND user_id = ?")
             .bind(group)
             .bind(user_id)
-            .execute(&self.write)
+            .execute(&mut *self.write.lock().await)
             .await?;
         if r.rows_affected() == 0 {
             return Err(IdpError::NotFound(
@@ -474,7 +480,7 @@ impl Store for SqliteStore {
         .bind(json_list(&c.scopes))
         .bind(i(c.tokens_valid_after))
         .bind(i(c.created_at))
-        .execute(&self.write)
+        .execute(&mut *self.write.lock().await)
         .await
         {
             Ok(_) => Ok(()),
@@ -501,7 +507,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_client(&self, client_id: &str) -> StoreResult<()> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writer = self.write.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM token_families WHERE client_id = ?")
             .bind(client_id)
             .execute(&mut *tx)
@@ -523,7 +530,7 @@ impl Store for SqliteStore {
         )
         .bind(hash)
         .bind(client_id)
-        .execute(&self.write)
+        .execute(&mut *self.write.lock().await)
         .await?;
         if r.rows_affected() == 0 {
             return Err(IdpError::NotFound(format!(
@@ -534,7 +541,8 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_all_for_client(&self, client_id: &str, now: u64) -> StoreResult<u64> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writer = self.write.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let r = sqlx::query("UPDATE clients SET tokens_valid_after = ? WHERE client_id = ?")
             .bind(i(now))
             .bind(client_id)
@@ -586,7 +594,7 @@ impl Store for SqliteStore {
         .bind(client_id)
         .bind(json_list(scopes))
         .bind(i(now))
-        .execute(&self.write)
+        .execute(&mut *self.write.lock().await)
         .await?;
         Ok(())
     }
@@ -606,13 +614,14 @@ impl Store for SqliteStore {
         .bind(i(c.auth_time))
         .bind(i(c.created_at))
         .bind(i(c.expires_at))
-        .execute(&self.write)
+        .execute(&mut *self.write.lock().await)
         .await?;
         Ok(())
     }
 
     async fn redeem_auth_code(&self, code_hash: &str, now: u64) -> StoreResult<CodeRedemption> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writer = self.write.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("SELECT *, used_at, family_id FROM auth_codes WHERE code_hash = ?")
             .bind(code_hash)
             .fetch_optional(&mut *tx)
@@ -652,13 +661,14 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE auth_codes SET family_id = ? WHERE code_hash = ?")
             .bind(family_id)
             .bind(code_hash)
-            .execute(&self.write)
+            .execute(&mut *self.write.lock().await)
             .await?;
         Ok(())
     }
 
     async fn create_family(&self, f: Family, first: RefreshToken) -> StoreResult<()> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writer = self.write.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO token_families (id, client_id, user_id, scope, auth_time, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, NULL)",
         )
@@ -700,7 +710,8 @@ impl Store for SqliteStore {
         grace_secs: u64,
         audit: Option<AuditEvent>,
     ) -> StoreResult<Rotation> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writer = self.write.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(&format!(
             "SELECT t.token_hash, t.family_id, t.created_at, t.expires_at, t.rotated_at, {FAMILY_COLS},
                     u.username AS username, u.disabled AS user_disabled
@@ -781,7 +792,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE token_families SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
             .bind(i(now))
             .bind(family_id)
-            .execute(&self.write)
+            .execute(&mut *self.write.lock().await)
             .await?;
         Ok(())
     }
@@ -800,7 +811,7 @@ impl Store for SqliteStore {
         sqlx::query("INSERT OR IGNORE INTO revoked_jtis (jti, expires_at) VALUES (?, ?)")
             .bind(jti)
             .bind(i(expires_at))
-            .execute(&self.write)
+            .execute(&mut *self.write.lock().await)
             .await?;
         Ok(())
     }
@@ -826,7 +837,7 @@ impl Store for SqliteStore {
         .bind(i(d.created_at))
         .bind(i(d.expires_at))
         .bind(i(d.interval))
-        .execute(&self.write)
+        .execute(&mut *self.write.lock().await)
         .await
         {
             Ok(_) => Ok(()),
@@ -871,13 +882,14 @@ impl Store for SqliteStore {
         .bind(i(auth_time))
         .bind(user_code)
         .bind(i(now))
-        .execute(&self.write)
+        .execute(&mut *self.write.lock().await)
         .await?;
         Ok(r.rows_affected() == 1)
     }
 
     async fn poll_device(&self, hash: &str, now: u64) -> StoreResult<DevicePoll> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writer = self.write.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("SELECT * FROM device_codes WHERE device_code_hash = ?")
             .bind(hash)
             .fetch_optional(&mut *tx)
@@ -933,7 +945,7 @@ impl Store for SqliteStore {
         .bind(i(s.expires_at))
         .bind(&s.ip)
         .bind(&s.user_agent)
-        .execute(&self.write)
+        .execute(&mut *self.write.lock().await)
         .await?;
         Ok(())
     }
@@ -961,7 +973,7 @@ impl Store for SqliteStore {
     async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
             .bind(id_hash)
-            .execute(&self.write)
+            .execute(&mut *self.write.lock().await)
             .await?;
         Ok(())
     }
@@ -985,7 +997,8 @@ impl Store for SqliteStore {
     }
 
     async fn activate_key(&self, key: StoredKey, now: u64) -> StoreResult<()> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writer = self.write.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
             .bind(i(now))
             .execute(&mut *tx)
@@ -1003,8 +1016,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_audit(&self, e: AuditEvent) -> StoreResult<()> {
-        let mut conn = self.write.acquire().await?;
-        insert_audit(&mut conn, &e).await?;
+        insert_audit(&mut *self.write.lock().await, &e).await?;
         Ok(())
     }
 
@@ -1038,12 +1050,12 @@ impl Store for SqliteStore {
         ] {
             n += sqlx::query(sql)
                 .bind(i(now))
-                .execute(&self.write)
+                .execute(&mut *self.write.lock().await)
                 .await?
                 .rows_affected();
         }
         n += sqlx::query("DELETE FROM token_families WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = token_families.id)")
-            .execute(&self.write)
+            .execute(&mut *self.write.lock().await)
             .await?
             .rows_affected();
         Ok(n)
