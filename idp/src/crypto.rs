@@ -10,25 +10,6 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// A secret string that never shows itself in `Debug` output (CONVENTIONS.md §9).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
 /// `bytes` random bytes from the OS generator, base64url encoded.
 pub fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
@@ -168,13 +149,5 @@ mod tests {
         let s = random_from_alphabet(b"AB", 64);
         assert_eq!(s.len(), 64);
         assert!(s.bytes().all(|b| b == b'A' || b == b'B'));
-    }
-
-    #[test]
-    fn secrets_do_not_debug_print() {
-        assert_eq!(
-            format!("{:?}", Secret::new("hunter2")),
-            "Secret([redacted])"
-        );
     }
 }

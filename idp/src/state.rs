@@ -3,10 +3,9 @@
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::IdpError;
-use crate::keys::{Algorithm, SigningKey};
+use crate::keys::SigningKey;
 use crate::store::{Store, StoredKey};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The keys in use: one that signs, all that verify (published in JWKS).
@@ -87,8 +86,6 @@ pub struct Inner {
     /// core, so a burst of logins queues instead of exhausting memory.
     pub password_slots: tokio::sync::Semaphore,
     pub discovery_json: bytes::Bytes,
-    /// Bumped on every key reload, so tests can wait for one.
-    pub key_generation: AtomicU64,
 }
 
 /// Cheap to clone; handed to every handler.
@@ -159,7 +156,6 @@ impl AppState {
                     .unwrap_or(2),
             ),
             discovery_json,
-            key_generation: AtomicU64::new(0),
         })))
     }
 
@@ -199,7 +195,6 @@ impl AppState {
             );
         }
         self.keys.send_replace(Some(Arc::new(ks)));
-        self.key_generation.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -302,9 +297,4 @@ pub async fn load_keys(config: &Config, store: &dyn Store, now: u64) -> Result<K
         published,
         jwks_json: bytes::Bytes::from(serde_json::to_vec(&jwks)?),
     })
-}
-
-/// The algorithm of a stored key, for listings.
-pub fn parse_alg(s: &str) -> Option<Algorithm> {
-    s.parse().ok()
 }

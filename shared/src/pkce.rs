@@ -16,6 +16,15 @@ pub fn is_valid_verifier(verifier: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
+/// An `S256` challenge is the base64url (no padding) SHA-256 of the verifier: exactly 43
+/// characters of the base64url alphabet (RFC 7636 §4.2).
+pub fn is_s256_challenge(challenge: &str) -> bool {
+    challenge.len() == 43
+        && challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -26,6 +35,13 @@ mod tests {
             s256_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
+    }
+
+    #[test]
+    fn s256_challenge_shape() {
+        assert!(is_s256_challenge(&s256_challenge("a-verifier")));
+        assert!(!is_s256_challenge(&"a".repeat(42)));
+        assert!(!is_s256_challenge(&format!("{}=", "a".repeat(42))));
     }
 
     #[test]

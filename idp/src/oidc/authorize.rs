@@ -230,12 +230,7 @@ pub async fn validate(state: &AppState, raw_query: &str) -> Result<ValidRequest,
         }
     }
     if let Some(c) = &code_challenge {
-        // An S256 challenge is a base64url SHA-256: 43 characters (RFC 7636 §4.2).
-        if c.len() != 43
-            || !c
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !shared::pkce::is_s256_challenge(c) {
             return Err(fail(
                 error_code::INVALID_REQUEST,
                 "code_challenge is not a base64url SHA-256 value".into(),

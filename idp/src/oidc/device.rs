@@ -5,7 +5,7 @@ use crate::crypto;
 use crate::error::OAuthError;
 use crate::state::AppState;
 use crate::store::{DeviceCode, DeviceStatus};
-use crate::token::{authenticate_client, FormParams};
+use crate::token::{authenticate_client, requested_scopes, FormParams};
 use crate::web::ClientMeta;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -28,22 +28,14 @@ pub async fn device_authorization(
         ));
     }
     // Requested scopes are checked against the client (AuthGate does not).
-    let scopes: Vec<String> = params
-        .get("scope")
-        .map(|s| s.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default();
-    if let Some(bad) = scopes.iter().find(|s| !client.allows_scope(s)) {
-        return Err(OAuthError::invalid_scope(format!(
-            "scope {bad:?} is not allowed for this client"
-        )));
-    }
+    let scopes = requested_scopes(&client, &params)?;
     // PKCE on the device grant is not in RFC 8628, but a client may bind its polling to a
     // verifier the same way (RFC 7636 §4.3); only S256 is accepted.
     let code_challenge = match (
         params.get("code_challenge"),
         params.get("code_challenge_method").map(String::as_str),
     ) {
-        (Some(c), Some("S256")) if c.len() == 43 => Some(c.clone()),
+        (Some(c), Some("S256")) if shared::pkce::is_s256_challenge(c) => Some(c.clone()),
         (None, None) => None,
         _ => {
             return Err(OAuthError::invalid_request(
