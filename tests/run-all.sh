@@ -1,28 +1,61 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace. The keyring tests talk to a real Secret Service, so the
-# whole run happens inside a private D-Bus session with an unlocked gnome-keyring.
+# Runs every check of the workspace: formatting, clippy with the workspace lints as errors, every
+# test, and a short run of every fuzz target. The keyring tests talk to a real Secret Service, so
+# the tests run inside a private D-Bus session with an unlocked gnome-keyring; the browser tests
+# drive Debian's Chromium through chromedriver. Missing Debian packages are installed when this
+# runs as root; otherwise it prints the one command that installs them and stops.
+#
+# Arguments are passed to `cargo test` (e.g. `tests/run-all.sh -p idp -- refresh`); with
+# arguments, only the tests run (no fmt, clippy or fuzzing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+packages=(dbus gnome-keyring libdbus-1-dev pkg-config chromium chromium-driver)
 missing=()
-for tool in dbus-run-session gnome-keyring-daemon cargo; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "error: missing ${missing[*]} (Debian: apt-get install dbus gnome-keyring; .ci/run installs them)" >&2
-  exit 1
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  else
+    echo "error: missing Debian packages; install them with: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+for tool in dbus-run-session gnome-keyring-daemon chromium chromedriver cargo; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool not found on PATH" >&2; exit 1; }
+done
+
+full=1
+[ $# -gt 0 ] && full=0
+
+if [ $full -eq 1 ]; then
+  echo "== cargo fmt --check"
+  cargo fmt --all -- --check
+  echo "== cargo clippy (workspace lints as errors)"
+  cargo clippy --workspace --all-targets -- -D warnings
 fi
 
-# Tests that need the Secret Service must fail, not skip, when it is absent.
+# Tests that need the Secret Service or IPv6 loopback must fail, not skip, when it is absent.
 export KUBELOGIN_REQUIRE_KEYRING=1
+export REQUIRE_IPV6=1
 # A fresh keyring directory each run: an existing login keyring made with another password
 # would stay locked.
 keyring_home=$(mktemp -d)
 trap 'rm -rf "$keyring_home"' EXIT
 export XDG_DATA_HOME="$keyring_home"
+echo "== cargo test"
 dbus-run-session -- bash -c '
   set -euo pipefail
   eval "$(printf "test-keyring-password" | gnome-keyring-daemon --unlock --components=secrets)"
   export GNOME_KEYRING_CONTROL
   cargo test --workspace --all-targets "$@"
 ' run-all "$@"
+
+if [ $full -eq 1 ] && [ -d fuzz ]; then
+  echo "== fuzzing (each target ${FUZZ_SECONDS:-30} s)"
+  fuzz/run.sh "${FUZZ_SECONDS:-30}"
+fi

@@ -215,7 +215,9 @@ impl Config {
             private_key_path: a.private_key_path.clone(),
             token_lifetime: a.token_lifetime.max(1),
             refresh_token_lifetime: a.refresh_token_lifetime.max(1),
-            refresh_reuse_grace: a.refresh_reuse_grace,
+            refresh_reuse_grace: a
+                .refresh_reuse_grace
+                .min(crate::store::MAX_REUSE_GRACE_SECS),
             auth_code_lifetime: a.auth_code_lifetime.max(1),
             device_code_lifetime: a.device_code_lifetime.max(1),
             device_code_interval: a.device_code_interval,

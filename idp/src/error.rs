@@ -32,6 +32,9 @@ pub enum IdpError {
     Invalid(String),
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// A failure of our own (randomness, sealing) that no input causes.
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 /// An OAuth 2.0 error response (RFC 6749 §5.2) with its HTTP status.

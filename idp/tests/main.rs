@@ -12,6 +12,8 @@ mod router;
 mod rp;
 // Protocol rules: one negative test per rule of the authorize and token endpoints.
 mod rules;
+// Revocation reaching everything a grant produced; disabled users; client authentication.
+mod revocation;
 // The storage conformance suite every backend must pass.
 mod store;
 // The built binary: admin commands, serve start-up and refusals, certs.

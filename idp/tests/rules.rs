@@ -291,6 +291,11 @@ async fn refresh_reuse_inside_the_grace_window_succeeds_outside_revokes_the_fami
         b.body
     );
     assert!(b.json()["id_token"].is_string());
+    assert_eq!(
+        b.json()["refresh_token"],
+        a.json()["refresh_token"],
+        "the same successor within the window"
+    );
     h.clock.advance(10);
     let c = refresh(&h, &old).await;
     assert_eq!(

@@ -242,9 +242,27 @@ pub async fn user_list_sorted_by_username(s: &dyn Store) {
 
 pub async fn user_set_password(s: &dyn Store) {
     let u = user(s, "alice").await;
+    let bob = user(s, "bob").await;
+    client(s, "kubelogin", true).await;
+    family(s, "fa", "kubelogin", &u.id, "ta", T0).await;
+    family(s, "fb", "kubelogin", &bob.id, "tb", T0).await;
+    s.create_session(session_fixture("sa", &u.id, T0, 3600))
+        .await
+        .unwrap();
+    s.create_session(session_fixture("sb", &bob.id, T0, 3600))
+        .await
+        .unwrap();
     s.set_password(&u.id, "new-hash", T0 + 10).await.unwrap();
     let got = s.user_by_id(&u.id).await.unwrap().unwrap();
     assert_eq!(got.password_hash.as_deref(), Some("new-hash"));
+    // A password reset locks out whoever knew the old one: sessions and refresh families end.
+    assert_eq!(s.session("sa", T0 + 10).await.unwrap(), None);
+    assert_eq!(
+        s.family("fa").await.unwrap().unwrap().revoked_at,
+        Some(T0 + 10)
+    );
+    assert!(s.session("sb", T0 + 10).await.unwrap().is_some());
+    assert_eq!(s.family("fb").await.unwrap().unwrap().revoked_at, None);
     assert_not_found(s.set_password("no-such-id", "x", T0).await);
 }
 
@@ -274,6 +292,7 @@ pub async fn user_disable_revokes_families_and_sessions(s: &dyn Store) {
             "ta1",
             "kubelogin",
             token("ta1-next", "fa1", now, now + 3600),
+            "sealed-successor",
             now,
             5,
             None
@@ -454,6 +473,7 @@ pub async fn client_delete(s: &dyn Store) {
             "t1",
             "kubelogin",
             token("t1b", "f1", T0 + 1, T0 + 99),
+            "sealed-successor",
             T0 + 1,
             5,
             None
@@ -500,8 +520,25 @@ pub async fn client_revoke_all(s: &dyn Store) {
         .await
         .unwrap();
 
+    let carol = user(s, "carol").await;
+    s.create_session(session_fixture("sa", &alice.id, T0, 3600))
+        .await
+        .unwrap();
+    s.create_session(session_fixture("sc", &carol.id, T0, 3600))
+        .await
+        .unwrap();
+
     let now = T0 + 50;
     let n = s.revoke_all_for_client("kubelogin", now).await.unwrap();
+    assert_eq!(
+        s.session("sa", now).await.unwrap(),
+        None,
+        "users of the client are signed out"
+    );
+    assert!(
+        s.session("sc", now).await.unwrap().is_some(),
+        "a user who never used the client is not"
+    );
     assert_eq!(n, 2, "the count is of families revoked now");
     assert_eq!(
         s.client("kubelogin")
@@ -690,6 +727,7 @@ pub async fn refresh_rotate_current(s: &dyn Store) {
             "t1",
             "kubelogin",
             token("t2", "f1", now, now + 3600),
+            "sealed-successor",
             now,
             5,
             None,
@@ -710,6 +748,7 @@ pub async fn refresh_rotate_current(s: &dyn Store) {
             "t2",
             "kubelogin",
             token("t3", "f1", later, later + 3600),
+            "sealed-successor",
             later,
             5,
             None
@@ -729,6 +768,7 @@ pub async fn refresh_rotate_within_grace(s: &dyn Store) {
         "t1",
         "kubelogin",
         token("t2", "f1", now, now + 3600),
+        "sealed-t2",
         now,
         5,
         None,
@@ -736,33 +776,41 @@ pub async fn refresh_rotate_within_grace(s: &dyn Store) {
     .await
     .unwrap();
 
-    // A racing client presents t1 again 5 s later (the edge of a 5 s grace window).
+    // A retry presents t1 again 5 s later (the edge of a 5 s grace window): the store hands back
+    // the sealed successor of the first rotation and writes nothing, so the family cannot fork.
     let race = now + 5;
     let r = s
         .rotate_refresh_token(
             "t1",
             "kubelogin",
             token("t2b", "f1", race, race + 3600),
+            "sealed-t2b",
             race,
             5,
             None,
         )
         .await
         .unwrap();
-    assert_eq!(r, Rotation::WithinGrace(f.clone()));
+    assert_eq!(
+        r,
+        Rotation::WithinGrace(f.clone(), Some("sealed-t2".into()))
+    );
     assert_eq!(s.family("f1").await.unwrap().unwrap().revoked_at, None);
-    let (sibling, _) = s.refresh_token("t2b").await.unwrap().unwrap();
-    assert_eq!(sibling.rotated_at, None, "a second new token is stored");
-    assert!(s.refresh_token("t2").await.unwrap().is_some());
-    // The grace window counts from the first rotation, not from the racing request.
+    assert_eq!(
+        s.refresh_token("t2b").await.unwrap(),
+        None,
+        "no sibling token is stored within the grace window"
+    );
+    // The grace window counts from the first rotation, not from the retry.
     let (old, _) = s.refresh_token("t1").await.unwrap().unwrap();
     assert_eq!(old.rotated_at, Some(now));
-    // Both new tokens work.
+    // The one successor is current.
     assert!(matches!(
         s.rotate_refresh_token(
             "t2",
             "kubelogin",
             token("t3", "f1", race, race + 3600),
+            "sealed-t3",
             race,
             5,
             None
@@ -771,19 +819,24 @@ pub async fn refresh_rotate_within_grace(s: &dyn Store) {
         .unwrap(),
         Rotation::Rotated(_)
     ));
-    assert!(matches!(
+    // Once the longest grace window has passed, purging erases the kept successor.
+    let later = race + idp::store::MAX_REUSE_GRACE_SECS;
+    s.purge_expired(later).await.unwrap();
+    assert_eq!(
         s.rotate_refresh_token(
-            "t2b",
+            "t2",
             "kubelogin",
-            token("t3b", "f1", race, race + 3600),
+            token("t3x", "f1", race, race + 3600),
+            "sealed-t3x",
             race,
             5,
             None
         )
         .await
         .unwrap(),
-        Rotation::Rotated(_)
-    ));
+        Rotation::WithinGrace(f, None),
+        "the successor of t2 is erased too"
+    );
 }
 
 pub async fn refresh_reuse_after_grace_revokes_family(s: &dyn Store) {
@@ -795,6 +848,7 @@ pub async fn refresh_reuse_after_grace_revokes_family(s: &dyn Store) {
         "t1",
         "kubelogin",
         token("t2", "f1", now, now + 3600),
+        "sealed-successor",
         now,
         5,
         None,
@@ -808,6 +862,7 @@ pub async fn refresh_reuse_after_grace_revokes_family(s: &dyn Store) {
             "t1",
             "kubelogin",
             token("t2x", "f1", stolen, stolen + 3600),
+            "sealed-successor",
             stolen,
             5,
             None,
@@ -837,6 +892,7 @@ pub async fn refresh_reuse_after_grace_revokes_family(s: &dyn Store) {
                 t,
                 "kubelogin",
                 token("t9", "f1", after, after + 3600),
+                "sealed-successor",
                 after,
                 5,
                 None
@@ -860,6 +916,7 @@ pub async fn refresh_expired_or_unknown_is_invalid(s: &dyn Store) {
             "t1",
             "kubelogin",
             token("t2", "f1", at_expiry, at_expiry + 3600),
+            "sealed-successor",
             at_expiry,
             5,
             None
@@ -874,6 +931,7 @@ pub async fn refresh_expired_or_unknown_is_invalid(s: &dyn Store) {
             "unknown",
             "kubelogin",
             token("t3", "f1", T0, T0 + 3600),
+            "sealed-successor",
             T0,
             5,
             None
@@ -908,6 +966,7 @@ pub async fn refresh_revoke_family(s: &dyn Store) {
             "t1",
             "kubelogin",
             token("t1b", "f1", T0 + 30, T0 + 99),
+            "sealed-successor",
             T0 + 30,
             5,
             None
@@ -921,6 +980,7 @@ pub async fn refresh_revoke_family(s: &dyn Store) {
             "t2",
             "kubelogin",
             token("t2b", "f2", T0 + 30, T0 + 99),
+            "sealed-successor",
             T0 + 30,
             5,
             None
@@ -1378,6 +1438,7 @@ pub async fn refresh_rotate_checks_the_client_and_audits_in_the_transaction(s: &
             "t1",
             "other",
             token("tx", "f1", now, now + 3600),
+            "sealed-successor",
             now,
             5,
             None
@@ -1404,6 +1465,7 @@ pub async fn refresh_rotate_checks_the_client_and_audits_in_the_transaction(s: &
             "t1",
             "kubelogin",
             token("t2", "f1", now, now + 3600),
+            "sealed-successor",
             now,
             5,
             Some(ev)
@@ -1435,6 +1497,7 @@ pub async fn refresh_rotate_refuses_a_disabled_user(s: &dyn Store) {
             "t1",
             "kubelogin",
             token("t2", "f1", T0 + 2, T0 + 99),
+            "sealed-successor",
             T0 + 2,
             5,
             None
@@ -1520,3 +1583,73 @@ sqlite_suite!(
     purge_expired_keeps_live_rows,
     purge_keeps_used_codes_until_expiry,
 );
+
+/// A database made by the first release (schema version 1) is brought up to date at open, and
+/// its rows survive: each numbered migration runs once, in order.
+#[tokio::test]
+async fn a_version_1_database_is_migrated_in_place() {
+    use sqlx::{ConnectOptions, Connection};
+    use std::str::FromStr;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    {
+        let mut c = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::raw_sql(include_str!(
+            "../src/store/migrations/sqlite/0001_initial.sql"
+        ))
+        .execute(&mut c)
+        .await
+        .unwrap();
+        sqlx::raw_sql(
+            "PRAGMA user_version = 1;
+             INSERT INTO users (id, username, email, created_at, updated_at)
+                 VALUES ('u1', 'alice', 'a@example.com', 1, 1);",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+    }
+    let store = idp::store::SqliteStore::open(&url).await.unwrap();
+    assert_eq!(
+        store.user_by_id("u1").await.unwrap().unwrap().username,
+        "alice"
+    );
+    // The version-2 column is there: a rotation keeps its sealed successor.
+    client(&store, "kubelogin", true).await;
+    family(&store, "f1", "kubelogin", "u1", "t1", T0).await;
+    store
+        .rotate_refresh_token(
+            "t1",
+            "kubelogin",
+            token("t2", "f1", T0 + 1, T0 + 3600),
+            "sealed",
+            T0 + 1,
+            5,
+            None,
+        )
+        .await
+        .unwrap();
+    let again = store
+        .rotate_refresh_token(
+            "t1",
+            "kubelogin",
+            token("t3", "f1", T0 + 2, T0 + 3600),
+            "other",
+            T0 + 2,
+            5,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(again, Rotation::WithinGrace(_, Some(s)) if s == "sealed"));
+    store.close().await;
+    // Opening again runs nothing twice.
+    let store = idp::store::SqliteStore::open(&url).await.unwrap();
+    store.close().await;
+}

@@ -58,3 +58,33 @@ pub struct IdTokenClaims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
 }
+
+/// The claims of our access tokens: the JWT profile for OAuth 2.0 access tokens, RFC 9068 §2.2
+/// (`iss`, `exp`, `aud`, `sub`, `client_id`, `iat`, `jti`; `scope` §2.2.3; `auth_time` §2.2.1;
+/// identity claims §2.2.2), plus `grant_id`, the refresh family (grant) the token came from, so
+/// the IdP can refuse the token at userinfo and introspection once that grant is revoked.
+/// One definition for the IdP that signs them and the endpoints that check them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AccessTokenClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: u64,
+    pub iat: u64,
+    pub jti: String,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<String>,
+}

@@ -357,7 +357,10 @@ pub async fn run_admin(
                     .set_password(&u.id, &crypto::hash_password(&password)?, now)
                     .await?;
                 audit::record_in(store, now, ev("user_password_changed").subject(&name)).await;
-                writeln!(out, "password of {name} changed")?;
+                writeln!(
+                    out,
+                    "password of {name} changed; their sessions and refresh tokens are revoked"
+                )?;
                 if generated {
                     writeln!(out, "password: {password}")?;
                 }

@@ -7,25 +7,14 @@ use crate::store::User;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-/// The claims of our access tokens that matter when one is presented back to us.
-#[derive(Debug, Deserialize)]
-pub struct AccessTokenClaims {
-    pub iss: String,
-    pub sub: String,
-    pub aud: String,
-    pub exp: u64,
-    pub iat: u64,
-    pub jti: String,
-    pub client_id: String,
-    #[serde(default)]
-    pub scope: String,
-}
+pub use shared::claims::AccessTokenClaims;
 
 /// Verifies one of our access tokens and that it is still good: signature by a published key,
-/// our issuer, unexpired, not revoked, user enabled, client not force-reauthenticated since.
+/// our issuer, unexpired, not revoked (RFC 7009 §2: by its own id, or with the grant it came
+/// from: a revoked refresh family, a replayed code), user enabled, client not
+/// force-reauthenticated since.
 /// Returns the claims and the user (none for client-credentials tokens).
 pub async fn check_access_token(
     state: &AppState,
@@ -47,6 +36,12 @@ pub async fn check_access_token(
     };
     if claims.iat < client.tokens_valid_after {
         return Ok(None);
+    }
+    if let Some(grant) = &claims.grant_id {
+        match state.store.family(grant).await? {
+            Some(f) if f.revoked_at.is_none() => {}
+            _ => return Ok(None),
+        }
     }
     if claims.sub == claims.client_id {
         return Ok(Some((claims, None)));

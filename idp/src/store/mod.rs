@@ -13,6 +13,10 @@ use async_trait::async_trait;
 
 pub type StoreResult<T> = Result<T, IdpError>;
 
+/// The longest refresh-reuse grace window the configuration accepts; the kept successor of a
+/// rotated token is erased once this has passed.
+pub const MAX_REUSE_GRACE_SECS: u64 = 60;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct User {
     /// Stable random identifier, the `sub` claim (OpenID Connect Core §2: never reassigned).
@@ -121,9 +125,11 @@ pub struct RefreshToken {
 pub enum Rotation {
     /// The token was current; it is now rotated and `new_hash` is stored in its place.
     Rotated(Family),
-    /// The token was rotated moments ago (within the grace window): a racing client, so a new
-    /// sibling token was stored and the family lives on.
-    WithinGrace(Family),
+    /// The token was rotated moments ago (within the grace window): a client retrying after a
+    /// lost response. Nothing is written; the rotation's successor is handed back, still
+    /// encrypted (see `rotate_refresh_token`), so the retry gets the *same* successor and the
+    /// family never forks (RFC 9700 §4.14.2). `None` when the ciphertext is gone.
+    WithinGrace(Family, Option<String>),
     /// The token was rotated before the grace window: reuse, the family is now revoked.
     Reused(Family),
     /// The token belongs to another client; nothing was changed.
@@ -243,6 +249,8 @@ pub trait Store: Send + Sync {
     /// A user and the names of their groups, in one query (the token endpoint's hot path).
     async fn user_with_groups(&self, id: &str) -> StoreResult<Option<(User, Vec<String>)>>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// Sets a user's password hash and, in the same transaction, ends every session and revokes
+    /// every refresh family of the user: whoever knew the old password is out.
     async fn set_password(&self, user_id: &str, hash: &str, now: u64) -> StoreResult<()>;
     /// Disabling also revokes every refresh token family and session of the user at once.
     async fn set_user_disabled(&self, user_id: &str, disabled: bool, now: u64) -> StoreResult<()>;
@@ -263,7 +271,8 @@ pub trait Store: Send + Sync {
     async fn list_clients(&self) -> StoreResult<Vec<Client>>;
     async fn delete_client(&self, client_id: &str) -> StoreResult<()>;
     async fn set_client_secret_hash(&self, client_id: &str, hash: &str) -> StoreResult<()>;
-    /// Forced re-authentication: every family of the client revoked, older tokens invalid.
+    /// Forced re-authentication: every family of the client revoked, older tokens invalid, its
+    /// consents forgotten and the browser sessions of every user who used it ended.
     async fn revoke_all_for_client(&self, client_id: &str, now: u64) -> StoreResult<u64>;
 
     // consent
@@ -285,13 +294,17 @@ pub trait Store: Send + Sync {
     // refresh tokens
     async fn create_family(&self, family: Family, first: RefreshToken) -> StoreResult<()>;
     async fn family(&self, family_id: &str) -> StoreResult<Option<Family>>;
-    /// Rotates a refresh token presented by `client_id` in one transaction; on success the
+    /// Rotates a refresh token presented by `client_id` in one transaction; on a rotation the
     /// `audit` event (its actor filled with the username) is recorded in the same transaction.
+    /// `successor_enc` (the new token encrypted under a key only the presented token yields) is
+    /// kept on the rotated row so a retry within `grace_secs` gets the same successor back.
+    #[allow(clippy::too_many_arguments)]
     async fn rotate_refresh_token(
         &self,
         old_hash: &str,
         client_id: &str,
         new_token: RefreshToken,
+        successor_enc: &str,
         now: u64,
         grace_secs: u64,
         audit: Option<AuditEvent>,
@@ -333,6 +346,8 @@ pub trait Store: Send + Sync {
     async fn record_audit(&self, event: AuditEvent) -> StoreResult<()>;
     async fn audit_events(&self, filter: AuditFilter) -> StoreResult<Vec<AuditEvent>>;
 
-    /// Deletes expired codes, device codes, sessions, denylisted ids and dead families.
+    /// Deletes expired codes, device codes, sessions, denylisted ids and dead families, and the
+    /// kept successors of rotated refresh tokens once the longest grace window
+    /// ([`MAX_REUSE_GRACE_SECS`]) has passed.
     async fn purge_expired(&self, now: u64) -> StoreResult<u64>;
 }

@@ -13,8 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
-const SCHEMA: &str = include_str!("schema_sqlite.sql");
-const SCHEMA_VERSION: i64 = 1;
+/// The schema as numbered migrations: version N is reached by applying file N on top of N-1, each
+/// in its own transaction with the `user_version` bump. A released file is never edited.
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/sqlite/0001_initial.sql"),
+    include_str!("migrations/sqlite/0002_refresh_successor.sql"),
+];
+const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// SQLite storage.
 #[derive(Clone, Debug)]
@@ -65,10 +70,17 @@ impl SqliteStore {
                 "the database has schema version {version}, newer than this binary's {SCHEMA_VERSION}; upgrade kubelogin-idp"
             )));
         }
-        if version < SCHEMA_VERSION {
+        for (n, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
             let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
-            sqlx::raw_sql(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+            // Another process may have migrated between our read and the write lock.
+            let now_at: i64 = sqlx::query_scalar("PRAGMA user_version")
+                .fetch_one(&mut *tx)
+                .await?;
+            if now_at > n as i64 {
+                continue;
+            }
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::raw_sql(&format!("PRAGMA user_version = {}", n + 1))
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -221,6 +233,27 @@ async fn revoke_in(
     Ok(())
 }
 
+/// Revokes every refresh family and ends every browser session of a user (disable, password
+/// reset): one rule for both.
+async fn end_user_access(
+    conn: &mut sqlx::SqliteConnection,
+    user_id: &str,
+    now: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE token_families SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+    )
+    .bind(i(now))
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 const FAMILY_COLS: &str =
     "f.id, f.client_id, f.user_id, f.scope, f.auth_time, f.created_at AS f_created_at, f.revoked_at";
 
@@ -309,15 +342,19 @@ impl Store for SqliteStore {
     }
 
     async fn set_password(&self, user_id: &str, hash: &str, now: u64) -> StoreResult<()> {
+        let mut writer = self.write.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let r = sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
             .bind(hash)
             .bind(i(now))
             .bind(user_id)
-            .execute(&mut *self.write.lock().await)
+            .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
             return Err(IdpError::NotFound("no such user".into()));
         }
+        end_user_access(&mut tx, user_id, now).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -334,17 +371,7 @@ impl Store for SqliteStore {
             return Err(IdpError::NotFound("no such user".into()));
         }
         if disabled {
-            sqlx::query(
-                "UPDATE token_families SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
-            )
-            .bind(i(now))
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM sessions WHERE user_id = ?")
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
+            end_user_access(&mut tx, user_id, now).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -559,8 +586,16 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        // Forced re-authentication also forgets consent and signs users out, so the next
-        // authorization goes through the login page.
+        // Forced re-authentication also signs out every user who used the client and forgets
+        // consent, so the next authorization goes through the login page.
+        sqlx::query(
+            "DELETE FROM sessions WHERE user_id IN (
+                 SELECT user_id FROM token_families WHERE client_id = ?1
+                 UNION SELECT user_id FROM consents WHERE client_id = ?1)",
+        )
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM consents WHERE client_id = ?")
             .bind(client_id)
             .execute(&mut *tx)
@@ -706,6 +741,7 @@ impl Store for SqliteStore {
         old_hash: &str,
         client_id: &str,
         new_token: RefreshToken,
+        successor_enc: &str,
         now: u64,
         grace_secs: u64,
         audit: Option<AuditEvent>,
@@ -713,8 +749,8 @@ impl Store for SqliteStore {
         let mut writer = self.write.lock().await;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(&format!(
-            "SELECT t.token_hash, t.family_id, t.created_at, t.expires_at, t.rotated_at, {FAMILY_COLS},
-                    u.username AS username, u.disabled AS user_disabled
+            "SELECT t.token_hash, t.family_id, t.created_at, t.expires_at, t.rotated_at, t.successor_enc,
+                    {FAMILY_COLS}, u.username AS username, u.disabled AS user_disabled
              FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id
              JOIN users u ON u.id = f.user_id WHERE t.token_hash = ?"
         ))
@@ -739,24 +775,26 @@ impl Store for SqliteStore {
             tx.commit().await?;
             return Ok(Rotation::Invalid);
         }
-        let outcome = match token.rotated_at {
-            None => Rotation::Rotated(family.clone()),
+        match token.rotated_at {
+            None => {}
             Some(at) if now.saturating_sub(at) <= grace_secs => {
-                Rotation::WithinGrace(family.clone())
+                let kept: Option<String> = row.try_get("successor_enc")?;
+                return Ok(Rotation::WithinGrace(family, kept));
             }
             Some(_) => {
                 revoke_in(&mut tx, &family.id, now).await?;
                 tx.commit().await?;
                 return Ok(Rotation::Reused(family));
             }
-        };
-        if token.rotated_at.is_none() {
-            sqlx::query("UPDATE refresh_tokens SET rotated_at = ? WHERE token_hash = ?")
-                .bind(i(now))
-                .bind(old_hash)
-                .execute(&mut *tx)
-                .await?;
         }
+        sqlx::query(
+            "UPDATE refresh_tokens SET rotated_at = ?, successor_enc = ? WHERE token_hash = ?",
+        )
+        .bind(i(now))
+        .bind(successor_enc)
+        .bind(old_hash)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
             .bind(&new_token.token_hash)
             .bind(&family.id)
@@ -771,7 +809,7 @@ impl Store for SqliteStore {
             insert_audit(&mut tx, &e).await?;
         }
         tx.commit().await?;
-        Ok(outcome)
+        Ok(Rotation::Rotated(family))
     }
 
     async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<(RefreshToken, Family)>> {
@@ -1054,6 +1092,13 @@ impl Store for SqliteStore {
                 .await?
                 .rows_affected();
         }
+        n += sqlx::query(
+            "UPDATE refresh_tokens SET successor_enc = NULL WHERE successor_enc IS NOT NULL AND rotated_at <= ?",
+        )
+        .bind(i(now.saturating_sub(MAX_REUSE_GRACE_SECS)))
+        .execute(&mut *self.write.lock().await)
+        .await?
+        .rows_affected();
         n += sqlx::query("DELETE FROM token_families WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = token_families.id)")
             .execute(&mut *self.write.lock().await)
             .await?

@@ -62,6 +62,12 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
     };
     check_pkce(d.code_challenge.as_deref(), ctx.params.get("code_verifier"))?;
     let (user, groups) = active_user(state, d.user_id.as_deref().unwrap_or("")).await?;
+    // Like every grant: nothing issued before a forced re-authentication of the client counts.
+    if d.created_at < ctx.client.tokens_valid_after {
+        return Err(OAuthError::invalid_grant(
+            "the client's sessions were revoked; start the device flow again",
+        ));
+    }
     let minted = mint(
         ctx,
         Mint {

@@ -18,7 +18,6 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde::Serialize;
 use shared::token::{grant_type, TokenResponse};
 use std::collections::BTreeMap;
 
@@ -105,26 +104,19 @@ pub async fn authenticate_client(
             (id, params.get("client_secret").cloned())
         }
     };
-    let client = state
-        .store
-        .client(&client_id)
-        .await?
-        .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
-    match (&client.secret_hash, secret) {
+    // One answer for every way authentication can fail (unknown client, wrong secret, secret
+    // missing or not expected), so the endpoint does not tell which client ids exist or which of
+    // them are confidential (RFC 6749 §5.2 invalid_client; RFC 9700 §4.17 client
+    // impersonation). The secret is hashed even for an unknown id, so timing says no more.
+    let failed = || OAuthError::invalid_client("client authentication failed");
+    let presented = secret.as_deref().map(crypto::hash_secret);
+    let Some(client) = state.store.client(&client_id).await? else {
+        return Err(failed());
+    };
+    match (&client.secret_hash, presented) {
         (None, None) => Ok(client),
-        (None, Some(_)) => Err(OAuthError::invalid_client(
-            "this is a public client; it has no secret",
-        )),
-        (Some(_), None) => Err(OAuthError::invalid_client(
-            "this client must authenticate with its secret",
-        )),
-        (Some(h), Some(s)) => {
-            if crypto::ct_eq(h, &crypto::hash_secret(&s)) {
-                Ok(client)
-            } else {
-                Err(OAuthError::invalid_client("client authentication failed"))
-            }
-        }
+        (Some(h), Some(p)) if crypto::ct_eq(h, &p) => Ok(client),
+        _ => Err(failed()),
     }
 }
 
@@ -210,6 +202,7 @@ pub enum RefreshPlan {
     /// The family already holds the new token's hash (a rotation).
     Rotated {
         token: String,
+        family_id: String,
     },
 }
 
@@ -222,29 +215,6 @@ pub struct Mint<'a> {
     pub nonce: Option<&'a str>,
     pub auth_time: Option<u64>,
     pub refresh: RefreshPlan,
-}
-
-#[derive(Serialize)]
-struct AccessClaims<'a> {
-    iss: &'a str,
-    sub: &'a str,
-    aud: &'a str,
-    exp: u64,
-    iat: u64,
-    jti: String,
-    client_id: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    scope: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    auth_time: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    email: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    email_verified: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    preferred_username: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    groups: Option<&'a [String]>,
 }
 
 /// Signs the access token and, when `openid` was granted, the ID token (OpenID Connect Core
@@ -263,23 +233,36 @@ pub async fn mint(ctx: GrantContext<'_>, m: Mint<'_>) -> Result<Minted, OAuthErr
         .map(|u| u.id.as_str())
         .unwrap_or(client.client_id.as_str());
     let keys = state.keys().await?;
-    let access = AccessClaims {
-        iss: &state.config.issuer,
-        sub,
-        aud: &client.client_id,
+    // The grant the tokens belong to: a rotation continues its family; a fresh authentication
+    // that may refresh starts one, named before signing so the access token can carry it.
+    let new_family = match (&m.refresh, m.user) {
+        (RefreshPlan::NewFamily, Some(_)) if client.allows_grant(grant_type::REFRESH_TOKEN) => {
+            Some(crypto::random_token(16))
+        }
+        _ => None,
+    };
+    let grant_id = match &m.refresh {
+        RefreshPlan::Rotated { family_id, .. } => Some(family_id.clone()),
+        _ => new_family.clone(),
+    };
+    let access = shared::claims::AccessTokenClaims {
+        iss: state.config.issuer.clone(),
+        sub: sub.to_string(),
+        aud: client.client_id.clone(),
         exp,
         iat: now,
         jti: crypto::random_token(16),
-        client_id: &client.client_id,
-        scope: m.scope,
+        client_id: client.client_id.clone(),
+        scope: m.scope.to_string(),
         auth_time: m.auth_time,
-        email: m.user.filter(|_| has("email")).map(|u| u.email.as_str()),
+        email: m.user.filter(|_| has("email")).map(|u| u.email.clone()),
         email_verified: m.user.filter(|_| has("email")).map(|u| u.email_verified),
         preferred_username: m
             .user
             .filter(|_| has("profile"))
-            .map(|u| u.username.as_str()),
-        groups: groups.as_deref(),
+            .map(|u| u.username.clone()),
+        groups: groups.clone(),
+        grant_id,
     };
     let access_token = keys
         .active
@@ -320,12 +303,12 @@ pub async fn mint(ctx: GrantContext<'_>, m: Mint<'_>) -> Result<Minted, OAuthErr
     };
 
     let mut family_id = None;
-    let refresh_token = match (m.refresh, m.user) {
-        (RefreshPlan::Rotated { token }, _) => Some(token),
-        (RefreshPlan::NewFamily, Some(u)) if client.allows_grant(grant_type::REFRESH_TOKEN) => {
+    let refresh_token = match (m.refresh, m.user, new_family) {
+        (RefreshPlan::Rotated { token, .. }, _, _) => Some(token),
+        (RefreshPlan::NewFamily, Some(u), Some(id)) => {
             let token = crypto::random_token(32);
             let family = Family {
-                id: crypto::random_token(16),
+                id,
                 client_id: client.client_id.clone(),
                 user_id: u.id.clone(),
                 scope: m.scope.to_string(),

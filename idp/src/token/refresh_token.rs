@@ -1,12 +1,74 @@
 //! The refresh token grant, RFC 6749 §6, with rotation and reuse detection (OAuth 2.0
 //! Security BCP, RFC 9700 §4.14.2) and an ID token on every refresh (OpenID Connect Core §12.2).
+//!
+//! A retry inside the grace window (a client whose first response was lost) gets the *same*
+//! successor as the first presentation, never a sibling: a sibling would be a branch of the
+//! family that reuse detection never sees, so a thief replaying the token within the window would
+//! keep a session of their own. The successor is kept on the rotated row, sealed with AES-256-GCM
+//! under a key derived (HKDF-SHA256) from the presented token, which the database never holds,
+//! and erased when the window has passed.
 
 use super::{active_user, mint, GrantContext, Mint, RefreshPlan};
 use crate::audit;
 use crate::crypto;
-use crate::error::OAuthError;
+use crate::error::{IdpError, OAuthError};
 use crate::store::{RefreshToken, Rotation};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::hkdf::{Salt, HKDF_SHA256};
+use ring::rand::{SecureRandom, SystemRandom};
 use shared::token::TokenResponse;
+
+const SUCCESSOR_KDF_SALT: &[u8] = b"kubelogin-idp refresh-token successor v1";
+
+/// The AEAD key only the holder of `presented` can derive (HKDF, RFC 5869).
+fn successor_key(presented: &str) -> Option<LessSafeKey> {
+    let prk = Salt::new(HKDF_SHA256, SUCCESSOR_KDF_SALT).extract(presented.as_bytes());
+    let okm = prk.expand(&[b"aes-256-gcm"], &AES_256_GCM).ok()?;
+    Some(LessSafeKey::new(UnboundKey::from(okm)))
+}
+
+/// Seals `successor` for whoever presents `presented`; bound to the rotated token's hash.
+pub fn seal_successor(
+    presented: &str,
+    old_hash: &str,
+    successor: &str,
+) -> Result<String, IdpError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| IdpError::Internal("no randomness for the refresh-token successor".into()))?;
+    let mut buf = successor.as_bytes().to_vec();
+    successor_key(presented)
+        .ok_or_else(|| {
+            IdpError::Internal("deriving the refresh-token successor key failed".into())
+        })?
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(old_hash.as_bytes()),
+            &mut buf,
+        )
+        .map_err(|_| IdpError::Internal("sealing the refresh-token successor failed".into()))?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&buf);
+    Ok(URL_SAFE_NO_PAD.encode(out))
+}
+
+/// Opens a successor sealed by [`seal_successor`]; `None` when it does not open.
+pub fn open_successor(presented: &str, old_hash: &str, sealed: &str) -> Option<String> {
+    let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+    if raw.len() < NONCE_LEN {
+        return None;
+    }
+    let (n, ct) = raw.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(n).ok()?;
+    let mut buf = ct.to_vec();
+    let plain = successor_key(presented)?
+        .open_in_place(nonce, Aad::from(old_hash.as_bytes()), &mut buf)
+        .ok()?;
+    String::from_utf8(plain.to_vec()).ok()
+}
 
 pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
     let state = ctx.state;
@@ -22,8 +84,8 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
     //    authenticated client (§6: "ensure that it was issued to the authenticated client" —
     //    before anything is written, so a foreign client cannot burn someone else's token) and
     //    records the audit event: a current token is replaced; one rotated within the grace
-    //    window (a racing kubectl) gets a sibling; one rotated earlier is reuse and kills the
-    //    family.
+    //    window gets the same successor back; one rotated earlier is reuse and kills the
+    //    family (RFC 9700 §4.14.2).
     let next = RefreshToken {
         token_hash: crypto::hash_secret(&new_token),
         family_id: String::new(),
@@ -35,19 +97,39 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
         .client(&ctx.client.client_id)
         .meta(ctx.meta)
         .into_event();
-    let family = match state
+    let sealed = seal_successor(presented, &old_hash, &new_token)?;
+    let (family, token) = match state
         .store
         .rotate_refresh_token(
             &old_hash,
             &ctx.client.client_id,
             next,
+            &sealed,
             now,
             state.config.refresh_reuse_grace,
             Some(audit),
         )
         .await?
     {
-        Rotation::Rotated(f) | Rotation::WithinGrace(f) => f,
+        Rotation::Rotated(f) => (f, new_token),
+        Rotation::WithinGrace(f, kept) => {
+            let Some(successor) = kept.and_then(|k| open_successor(presented, &old_hash, &k))
+            else {
+                return Err(OAuthError::invalid_grant(
+                    "the refresh token was just rotated; use its successor or sign in again",
+                ));
+            };
+            audit::record(
+                state,
+                audit::Event::new("refresh_token_grace_reuse", audit::WARNING)
+                    .subject(&f.user_id)
+                    .client(&f.client_id)
+                    .meta(ctx.meta)
+                    .details("a just-rotated refresh token was presented again within the grace window; the same successor was returned"),
+            )
+            .await;
+            (f, successor)
+        }
         Rotation::Reused(f) => {
             audit::record(
                 state,
@@ -106,17 +188,31 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
             scope: &scope,
             nonce: None,
             auth_time: Some(family.auth_time),
-            refresh: RefreshPlan::Rotated { token: new_token },
+            refresh: RefreshPlan::Rotated {
+                token,
+                family_id: family.id.clone(),
+            },
         },
     )
     .await?;
-    audit::record(
-        state,
-        audit::Event::new("token_refreshed", audit::INFO)
-            .actor(&user.username)
-            .client(&ctx.client.client_id)
-            .meta(ctx.meta),
-    )
-    .await;
     Ok(minted.response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_presented_token_opens_its_successor() {
+        let sealed = seal_successor("old-token", "old-hash", "the-successor").unwrap();
+        assert!(!sealed.contains("the-successor"));
+        assert_eq!(
+            open_successor("old-token", "old-hash", &sealed).as_deref(),
+            Some("the-successor")
+        );
+        assert_eq!(open_successor("other-token", "old-hash", &sealed), None);
+        assert_eq!(open_successor("old-token", "other-hash", &sealed), None);
+        assert_eq!(open_successor("old-token", "old-hash", "garbage!"), None);
+        assert_eq!(open_successor("old-token", "old-hash", ""), None);
+    }
 }

@@ -1,4 +1,5 @@
--- kubelogin-idp schema, version 1 (SQLite). PostgreSQL gets the same tables in its own dialect.
+-- kubelogin-idp schema, version 1 (SQLite): the initial tables. Never edit a released migration;
+-- add the next numbered file instead.
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY,
     username TEXT NOT NULL UNIQUE,
