@@ -114,3 +114,34 @@ mod tests {
         assert_eq!(at_hash_sha256("token").len(), 22);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any string decodes to a value or an error; nothing panics.
+        #[test]
+        fn any_string_decodes_or_errs(s in ".{0,300}") {
+            let _ = decode_header_unverified::<serde_json::Value>(&s);
+            let _ = decode_claims_unverified::<serde_json::Value>(&s);
+            let _ = expiry_unverified(&s);
+        }
+
+        /// A well-formed token round-trips its header, claims and `exp`.
+        #[test]
+        fn encoded_claims_round_trip(exp in any::<u64>(), sub in "[ -~]{0,40}", sig in "[A-Za-z0-9_-]{0,60}") {
+            let header = serde_json::json!({"alg": "RS256", "kid": "k"});
+            let claims = serde_json::json!({"sub": sub, "exp": exp});
+            let token = format!(
+                "{}.{}.{sig}",
+                b64url(header.to_string().as_bytes()),
+                b64url(claims.to_string().as_bytes())
+            );
+            prop_assert_eq!(decode_header_unverified::<serde_json::Value>(&token).unwrap(), header);
+            prop_assert_eq!(decode_claims_unverified::<serde_json::Value>(&token).unwrap(), claims);
+            prop_assert_eq!(expiry_unverified(&token).unwrap(), Some(exp));
+        }
+    }
+}

@@ -83,3 +83,66 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn uri() -> impl Strategy<Value = String> {
+        (
+            prop_oneof!["http", "https", "HTTP", "custom"],
+            prop_oneof![
+                "localhost",
+                "127.0.0.1",
+                "[::1]",
+                "evil.example",
+                "localhost.evil.example",
+                "127.0.0.1.nip.io"
+            ],
+            proptest::option::of(0u16..),
+            "(/[a-z%@:.\\\\]{0,8}){0,3}",
+            proptest::option::of("[a-z=&]{0,8}"),
+            proptest::option::of("[a-z]{0,4}"),
+        )
+            .prop_map(|(scheme, host, port, path, query, frag)| {
+                let mut u = format!("{scheme}://{host}");
+                if let Some(p) = port {
+                    u.push_str(&format!(":{p}"));
+                }
+                u.push_str(&path);
+                if let Some(q) = query {
+                    u.push('?');
+                    u.push_str(&q);
+                }
+                if let Some(f) = frag {
+                    u.push('#');
+                    u.push_str(&f);
+                }
+                u
+            })
+    }
+
+    proptest! {
+        /// A match is the identical string, or an http loopback URI that differs only in its
+        /// port: never another host, scheme, path or query, never a fragment.
+        #[test]
+        fn a_match_never_leaves_the_registered_loopback(reg in uri(), req in uri()) {
+            if redirect_uri_matches(&reg, &req) && reg != req {
+                let (r, q) = (Url::parse(&reg).unwrap(), Url::parse(&req).unwrap());
+                prop_assert_eq!(q.scheme(), "http");
+                prop_assert!(is_loopback_host(&q.host().unwrap()));
+                prop_assert_eq!(r.host_str(), q.host_str());
+                prop_assert_eq!(r.path(), q.path());
+                prop_assert_eq!(r.query(), q.query());
+                prop_assert!(q.fragment().is_none());
+            }
+        }
+
+        /// Arbitrary text never panics the comparison.
+        #[test]
+        fn arbitrary_text_never_panics(a in ".{0,80}", b in ".{0,80}") {
+            let _ = redirect_uri_matches(&a, &b);
+        }
+    }
+}

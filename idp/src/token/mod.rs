@@ -42,19 +42,31 @@ impl<S: Send + Sync> FromRequest<S> for FormParams {
         let body = Bytes::from_request(req, state).await.map_err(|_| {
             OAuthError::invalid_request("the request body is too large or unreadable")
         })?;
-        let mut m = BTreeMap::new();
-        for (k, v) in url::form_urlencoded::parse(&body) {
-            if v.is_empty() {
-                continue;
-            }
-            if m.insert(k.to_string(), v.to_string()).is_some() {
-                return Err(OAuthError::invalid_request(format!(
-                    "the parameter {k:?} appears more than once"
-                )));
-            }
-        }
-        Ok(FormParams(m))
+        parse_form(&body).map(FormParams)
     }
+}
+
+/// Longest parameter name we keep; longer names are refused (no standard name comes close).
+pub const MAX_PARAM_NAME: usize = 64;
+
+/// Parses an `application/x-www-form-urlencoded` body into parameters: empty values dropped,
+/// a repeated parameter refused (RFC 6749 §3.2). Pure, so it can be fuzzed on its own.
+pub fn parse_form(body: &[u8]) -> Result<BTreeMap<String, String>, OAuthError> {
+    let mut m = BTreeMap::new();
+    for (k, v) in url::form_urlencoded::parse(body) {
+        if v.is_empty() {
+            continue;
+        }
+        if k.len() > MAX_PARAM_NAME {
+            return Err(OAuthError::invalid_request("a parameter name is too long"));
+        }
+        if m.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(OAuthError::invalid_request(format!(
+                "the parameter {k:?} appears more than once"
+            )));
+        }
+    }
+    Ok(m)
 }
 
 /// Authenticates the client (RFC 6749 §2.3): `client_secret_basic` (§2.3.1, credentials
@@ -416,4 +428,37 @@ pub fn requested_scopes(
         )));
     }
     Ok(scopes)
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any body gives parameters or an OAuth error; accepted parameters are non-empty,
+        /// unique and bounded.
+        #[test]
+        fn any_body_parses_or_errs(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(m) = parse_form(&body) {
+                prop_assert!(m.values().all(|v| !v.is_empty()));
+                prop_assert!(m.keys().all(|k| k.len() <= MAX_PARAM_NAME));
+            }
+        }
+
+        /// Encoded parameters come back exactly, and a repeated one is refused.
+        #[test]
+        fn encoded_parameters_round_trip(
+            params in proptest::collection::btree_map("[a-z_]{1,20}", ".{1,40}", 0..8)
+        ) {
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&params)
+                .finish();
+            prop_assert_eq!(parse_form(body.as_bytes()).unwrap(), params.clone());
+            if let Some((k, v)) = params.iter().next() {
+                let doubled = format!("{body}&{}", url::form_urlencoded::Serializer::new(String::new()).append_pair(k, v).finish());
+                prop_assert!(parse_form(doubled.as_bytes()).is_err());
+            }
+        }
+    }
 }
