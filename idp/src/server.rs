@@ -6,7 +6,6 @@ use crate::config::{Config, ServeArgs};
 use crate::error::IdpError;
 use crate::state::AppState;
 use crate::store::{SqliteStore, Store};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,22 +68,35 @@ fn create_private_dir(dir: &Path) -> Result<(), IdpError> {
     Ok(())
 }
 
-/// Keeps keys fresh and the database tidy while the server runs.
+/// How often expired codes, tokens and sessions are deleted.
+const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Keeps keys fresh (every `KEY_RELOAD_INTERVAL`, so a `keys rotate` run by another process
+/// is published) and the database tidy while the server runs.
 pub fn spawn_background(state: AppState) {
+    let keys = state.clone();
     tokio::spawn(async move {
-        let mut tick: u64 = 0;
+        let mut every = tokio::time::interval(keys.config.key_reload_interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate; keys were just loaded.
+        every.tick().await;
         loop {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            tick += 1;
-            if let Err(e) = state.reload_keys().await {
+            every.tick().await;
+            if let Err(e) = keys.reload_keys().await {
                 tracing::error!(error = %e, "reloading signing keys failed");
             }
-            if tick.is_multiple_of(20) {
-                match state.store.purge_expired(state.now()).await {
-                    Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired records"),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "purging expired records failed"),
-                }
+        }
+    });
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PURGE_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            match state.store.purge_expired(state.now()).await {
+                Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired records"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "purging expired records failed"),
             }
         }
     });
@@ -111,17 +123,8 @@ pub async fn run(args: &ServeArgs, data: &DataArgs) -> Result<(), IdpError> {
         .map_err(|e| IdpError::Config(format!("cannot listen on {}: {e}", config.addr)))?;
     tracing::info!(issuer = %config.issuer, addr = %config.addr, tls = tls.is_some(), "kubelogin-idp is serving");
     let app = crate::app(state);
-    match tls {
-        Some(tls) => crate::tls::serve_tls(listener, tls, app, shutdown_signal()).await?,
-        None => {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown_signal())
-            .await?
-        }
-    }
+    let limits = config.limits.clone();
+    crate::tls::serve(listener, tls, app, limits, shutdown_signal()).await?;
     Ok(())
 }
 
