@@ -341,6 +341,50 @@ mod tests {
         assert!(validate_issuer("ftp://idp.example.com").is_err());
     }
 
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let w = Wrapper::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Config::from_args(&w.args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn serving_limits() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.limits, ServeLimits::default());
+        assert_eq!(c.limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.limits.request_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.max_connections, 1024);
+        assert_eq!(c.limits.max_connections_per_ip, 64);
+        assert_eq!(c.key_reload_interval, Duration::from_secs(30));
+
+        let c = parse(&[
+            "--http-header-timeout=300ms",
+            "--http-request-timeout=1m",
+            "--trusted-proxies=10.0.0.1",
+        ])
+        .unwrap();
+        assert_eq!(c.limits.header_read_timeout, Duration::from_millis(300));
+        assert_eq!(c.limits.request_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.per_ip_exempt, vec![IpAddr::from([10, 0, 0, 1])]);
+
+        for bad in [
+            "--http-header-timeout=0s",
+            "--http-body-timeout=25h",
+            "--key-reload-interval=soon",
+            "--max-connections=0",
+            "--max-connections-per-ip=2000000",
+        ] {
+            assert!(parse(&[bad]).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn listen_addresses() {
         assert_eq!(
