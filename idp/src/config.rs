@@ -3,8 +3,10 @@
 
 use crate::error::IdpError;
 use crate::keys::Algorithm;
+use crate::tls::ServeLimits;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// `kubelogin-idp serve` flags; each also reads the environment variable named beside it.
 #[derive(Debug, Clone, clap::Args)]
@@ -61,6 +63,54 @@ pub struct ServeArgs {
     /// Failed logins per client IP within 15 minutes before that IP is throttled.
     #[arg(long, env = "LOGIN_MAX_FAILURES_PER_IP", default_value_t = 20)]
     pub login_max_failures_per_ip: u32,
+    /// Time a client has for the TLS handshake and for each request's headers; also how long a
+    /// keep-alive connection may sit idle (e.g. 10s, 500ms).
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http_header_timeout: Duration,
+    /// Longest silence while a request body is being read.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub http_body_timeout: Duration,
+    /// Longest time from a request's headers to its response; slower requests get a 503.
+    #[arg(long, env = "HTTP_REQUEST_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub http_request_timeout: Duration,
+    /// Connections served at once; further connections wait until one closes.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Connections from one client address (IPv6: one /64) at once; further ones are closed.
+    /// TRUSTED_PROXIES are exempt.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 64)]
+    pub max_connections_per_ip: usize,
+    /// How often signing keys are re-read from the database, so `keys rotate` run by another
+    /// process reaches this server's JWKS and tokens.
+    #[arg(long, env = "KEY_RELOAD_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub key_reload_interval: Duration,
+}
+
+/// Longest accepted value of a serving timeout or interval: larger ones only disable the limit
+/// they set, and would overflow deadline arithmetic.
+const MAX_SERVE_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Largest connection cap accepted.
+const MAX_CONNECTIONS: usize = 1_000_000;
+
+/// Checks a `serve` duration flag: above zero and at most a day.
+fn bounded_duration(name: &str, d: Duration) -> Result<Duration, IdpError> {
+    if d.is_zero() || d > MAX_SERVE_DURATION {
+        return Err(IdpError::Config(format!(
+            "{name} must be more than 0 and at most 24h (got {})",
+            humantime::format_duration(d)
+        )));
+    }
+    Ok(d)
+}
+
+/// Checks a connection cap: at least 1, at most a million.
+fn bounded_count(name: &str, n: usize) -> Result<usize, IdpError> {
+    if n == 0 || n > MAX_CONNECTIONS {
+        return Err(IdpError::Config(format!(
+            "{name} must be between 1 and {MAX_CONNECTIONS} (got {n})"
+        )));
+    }
+    Ok(n)
 }
 
 /// Parses `90`, `90s`, `15m`, `1h`, `30d` (and combinations like `1h30m`) into seconds.
@@ -123,6 +173,10 @@ pub struct Config {
     pub secure_cookies: bool,
     pub login_max_failures: u32,
     pub login_max_failures_per_ip: u32,
+    /// Listener time and connection limits.
+    pub limits: ServeLimits,
+    /// How often signing keys are re-read from the store.
+    pub key_reload_interval: Duration,
 }
 
 /// Parses `host:port` or `:port` (all interfaces, AuthGate's form).
@@ -225,6 +279,21 @@ impl Config {
             trusted_proxies: a.trusted_proxies.clone(),
             login_max_failures: a.login_max_failures.max(1),
             login_max_failures_per_ip: a.login_max_failures_per_ip.max(1),
+            limits: ServeLimits {
+                header_read_timeout: bounded_duration(
+                    "HTTP_HEADER_TIMEOUT",
+                    a.http_header_timeout,
+                )?,
+                body_read_timeout: bounded_duration("HTTP_BODY_TIMEOUT", a.http_body_timeout)?,
+                request_timeout: bounded_duration("HTTP_REQUEST_TIMEOUT", a.http_request_timeout)?,
+                max_connections: bounded_count("MAX_CONNECTIONS", a.max_connections)?,
+                max_connections_per_ip: bounded_count(
+                    "MAX_CONNECTIONS_PER_IP",
+                    a.max_connections_per_ip,
+                )?,
+                per_ip_exempt: a.trusted_proxies.clone(),
+            },
+            key_reload_interval: bounded_duration("KEY_RELOAD_INTERVAL", a.key_reload_interval)?,
         })
     }
 
@@ -272,6 +341,50 @@ mod tests {
         assert!(validate_issuer("https://idp.example.com?x=1").is_err());
         assert!(validate_issuer("https://idp.example.com#f").is_err());
         assert!(validate_issuer("ftp://idp.example.com").is_err());
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let w = Wrapper::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Config::from_args(&w.args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn serving_limits() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.limits, ServeLimits::default());
+        assert_eq!(c.limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.limits.request_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.max_connections, 1024);
+        assert_eq!(c.limits.max_connections_per_ip, 64);
+        assert_eq!(c.key_reload_interval, Duration::from_secs(30));
+
+        let c = parse(&[
+            "--http-header-timeout=300ms",
+            "--http-request-timeout=1m",
+            "--trusted-proxies=10.0.0.1",
+        ])
+        .unwrap();
+        assert_eq!(c.limits.header_read_timeout, Duration::from_millis(300));
+        assert_eq!(c.limits.request_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.per_ip_exempt, vec![IpAddr::from([10, 0, 0, 1])]);
+
+        for bad in [
+            "--http-header-timeout=0s",
+            "--http-body-timeout=25h",
+            "--key-reload-interval=soon",
+            "--max-connections=0",
+            "--max-connections-per-ip=2000000",
+        ] {
+            assert!(parse(&[bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

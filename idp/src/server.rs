@@ -6,7 +6,6 @@ use crate::config::{Config, ServeArgs};
 use crate::error::IdpError;
 use crate::state::AppState;
 use crate::store::{SqliteStore, Store};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +33,10 @@ impl DataArgs {
     }
 }
 
-/// Opens the configured store, creating the data directory (0700) for the default SQLite file.
+/// Opens the configured store. A SQLite database is private whatever `DATABASE_URL` says: a
+/// missing directory is created 0700 and a missing file 0600 (SQLite gives its -wal and -shm
+/// files the database file's mode); an existing file or directory others can read is left as
+/// it is, with a warning.
 pub async fn open_store(data: &DataArgs) -> Result<Arc<dyn Store>, IdpError> {
     let url = data.url();
     if url.starts_with("postgres") {
@@ -48,43 +50,135 @@ pub async fn open_store(data: &DataArgs) -> Result<Arc<dyn Store>, IdpError> {
     if data.database_url.is_none() {
         create_private_dir(&data.data_dir)?;
     }
+    if let Some(file) = sqlite_file(&url)? {
+        prepare_private_file(&file)?;
+    }
     Ok(Arc::new(SqliteStore::open(&url).await?))
+}
+
+/// The database file a sqlite URL names, or None for an in-memory database.
+fn sqlite_file(url: &str) -> Result<Option<PathBuf>, IdpError> {
+    use std::str::FromStr as _;
+    let in_memory = url.starts_with("sqlite::memory:") || url.contains("mode=memory");
+    if in_memory {
+        return Ok(None);
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+        .map_err(|e| IdpError::Config(format!("DATABASE_URL is not a usable sqlite URL: {e}")))?;
+    Ok(Some(options.get_filename().to_path_buf()))
+}
+
+/// Makes sure the database file exists with mode 0600 in a directory that exists (created
+/// 0700 if it did not), before SQLite creates it with the umask's mode.
+fn prepare_private_file(file: &Path) -> Result<(), IdpError> {
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if dir.exists() {
+            warn_if_shared(dir, "database directory");
+        } else {
+            create_private_dir(dir)?;
+        }
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    match options.open(file) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            warn_if_shared(file, "database file");
+            for suffix in ["-wal", "-shm"] {
+                let mut side = file.as_os_str().to_owned();
+                side.push(suffix);
+                let side = PathBuf::from(side);
+                if side.exists() {
+                    warn_if_shared(&side, "database file");
+                }
+            }
+        }
+        Err(e) => {
+            return Err(IdpError::Config(format!(
+                "cannot create database file {}: {e}",
+                file.display()
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Logs a warning when group or others may access `path` (the database holds password hashes,
+/// signing keys and session hashes). Existing modes are the operator's to change: a directory
+/// such as /var/lib may be shared on purpose.
+fn warn_if_shared(path: &Path, what: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{mode:o}"),
+                    "the {what} is accessible to other users; chmod {} it",
+                    if meta.is_dir() { "700" } else { "600" }
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, what);
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), IdpError> {
     if dir.exists() {
         return Ok(());
     }
-    std::fs::create_dir_all(dir).map_err(|e| {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|e| {
         IdpError::Config(format!(
             "cannot create data directory {}: {e}",
             dir.display()
         ))
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
+    })
 }
 
-/// Keeps keys fresh and the database tidy while the server runs.
+/// How often expired codes, tokens and sessions are deleted.
+const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Keeps keys fresh (every `KEY_RELOAD_INTERVAL`, so a `keys rotate` run by another process
+/// is published) and the database tidy while the server runs.
 pub fn spawn_background(state: AppState) {
+    let keys = state.clone();
     tokio::spawn(async move {
-        let mut tick: u64 = 0;
+        let mut every = tokio::time::interval(keys.config.key_reload_interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate; keys were just loaded.
+        every.tick().await;
         loop {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            tick += 1;
-            if let Err(e) = state.reload_keys().await {
+            every.tick().await;
+            if let Err(e) = keys.reload_keys().await {
                 tracing::error!(error = %e, "reloading signing keys failed");
             }
-            if tick.is_multiple_of(20) {
-                match state.store.purge_expired(state.now()).await {
-                    Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired records"),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "purging expired records failed"),
-                }
+        }
+    });
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PURGE_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            match state.store.purge_expired(state.now()).await {
+                Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired records"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "purging expired records failed"),
             }
         }
     });
@@ -111,17 +205,8 @@ pub async fn run(args: &ServeArgs, data: &DataArgs) -> Result<(), IdpError> {
         .map_err(|e| IdpError::Config(format!("cannot listen on {}: {e}", config.addr)))?;
     tracing::info!(issuer = %config.issuer, addr = %config.addr, tls = tls.is_some(), "kubelogin-idp is serving");
     let app = crate::app(state);
-    match tls {
-        Some(tls) => crate::tls::serve_tls(listener, tls, app, shutdown_signal()).await?,
-        None => {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown_signal())
-            .await?
-        }
-    }
+    let limits = config.limits.clone();
+    crate::tls::serve(listener, tls, app, limits, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -18,3 +18,6 @@ mod revocation;
 mod store;
 // The built binary: admin commands, serve start-up and refusals, certs.
 mod cli;
+// The built binary as a network service: header timeouts, connection caps, key reload,
+// database file modes.
+mod serving;
