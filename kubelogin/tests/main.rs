@@ -7,6 +7,8 @@
 mod blackbox;
 /// get-token, setup and clean in-process: every grant, cache lifecycle, refresh, back-off.
 mod flows;
+/// Property tests of the parsers a fuzz target calls (exec info, token, discovery, loopback).
+mod properties;
 /// Runs whole commands in-process against the stub with fake clock, console and browser.
 mod harness;
 /// The whole command against our real IdP in-process (idp::testing::TestIdp).
