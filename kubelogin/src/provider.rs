@@ -273,8 +273,7 @@ impl<'d> Provider<'d> {
     ) -> Result<()> {
         // With the causes: openidconnect puts the reason ("algorithm `HS256` is not one of
         // ...") in the source of "Signature verification failed".
-        let id_err =
-            |e: &dyn std::error::Error| Error::IdToken(crate::deps::real::error_chain(e));
+        let id_err = |e: &dyn std::error::Error| Error::IdToken(crate::deps::real::error_chain(e));
         let keys = self.jwks()?.clone();
         let issuer = IssuerUrl::new(self.cfg.issuer.clone()).map_err(|e| id_err(&e))?;
         let clock = self.deps.clock.clone();

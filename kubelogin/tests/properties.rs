@@ -98,8 +98,8 @@ fn metadata() -> impl Strategy<Value = ProviderMetadata> {
         vec(any::<String>(), 0..4),
         any::<bool>(),
     )
-        .prop_map(|(auth, token, jwks, device, revoke, pkce, algs, claims)| {
-            ProviderMetadata {
+        .prop_map(
+            |(auth, token, jwks, device, revoke, pkce, algs, claims)| ProviderMetadata {
                 issuer: ISSUER.to_string(),
                 authorization_endpoint: auth,
                 token_endpoint: token,
@@ -110,8 +110,8 @@ fn metadata() -> impl Strategy<Value = ProviderMetadata> {
                 id_token_signing_alg_values_supported: algs,
                 claims_parameter_supported: claims,
                 ..ProviderMetadata::default()
-            }
-        })
+            },
+        )
 }
 
 proptest! {

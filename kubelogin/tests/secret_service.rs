@@ -79,8 +79,8 @@ fn chunked_entry_through_the_real_keyring() {
     let tmp = tempfile::tempdir().unwrap();
     let mut fake = FakeDeps::new();
     fake.deps.keyring = Arc::new(OsKeyring);
-    let store = KeyringStore::new(&fake.deps, DiskStore::new(tmp.path().into()))
-        .with_entry_limit(300);
+    let store =
+        KeyringStore::new(&fake.deps, DiskStore::new(tmp.path().into())).with_entry_limit(300);
     let key = format!("{:064x}", rand::random::<u128>());
     let acct = account(&key);
     let entry = CacheEntry {
@@ -99,7 +99,11 @@ fn chunked_entry_through_the_real_keyring() {
             .get(SERVICE, &format!("{acct}/{i}"))
             .unwrap()
             .unwrap();
-        assert!(!part.is_empty() && part.len() <= 300, "chunk {i}: {}", part.len());
+        assert!(
+            !part.is_empty() && part.len() <= 300,
+            "chunk {i}: {}",
+            part.len()
+        );
     }
     assert!(!tmp.path().join(&key).exists(), "fell back to disk");
     // A fresh store (another process) reassembles it.

@@ -90,7 +90,9 @@ fn alg_none() {
 fn hmac_keyed_with_the_public_key_is_refused() {
     // The forgery is a real HMAC: it verifies with the public key PEM as the secret.
     let h = Harness::new(Config::default());
-    let token = h.stub.sign(Alg::Hs256, &serde_json::json!({"sub": "mallory"}));
+    let token = h
+        .stub
+        .sign(Alg::Hs256, &serde_json::json!({"sub": "mallory"}));
     let (input, sig) = token.rsplit_once('.').unwrap();
     let pem = {
         use rsa::pkcs8::EncodePublicKey;

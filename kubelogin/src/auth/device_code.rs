@@ -210,14 +210,20 @@ mod tests {
         let console = fake.console_text();
         assert!(console.contains("device[2J-page"), "{console}");
         assert!(console.contains("]0;owned"), "{console}");
-        assert!(!console.contains('\u{1b}') && !console.contains('\u{7}'), "{console:?}");
+        assert!(
+            !console.contains('\u{1b}') && !console.contains('\u{7}'),
+            "{console:?}"
+        );
         assert!(err.to_string().contains("denied"), "{err}");
         // The token endpoint's refusal itself, as an error value.
         let e = p
             .token(vec![("grant_type".into(), "x".into())])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("no[31m red") && e.contains("https://x/[0m"), "{e}");
+        assert!(
+            e.contains("no[31m red") && e.contains("https://x/[0m"),
+            "{e}"
+        );
         assert!(!e.chars().any(|c| c.is_control()), "{e:?}");
     }
 

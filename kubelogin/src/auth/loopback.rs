@@ -195,7 +195,8 @@ impl Loopback {
             if let Ok(a) = listener.local_addr() {
                 wake.push(a);
             }
-            let (tx, done, active, tls) = (tx.clone(), done.clone(), active.clone(), self.tls.clone());
+            let (tx, done, active, tls) =
+                (tx.clone(), done.clone(), active.clone(), self.tls.clone());
             std::thread::spawn(move || accept_loop(listener, tls, tx, done, active));
         }
         drop(tx);
@@ -470,7 +471,11 @@ impl Conn {
             "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>kubectl oidc-login</title></head><body><p>{}</p></body></html>",
             html_escape(text)
         );
-        self.send(status, &[("Content-Type", "text/html; charset=utf-8")], &body);
+        self.send(
+            status,
+            &[("Content-Type", "text/html; charset=utf-8")],
+            &body,
+        );
     }
 
     fn redirect(&mut self, location: &str) {
@@ -669,11 +674,7 @@ mod tests {
     fn serving(
         fake: &FakeDeps,
         timeout: Duration,
-    ) -> (
-        String,
-        String,
-        std::thread::JoinHandle<Result<Callback>>,
-    ) {
+    ) -> (String, String, std::thread::JoinHandle<Result<Callback>>) {
         let lb = Loopback::bind(&["127.0.0.1:0".to_string()], "", None).unwrap();
         let base = format!("http://127.0.0.1:{}", lb.port);
         let start = format!("{base}{}", lb.start_path);
@@ -777,8 +778,14 @@ mod tests {
                 target: "/a?b=c".into()
             })
         );
-        assert_eq!(parse_request_head(b"GET / HTTP/1.1\r\nHo"), HeadParse::Partial);
-        assert_eq!(parse_request_head(b"\x00\x01garbage\r\n\r\n"), HeadParse::Invalid(400));
+        assert_eq!(
+            parse_request_head(b"GET / HTTP/1.1\r\nHo"),
+            HeadParse::Partial
+        );
+        assert_eq!(
+            parse_request_head(b"\x00\x01garbage\r\n\r\n"),
+            HeadParse::Invalid(400)
+        );
         // An absolute-form or authority-form target is not ours to serve.
         assert_eq!(
             parse_request_head(b"GET http://evil/ HTTP/1.1\r\n\r\n"),
