@@ -57,7 +57,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let text = e.to_string().replace('\n', " ");
+            // One line, and no control character from a provider's text reaches the terminal
+            // (provider.rs and loopback.rs clean what they know is provider text; this is the
+            // net under them).
+            let text: String = e
+                .to_string()
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
             eprintln!("error: {text}");
             ExitCode::from(1)
         }

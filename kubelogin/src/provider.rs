@@ -19,6 +19,7 @@ use shared::token::{ErrorResponse, TokenResponse};
 
 use crate::deps::{Deps, Http, HttpRequest, HttpResponse, HttpSettings, Method};
 use crate::error::{Error, Result};
+use crate::printable::printable;
 use crate::secret::Secret;
 
 /// The provider flags, resolved.
@@ -94,25 +95,8 @@ impl<'d> Provider<'d> {
         };
         let url = shared::discovery::discovery_url(&cfg.issuer);
         deps.log(1, || format!("discovering the provider at {url}"));
-        let metadata: ProviderMetadata = p.get_json(&url)?;
-        // Discovery §4.3: "The issuer value returned MUST be identical to the Issuer URL that
-        // was used as the prefix to /.well-known/openid-configuration". Quoting both makes a
-        // trailing slash visible, the usual culprit.
-        if metadata.issuer != cfg.issuer {
-            let hint = if metadata.issuer.trim_end_matches('/') == cfg.issuer.trim_end_matches('/')
-            {
-                " (they differ only by the trailing slash: use the provider's exact string)"
-            } else {
-                ""
-            };
-            return Err(Error::IssuerMismatch {
-                expected: cfg.issuer.clone(),
-                found: metadata.issuer,
-                url,
-                hint,
-            });
-        }
-        p.metadata = metadata;
+        let response = p.send(json_get(&url))?;
+        p.metadata = parse_discovery(&cfg.issuer, &url, &response)?;
         Ok(p)
     }
 
@@ -173,19 +157,8 @@ impl<'d> Provider<'d> {
     }
 
     fn get_json<T: DeserializeOwned>(&self, url: &str) -> Result<T> {
-        let response = self.send(HttpRequest {
-            method: Method::Get,
-            url: url.to_string(),
-            headers: vec![("Accept".into(), "application/json".into())],
-            form: None,
-            basic_auth: None,
-        })?;
-        if response.status != 200 {
-            return Err(Error::BadResponse {
-                url: url.to_string(),
-                message: format!("HTTP {}{}", response.status, describe_body(&response)),
-            });
-        }
+        let response = self.send(json_get(url))?;
+        expect_ok(url, &response)?;
         parse_json(url, &response)
     }
 
@@ -262,10 +235,7 @@ impl<'d> Provider<'d> {
                 ))
             })?;
         let response = self.post_form(&url, form)?;
-        if !(200..300).contains(&response.status) {
-            return Err(oauth_error(&url, &response));
-        }
-        parse_json(&url, &response)
+        parse_device_authorization(&url, &response)
     }
 
     /// Token revocation, RFC 7009 §2.1.
@@ -301,7 +271,9 @@ impl<'d> Provider<'d> {
         access_token: Option<&Secret>,
         nonce: Option<&Secret>,
     ) -> Result<()> {
-        let id_err = |e: &dyn std::fmt::Display| Error::IdToken(e.to_string());
+        // With the causes: openidconnect puts the reason ("algorithm `HS256` is not one of
+        // ...") in the source of "Signature verification failed".
+        let id_err = |e: &dyn std::error::Error| Error::IdToken(crate::deps::real::error_chain(e));
         let keys = self.jwks()?.clone();
         let issuer = IssuerUrl::new(self.cfg.issuer.clone()).map_err(|e| id_err(&e))?;
         let clock = self.deps.clock.clone();
@@ -352,6 +324,67 @@ pub fn describe_body(response: &HttpResponse) -> String {
     }
 }
 
+fn json_get(url: &str) -> HttpRequest {
+    HttpRequest {
+        method: Method::Get,
+        url: url.to_string(),
+        headers: vec![("Accept".into(), "application/json".into())],
+        form: None,
+        basic_auth: None,
+    }
+}
+
+fn expect_ok(url: &str, response: &HttpResponse) -> Result<()> {
+    if response.status == 200 {
+        Ok(())
+    } else {
+        Err(Error::BadResponse {
+            url: url.to_string(),
+            message: format!("HTTP {}{}", response.status, describe_body(response)),
+        })
+    }
+}
+
+/// The discovery answer for `issuer` (OpenID Connect Discovery 1.0 §4.2), fetched from `url`,
+/// with its issuer checked (§4.3). Pure: the entry point for property tests and fuzzing.
+pub fn parse_discovery(
+    issuer: &str,
+    url: &str,
+    response: &HttpResponse,
+) -> Result<ProviderMetadata> {
+    expect_ok(url, response)?;
+    let metadata: ProviderMetadata = parse_json(url, response)?;
+    // Discovery §4.3: "The issuer value returned MUST be identical to the Issuer URL that
+    // was used as the prefix to /.well-known/openid-configuration". Quoting both makes a
+    // trailing slash visible, the usual culprit.
+    if metadata.issuer != issuer {
+        let hint = if metadata.issuer.trim_end_matches('/') == issuer.trim_end_matches('/') {
+            " (they differ only by the trailing slash: use the provider's exact string)"
+        } else {
+            ""
+        };
+        return Err(Error::IssuerMismatch {
+            expected: issuer.to_string(),
+            found: printable(&metadata.issuer),
+            url: url.to_string(),
+            hint,
+        });
+    }
+    Ok(metadata)
+}
+
+/// A device authorization answer, RFC 8628 §3.2 (success) or §3.5 / RFC 6749 §5.2 (error).
+/// Pure: the entry point for property tests and fuzzing.
+pub fn parse_device_authorization(
+    url: &str,
+    response: &HttpResponse,
+) -> Result<DeviceAuthorizationResponse> {
+    if !(200..300).contains(&response.status) {
+        return Err(oauth_error(url, response));
+    }
+    parse_json(url, response)
+}
+
 fn parse_json<T: DeserializeOwned>(url: &str, response: &HttpResponse) -> Result<T> {
     serde_json::from_slice(&response.body).map_err(|e| Error::BadResponse {
         url: url.to_string(),
@@ -362,10 +395,16 @@ fn parse_json<T: DeserializeOwned>(url: &str, response: &HttpResponse) -> Result
 /// An RFC 6749 §5.2 error when the body is one, else a description of what came back.
 fn oauth_error(url: &str, response: &HttpResponse) -> Error {
     match serde_json::from_slice::<ErrorResponse>(&response.body) {
+        // Provider text reaches the terminal: without control characters (printable.rs).
         Ok(e) => Error::OAuth {
             endpoint: url.to_string(),
-            code: e.error,
-            description: e.error_description,
+            code: printable(&e.error),
+            description: match (e.error_description, e.error_uri) {
+                (Some(d), Some(u)) => Some(format!("{} ({})", printable(&d), printable(&u))),
+                (Some(d), None) => Some(printable(&d)),
+                (None, Some(u)) => Some(printable(&u)),
+                (None, None) => None,
+            },
         },
         Err(_) => Error::BadResponse {
             url: url.to_string(),
@@ -374,8 +413,9 @@ fn oauth_error(url: &str, response: &HttpResponse) -> Error {
     }
 }
 
-/// RFC 6749 §5.1 (success, 200) or §5.2 (error, usually 400 or 401).
-fn parse_token_response(url: &str, response: &HttpResponse) -> Result<TokenResponse> {
+/// RFC 6749 §5.1 (success, 200) or §5.2 (error, usually 400 or 401). Pure: the entry point
+/// for property tests and fuzzing.
+pub fn parse_token_response(url: &str, response: &HttpResponse) -> Result<TokenResponse> {
     if response.status != 200 {
         return Err(oauth_error(url, response));
     }

@@ -83,6 +83,19 @@ fn no_pkce_in_discovery_means_no_challenge_unless_forced() {
     assert_eq!(h.stub.seen_path("/authorize").len(), 3);
 }
 
+/// `--oidc-pkce-method=no` sends no PKCE even to a provider that supports S256.
+#[test]
+fn pkce_method_no_sends_no_challenge_and_no_verifier() {
+    let h = Harness::new(Config::default());
+    h.run(&["--oidc-pkce-method=no"]).unwrap();
+    let q = &h.stub.seen_path("/authorize")[0].query;
+    assert!(!q.contains_key("code_challenge"), "{q:?}");
+    assert!(!q.contains_key("code_challenge_method"), "{q:?}");
+    let form = &h.stub.seen_path("/token")[0].form;
+    assert_eq!(form["grant_type"], "authorization_code");
+    assert!(!form.contains_key("code_verifier"), "{form:?}");
+}
+
 #[test]
 fn refused_refresh_leads_to_a_new_login() {
     let h = Harness::new(Config::default());
@@ -206,15 +219,24 @@ fn authorization_error_then_backoff_keeps_the_browser_closed() {
         .exists());
 }
 
+/// RFC 6749 §10.12: a callback with another state is refused and does not end the login
+/// (whoever sent it cannot abort it either); the login times out naming the refusal.
 #[test]
 fn state_mismatch_is_refused() {
     let h = Harness::new(Config {
         tamper_state: true,
         ..Config::default()
     });
-    let err = h.run(&[]).unwrap_err();
-    assert!(err.to_string().contains("state"), "{err}");
+    let err = h.run(&["--authentication-timeout-sec=3"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("1 callback(s) with a wrong state were refused"),
+        "{err}"
+    );
+    assert_eq!(h.stub.grants("authorization_code"), 0);
     assert!(h.cache_entries().is_empty());
+    let landed = h.landed.lock().unwrap().clone();
+    assert_eq!(landed[0].1, 400, "{landed:?}");
 }
 
 #[test]
@@ -530,8 +552,7 @@ fn loopback_over_https_with_local_server_cert() {
 /// kubelogin #1151: a browser that resolves `localhost` to ::1 still reaches the callback.
 #[test]
 fn callback_over_ipv6_loopback() {
-    if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("skipping: no IPv6 loopback here");
+    if !crate::harness::ipv6_loopback() {
         return;
     }
     let h = Harness::new(Config::default());
@@ -581,4 +602,48 @@ fn busy_listen_addresses_are_named() {
     );
     assert!(err.contains("--listen-address"), "{err}");
     assert!(h.fake.browser.opened().is_empty());
+}
+
+/// The browser is opened on a one-time random path; `/` tells nobody the authorization URL
+/// (state, nonce, PKCE challenge) that another local user could use to inject a code.
+#[test]
+fn the_browser_starts_on_a_one_time_path_not_the_root() {
+    let h = Harness::new(Config::default());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    h.fake.browser.on_open(move |start| {
+        let start = start.to_string();
+        let sink = sink.clone();
+        std::thread::spawn(move || {
+            let c = reqwest::blocking::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap();
+            let root = url::Url::parse(&start).unwrap().join("/").unwrap();
+            let at_root = c.get(root.clone()).send().unwrap();
+            let first = c.get(&start).send().unwrap();
+            let location = first.headers()["location"].to_str().unwrap().to_string();
+            let again = c.get(&start).send().unwrap();
+            sink.lock().unwrap().push((
+                at_root.status().as_u16(),
+                at_root.headers().contains_key("location"),
+                again.status().as_u16(),
+            ));
+            // Finish the login like a browser: provider, then the callback.
+            let mut next = location;
+            for _ in 0..3 {
+                let r = c.get(&next).send().unwrap();
+                match r.headers().get("location") {
+                    Some(l) => next = l.to_str().unwrap().to_string(),
+                    None => break,
+                }
+            }
+        });
+        Ok(())
+    });
+    h.run(&[]).unwrap();
+    let start = &h.fake.browser.opened()[0];
+    let path = url::Url::parse(start).unwrap().path().to_string();
+    assert!(path.len() > 40, "not a random path: {start}");
+    assert_eq!(seen.lock().unwrap()[0], (404, false, 404));
 }

@@ -115,3 +115,17 @@ pub fn token_of(out: &str) -> (String, String) {
             .to_string(),
     )
 }
+
+/// Whether the machine has an IPv6 loopback. With `REQUIRE_IPV6=1` (set by
+/// `tests/run-all.sh`) a missing one fails the test instead of skipping it.
+pub fn ipv6_loopback() -> bool {
+    let ok = std::net::TcpListener::bind("[::1]:0").is_ok();
+    if !ok {
+        assert!(
+            std::env::var("REQUIRE_IPV6").as_deref() != Ok("1"),
+            "REQUIRE_IPV6=1 but [::1] cannot be bound here"
+        );
+        eprintln!("skipping: no IPv6 loopback here (set REQUIRE_IPV6=1 to make this fail)");
+    }
+    ok
+}

@@ -9,6 +9,8 @@ mod blackbox;
 mod flows;
 /// Runs whole commands in-process against the stub with fake clock, console and browser.
 mod harness;
+/// Property tests of the parsers a fuzz target calls (exec info, token, discovery, loopback).
+mod properties;
 /// The whole command against our real IdP in-process (idp::testing::TestIdp).
 mod real_idp;
 /// The keyring storage against a real Secret Service (gnome-keyring under dbus-run-session).

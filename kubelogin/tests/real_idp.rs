@@ -288,13 +288,13 @@ fn bin(home: &Path) -> Command {
 }
 
 /// The acceptance test: N parallel kubectl calls at expiry → one refresh grant at the
-/// IdP, all succeed with the same token (`KUBELOGIN_PARALLEL`, default 20; 50 in the benchmark).
+/// IdP, all succeed with the same token (`KUBELOGIN_PARALLEL`, default 50).
 #[test]
 fn parallel_processes_at_expiry_one_refresh_at_the_idp() {
     let n: usize = std::env::var("KUBELOGIN_PARALLEL")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(50);
     let r = Run::manual(TestIdpOptions::default());
     let now = idp::clock::SystemClock;
     let wall = idp::clock::Clock::now(&now);

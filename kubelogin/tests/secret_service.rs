@@ -69,6 +69,51 @@ fn large_token_entry_through_the_real_keyring() {
     assert_eq!(OsKeyring.get(SERVICE, &account(&key)).unwrap(), None);
 }
 
+/// The chunked path through the real Secret Service: a small per-entry limit forces the
+/// split (gnome-keyring itself takes large items), and the token reads back whole.
+#[test]
+fn chunked_entry_through_the_real_keyring() {
+    if !available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fake = FakeDeps::new();
+    fake.deps.keyring = Arc::new(OsKeyring);
+    let store =
+        KeyringStore::new(&fake.deps, DiskStore::new(tmp.path().into())).with_entry_limit(300);
+    let key = format!("{:064x}", rand::random::<u128>());
+    let acct = account(&key);
+    let entry = CacheEntry {
+        id_token: Secret::new(format!("h.{}.s", "g".repeat(2000))),
+        refresh_token: Secret::new("refresh"),
+        ..Default::default()
+    };
+    store.save(&key, &entry).unwrap();
+    // The main item is a manifest naming the chunks, each within the limit.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&OsKeyring.get(SERVICE, &acct).unwrap().unwrap()).unwrap();
+    let n = manifest["kubelogin_chunks"].as_u64().unwrap();
+    assert!(n >= 7, "{manifest}");
+    for i in 0..n {
+        let part = OsKeyring
+            .get(SERVICE, &format!("{acct}/{i}"))
+            .unwrap()
+            .unwrap();
+        assert!(
+            !part.is_empty() && part.len() <= 300,
+            "chunk {i}: {}",
+            part.len()
+        );
+    }
+    assert!(!tmp.path().join(&key).exists(), "fell back to disk");
+    // A fresh store (another process) reassembles it.
+    let reader = KeyringStore::new(&fake.deps, DiskStore::new(tmp.path().into()));
+    assert_eq!(reader.load(&key).unwrap(), Some(entry));
+    store.delete(&key).unwrap();
+    assert_eq!(OsKeyring.get(SERVICE, &acct).unwrap(), None);
+    assert_eq!(OsKeyring.get(SERVICE, &format!("{acct}/0")).unwrap(), None);
+}
+
 /// The binary reads a token that a previous run stored in the keyring.
 #[test]
 fn binary_serves_a_cache_hit_from_the_keyring() {

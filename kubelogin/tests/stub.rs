@@ -22,7 +22,9 @@ pub enum Alg {
     BadSignature,
     /// `alg: none`, empty signature.
     None,
-    /// HS256 keyed with a public value.
+    /// HS256, a real HMAC keyed with the provider's public RSA key as PEM bytes, under that
+    /// key's `kid`: the classic algorithm-confusion forgery (a verifier that takes `alg` from
+    /// the token would check it with the "key" it has, the public key, and accept it).
     Hs256,
 }
 
@@ -156,15 +158,14 @@ impl Stub {
         tls: Option<(String, String)>,
     ) -> Arc<Stub> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let ssl = tls.map(|(c, k)| tiny_http::SslConfig {
-            certificate: c.into_bytes(),
-            private_key: k.into_bytes(),
-        });
-        let server = Arc::new(tiny_http::Server::from_listener(listener, ssl).unwrap());
+        let plain = listener.local_addr().unwrap();
+        let issuer = match tls {
+            None => format!("http://{plain}"),
+            Some((chain, key)) => format!("https://{}", tls_front(plain, &chain, &key)),
+        };
+        let server = Arc::new(tiny_http::Server::from_listener(listener, None).unwrap());
         let stub = Arc::new(Stub {
-            issuer: format!("{scheme}://127.0.0.1:{port}"),
+            issuer,
             client_id: "kubernetes".into(),
             config: Mutex::new(config),
             state: Mutex::new(State::default()),
@@ -248,7 +249,7 @@ impl Stub {
             Alg::Es256 | Alg::BadSignature => ("ES256", "ec-1"),
             Alg::Rs256 => ("RS256", "rsa-1"),
             Alg::None => ("none", "ec-1"),
-            Alg::Hs256 => ("HS256", "ec-1"),
+            Alg::Hs256 => ("HS256", "rsa-1"),
         };
         let header = json!({"alg": alg_name, "kid": kid, "typ": "JWT"});
         let input = format!(
@@ -272,8 +273,16 @@ impl Stub {
             }
             Alg::None => Vec::new(),
             Alg::Hs256 => {
-                use sha2::Digest;
-                sha2::Sha256::digest(input.as_bytes()).to_vec()
+                use hmac::Mac;
+                use rsa::pkcs8::EncodePublicKey;
+                let pem = self
+                    .rsa_key
+                    .to_public_key()
+                    .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
+                    .unwrap();
+                let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(pem.as_bytes()).unwrap();
+                mac.update(input.as_bytes());
+                mac.finalize().into_bytes().to_vec()
             }
         };
         format!("{input}.{}", b64url(&sig))
@@ -601,4 +610,50 @@ impl Stub {
         }
         (200, "application/json".into(), body.to_string(), None)
     }
+}
+
+/// Serves HTTPS on a new port of 127.0.0.1 in front of the plain server at `backend`, with
+/// rustls 0.23 (the one TLS stack of the workspace). Returns the front's address.
+fn tls_front(backend: std::net::SocketAddr, chain: &str, key: &str) -> std::net::SocketAddr {
+    use tokio_rustls::rustls;
+    let certs = rustls_pemfile::certs(&mut chain.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut key.as_bytes())
+        .unwrap()
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let front = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut back) = tokio::net::TcpStream::connect(backend).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut back).await;
+                });
+            }
+        });
+    });
+    front
 }

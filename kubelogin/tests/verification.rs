@@ -84,14 +84,34 @@ fn alg_none() {
     );
 }
 
+/// The alg-confusion forgery: HS256 keyed with the provider's public key (stub.rs). The
+/// refusal names the algorithm, so it comes from the algorithm rule, not a bad signature.
 #[test]
-fn hmac_is_refused() {
+fn hmac_keyed_with_the_public_key_is_refused() {
+    // The forgery is a real HMAC: it verifies with the public key PEM as the secret.
+    let h = Harness::new(Config::default());
+    let token = h
+        .stub
+        .sign(Alg::Hs256, &serde_json::json!({"sub": "mallory"}));
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let pem = {
+        use rsa::pkcs8::EncodePublicKey;
+        crate::stub::rsa_key()
+            .to_public_key()
+            .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
+            .unwrap()
+    };
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(pem.as_bytes()).unwrap();
+    mac.update(input.as_bytes());
+    mac.verify_slice(&shared::jwt::b64url_decode(sig).unwrap())
+        .unwrap();
     refused(
         Config {
             alg: Alg::Hs256,
             ..Config::default()
         },
-        "",
+        "hs256",
     );
 }
 

@@ -8,6 +8,15 @@ use std::process::Output;
 struct Doc {
     idp: TestIdp,
     dir: tempfile::TempDir,
+    /// The loopback port doctor checks: free when chosen, never 8000/18000 (they belong to
+    /// the people using this machine).
+    port: u16,
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
 
 impl Doc {
@@ -18,6 +27,7 @@ impl Doc {
                 ..Default::default()
             }),
             dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
         }
     }
     fn ca(&self) -> String {
@@ -46,8 +56,8 @@ impl Doc {
             ("FAKE_BROWSER_CA", self.ca()),
         ]
     }
-    /// Logs in once so doctor finds a cached token (it then probes the default ports without
-    /// binding them).
+    /// Logs in once so doctor finds a cached token (it then probes its port without binding
+    /// it).
     fn login(&self) {
         let out = run_plugin(&self.common("get-token", "127.0.0.1:0"), &self.env()).unwrap();
         assert!(
@@ -57,7 +67,7 @@ impl Doc {
         );
     }
     fn doctor(&self, extra: &[String]) -> (Output, String) {
-        let mut args = self.common("doctor", "127.0.0.1:8000");
+        let mut args = self.common("doctor", &format!("127.0.0.1:{}", self.port));
         args.extend(extra.iter().cloned());
         let out = run_plugin(&args, &self.env()).unwrap();
         let err = String::from_utf8_lossy(&out.stderr).to_string();
@@ -82,7 +92,10 @@ fn a_healthy_setup_passes_and_shows_the_kubernetes_user() {
     assert!(out.status.success(), "{err}");
     assert!(out.stdout.is_empty());
     assert!(
-        err.contains("[ok]   the provider accepts the redirect URI http://localhost:8000"),
+        err.contains(&format!(
+            "[ok]   the provider accepts the redirect URI http://localhost:{}\n",
+            d.port
+        )),
         "{err}"
     );
     assert!(err.contains("username: oidc:alice@example.com"), "{err}");
@@ -151,15 +164,13 @@ fn reads_kube_apiserver_settings_from_a_k3s_config() {
 fn names_an_unregistered_redirect_uri() {
     let d = Doc::new();
     let mut flags = d.apiserver_flags();
-    flags.push("--oidc-redirect-url=http://localhost:8000/callback".into());
+    let redirect = format!("http://localhost:{}/callback", d.port);
+    flags.push(format!("--oidc-redirect-url={redirect}"));
     let (out, err) = d.doctor(&flags);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("the provider refuses the redirect URI http://localhost:8000/callback"),
+        err.contains(&format!("the provider refuses the redirect URI {redirect}")),
         "{err}"
     );
-    assert!(
-        err.contains("register http://localhost:8000/callback"),
-        "{err}"
-    );
+    assert!(err.contains(&format!("register {redirect}")), "{err}");
 }

@@ -13,6 +13,7 @@ use shared::token::error_code;
 use super::{finish, form, pkce, LoginOptions};
 use crate::deps::Deps;
 use crate::error::{Error, Result};
+use crate::printable::printable;
 use crate::provider::Provider;
 use crate::token_cache::CacheEntry;
 
@@ -29,19 +30,20 @@ pub fn login(deps: &Deps, provider: &Provider, opts: &LoginOptions) -> Result<Ca
     }
     // §3.1–3.2.
     let auth = provider.device_authorization(params)?;
+    // What the provider sent is printed without control characters (printable.rs).
+    let user_code = printable(&format_user_code(&auth.user_code));
     match &auth.verification_uri_complete {
         Some(complete) => {
             deps.say(&format!(
-                "Open {complete} to log in (code {}).",
-                format_user_code(&auth.user_code)
+                "Open {} to log in (code {user_code}).",
+                printable(complete)
             ));
             open_browser_quietly(deps, opts, complete);
         }
         None => {
             deps.say(&format!(
-                "Open {} and enter the code {}",
-                auth.verification_uri,
-                format_user_code(&auth.user_code)
+                "Open {} and enter the code {user_code}",
+                printable(&auth.verification_uri)
             ));
             open_browser_quietly(deps, opts, &auth.verification_uri);
         }
@@ -185,6 +187,44 @@ mod tests {
             // RFC 8628 §3.2: 5 s when the server gives no interval.
             assert_eq!(fake.sleeper.slept.lock().unwrap()[0].as_secs(), 5);
         }
+    }
+
+    #[test]
+    fn provider_text_is_printed_without_control_characters() {
+        let fake = FakeDeps::new();
+        fake.discovery();
+        let body = serde_json::json!({
+            "device_code": "dc", "user_code": "BCDF\u{1b}]0;owned\u{7}GHJK",
+            "verification_uri": format!("{ISSUER}/device\u{1b}[2J-page"), "expires_in": 600,
+        });
+        fake.http
+            .route(&format!("{ISSUER}/device"), 200, &body.to_string());
+        fake.http.route(
+            &format!("{ISSUER}/token"),
+            400,
+            r#"{"error":"access_denied","error_description":"no\u001b[31m red","error_uri":"https://x/\u001b[0m"}"#,
+        );
+        let cfg = provider_config();
+        let p = Provider::discover(&fake.deps, &cfg).unwrap();
+        let err = login(&fake.deps, &p, &login_options(GrantType::DeviceCode)).unwrap_err();
+        let console = fake.console_text();
+        assert!(console.contains("device[2J-page"), "{console}");
+        assert!(console.contains("]0;owned"), "{console}");
+        assert!(
+            !console.contains('\u{1b}') && !console.contains('\u{7}'),
+            "{console:?}"
+        );
+        assert!(err.to_string().contains("denied"), "{err}");
+        // The token endpoint's refusal itself, as an error value.
+        let e = p
+            .token(vec![("grant_type".into(), "x".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no[31m red") && e.contains("https://x/[0m"),
+            "{e}"
+        );
+        assert!(!e.chars().any(|c| c.is_control()), "{e:?}");
     }
 
     #[test]

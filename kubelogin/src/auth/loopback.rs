@@ -3,25 +3,48 @@
 //! It binds the first free `--listen-address` (kubelogin: 127.0.0.1:8000, then :18000). The
 //! redirect URI names `localhost`, which a browser may resolve to `::1` first (kubelogin #1151),
 //! so with a `localhost` redirect the same port is bound on the IPv6 loopback too.
+//!
+//! Any local user can talk to a loopback port, so nothing served here may help another user:
+//! the browser is opened on a one-time random path (not `/`, which would hand anyone the
+//! authorization URL with its state, nonce and PKCE challenge), and a callback is judged by its
+//! `state` before anything else (RFC 6749 §10.12), so a stranger can neither abort the login
+//! with `?error=` nor inject a code for their own account.
+//!
+//! Served on std sockets: every connection gets its own thread with read and write timeouts
+//! (a browser's idle preconnect cannot stall the login), HTTPS (`--local-server-cert`) uses the
+//! rustls 0.23 the provider connection already links, and the request head is parsed by
+//! `httparse`. The waiting loop judges one request at a time and answers with
+//! `Connection: close`.
 
-use std::io::ErrorKind;
-use std::net::{Ipv6Addr, SocketAddr, TcpListener};
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use crate::deps::Deps;
 use crate::error::{Error, Result};
+use crate::printable::printable;
 use crate::secret::Secret;
+
+/// Read and write timeout of every loopback connection, TLS handshake included.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head read (request line and headers); browsers send 1–2 KB.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Connections served at once; more are closed at once (a local user flooding the port must
+/// not exhaust threads).
+const MAX_CONNECTIONS: usize = 32;
 
 /// A bound loopback server, not yet serving.
 pub struct Loopback {
-    servers: Vec<Arc<tiny_http::Server>>,
+    listeners: Vec<TcpListener>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     pub port: u16,
     /// The `redirect_uri` to send (RFC 6749 §3.1.2).
     pub redirect_uri: String,
-    /// Where to point the browser: the server root, which redirects to the provider.
+    /// Where to point the browser: a one-time random path that redirects to the provider.
     pub start_url: String,
+    start_path: String,
     callback_path: String,
 }
 
@@ -51,8 +74,14 @@ fn resolve_listen_address(item: &str) -> Result<SocketAddr> {
         .ok_or_else(|| Error::usage(format!("--listen-address \"{item}\" resolves to nothing")))
 }
 
-fn listener_for(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
+/// A random URL path segment (256 bits, base64url), unguessable by other local users.
+fn random_path() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    format!(
+        "/{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 impl Loopback {
@@ -65,11 +94,11 @@ impl Loopback {
         redirect_url: &str,
         tls: Option<&(String, String)>,
     ) -> Result<Loopback> {
-        let ssl = match tls {
+        let tls = match tls {
             Some((cert, key)) => Some(read_tls(cert, key)?),
             None => None,
         };
-        let scheme = if ssl.is_some() { "https" } else { "http" };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let custom = if redirect_url.is_empty() {
             None
         } else {
@@ -87,7 +116,7 @@ impl Loopback {
             // With port 0 the IPv6 twin may find its port taken by someone else; try again.
             let attempts = if addr.port() == 0 { 3 } else { 1 };
             for _ in 0..attempts {
-                let v4 = match listener_for(addr) {
+                let v4 = match TcpListener::bind(addr) {
                     Ok(l) => l,
                     Err(e) => {
                         failures.push(format!("{addr}: {e}"));
@@ -100,7 +129,7 @@ impl Loopback {
                     .port();
                 let mut listeners = vec![v4];
                 if redirect_is_localhost && addr.ip().is_loopback() && addr.is_ipv4() {
-                    match listener_for(SocketAddr::from((Ipv6Addr::LOCALHOST, port))) {
+                    match TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port))) {
                         Ok(v6) => listeners.push(v6),
                         // Another program answers on [::1]:port; a browser resolving
                         // localhost to ::1 would reach it instead of us.
@@ -112,31 +141,28 @@ impl Loopback {
                         Err(_) => {}
                     }
                 }
-                let mut servers = Vec::new();
-                for l in listeners {
-                    let server = tiny_http::Server::from_listener(l, ssl.clone()).map_err(|e| {
-                        Error::Login(format!("cannot start the loopback server: {e}"))
-                    })?;
-                    servers.push(Arc::new(server));
-                }
+                let start_path = random_path();
                 let (redirect_uri, callback_path, start_url) = match &custom {
                     Some(u) => {
                         let mut start = u.clone();
-                        start.set_path("/");
+                        start.set_path(&start_path);
                         start.set_query(None);
+                        start.set_fragment(None);
                         (u.to_string(), u.path().to_string(), start.to_string())
                     }
                     None => (
                         format!("{scheme}://localhost:{port}"),
                         "/".to_string(),
-                        format!("{scheme}://localhost:{port}/"),
+                        format!("{scheme}://localhost:{port}{start_path}"),
                     ),
                 };
                 return Ok(Loopback {
-                    servers,
+                    listeners,
+                    tls,
                     port,
                     redirect_uri,
                     start_url,
+                    start_path,
                     callback_path,
                 });
             }
@@ -147,9 +173,9 @@ impl Loopback {
         )))
     }
 
-    /// Serves until the callback arrives or `timeout` passes. The root redirects to
-    /// `auth_url` so the printed URL stays short; the callback checks `state` (RFC 6749
-    /// §10.12) and shows a success page or redirects to `open_url_after`.
+    /// Serves until the callback arrives or `timeout` passes. The one-time start path
+    /// redirects to `auth_url` so the printed URL stays short; the callback checks `state`
+    /// first (RFC 6749 §10.12) and shows a success page or redirects to `open_url_after`.
     pub fn wait(
         &self,
         deps: &Deps,
@@ -158,23 +184,27 @@ impl Loopback {
         timeout: Duration,
         open_url_after: Option<&str>,
     ) -> Result<Callback> {
-        let (tx, rx) = mpsc::channel::<tiny_http::Request>();
-        for server in &self.servers {
-            let server = server.clone();
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                // Ends when the server is unblocked below or the receiver is gone.
-                while let Ok(req) = server.recv() {
-                    if tx.send(req).is_err() {
-                        break;
-                    }
-                }
-            });
+        let (tx, rx) = mpsc::channel::<Incoming>();
+        let done = Arc::new(AtomicBool::new(false));
+        let active = Arc::new(AtomicUsize::new(0));
+        let mut wake = Vec::new();
+        for listener in &self.listeners {
+            let listener = listener
+                .try_clone()
+                .map_err(|e| Error::io("loopback server", e))?;
+            if let Ok(a) = listener.local_addr() {
+                wake.push(a);
+            }
+            let (tx, done, active, tls) =
+                (tx.clone(), done.clone(), active.clone(), self.tls.clone());
+            std::thread::spawn(move || accept_loop(listener, tls, tx, done, active));
         }
         drop(tx);
         let result = self.serve(deps, &rx, auth_url, state, timeout, open_url_after);
-        for server in &self.servers {
-            server.unblock();
+        // Wake every accept loop so it sees `done`, ends, and closes its listener.
+        done.store(true, Ordering::SeqCst);
+        for addr in wake {
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
         }
         result
     }
@@ -182,69 +212,91 @@ impl Loopback {
     fn serve(
         &self,
         deps: &Deps,
-        rx: &mpsc::Receiver<tiny_http::Request>,
+        rx: &mpsc::Receiver<Incoming>,
         auth_url: &str,
         state: &Secret,
         timeout: Duration,
         open_url_after: Option<&str>,
     ) -> Result<Callback> {
         let deadline = Instant::now() + timeout;
+        let mut started = false;
+        let mut wrong_state = 0u32;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let req = match rx.recv_timeout(left) {
-                Ok(r) => r,
-                Err(_) => {
-                    return Err(Error::Login(format!(
-                        "timed out after {}s waiting for the browser login (--authentication-timeout-sec)",
-                        timeout.as_secs()
-                    )))
+            let Ok(Incoming { head, mut conn }) = rx.recv_timeout(left) else {
+                let refused = if wrong_state > 0 {
+                    format!("; {wrong_state} callback(s) with a wrong state were refused (RFC 6749 §10.12)")
+                } else {
+                    String::new()
+                };
+                return Err(Error::Login(format!(
+                    "timed out after {}s waiting for the browser login (--authentication-timeout-sec){refused}",
+                    timeout.as_secs()
+                )));
+            };
+            let head = match head {
+                Ok(h) => h,
+                Err(status) => {
+                    conn.page(status, "Bad request.");
+                    continue;
                 }
             };
-            let Ok(url) = url::Url::parse(&format!("http://localhost{}", req.url())) else {
-                respond(req, 400, "Bad request.");
+            if head.method != "GET" {
+                conn.page(405, "Method not allowed.");
+                continue;
+            }
+            let Ok(url) = url::Url::parse(&format!("http://localhost{}", head.target)) else {
+                conn.page(400, "Bad request.");
                 continue;
             };
+            if url.path() == self.start_path && !started {
+                // One time only: the URL carries state, nonce and the PKCE challenge.
+                started = true;
+                deps.log(1, || "redirecting the browser to the provider".to_string());
+                conn.redirect(auth_url);
+                continue;
+            }
             let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
             let get = |name: &str| {
                 query
                     .iter()
                     .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
+                    .map(|(_, v)| v.as_str())
             };
             let is_callback = url.path() == self.callback_path
                 && (get("code").is_some() || get("error").is_some());
             if !is_callback {
-                if url.path() == "/" {
-                    deps.log(1, || "redirecting the browser to the provider".to_string());
-                    redirect(req, auth_url);
-                } else {
-                    respond(req, 404, "Not found.");
-                }
+                conn.page(404, "Not found.");
+                continue;
+            }
+            // RFC 6749 §10.12 first: a response without our state comes from someone else
+            // (another local user, a stale tab) and must change nothing, error or code.
+            if !state_matches(get("state"), state) {
+                wrong_state += 1;
+                deps.say("warning: refused a callback with a wrong state (RFC 6749 §10.12); still waiting for the browser login");
+                conn.page(400, "Authentication failed: state does not match.");
                 continue;
             }
             deps.log(1, || "received the authorization response".to_string());
-            // RFC 6749 §4.1.2.1: an error response.
+            // RFC 6749 §4.1.2.1: an error response. Provider text is shown without control
+            // characters (no terminal escapes from a URL).
             if let Some(error) = get("error") {
-                let desc = get("error_description")
-                    .map(|d| format!(": {d}"))
-                    .unwrap_or_default();
-                respond(req, 400, &format!("Authentication failed: {error}{desc}"));
+                let mut text = printable(error);
+                for field in ["error_description", "error_uri"] {
+                    if let Some(v) = get(field).filter(|v| !v.is_empty()) {
+                        text.push_str(": ");
+                        text.push_str(&printable(v));
+                    }
+                }
+                conn.page(400, &format!("Authentication failed: {text}"));
                 return Err(Error::Login(format!(
-                    "the provider answered the authorization request with {error}{desc}"
+                    "the provider answered the authorization request with {text}"
                 )));
             }
-            if get("state").as_deref() != Some(state.expose()) {
-                respond(req, 400, "Authentication failed: state does not match.");
-                return Err(Error::Login(
-                    "the authorization response has a wrong state (RFC 6749 §10.12); try again"
-                        .into(),
-                ));
-            }
-            let code = get("code").unwrap_or_default();
+            let code = get("code").unwrap_or_default().to_string();
             match open_url_after {
-                Some(target) => redirect(req, target),
-                None => respond(
-                    req,
+                Some(target) => conn.redirect(target),
+                None => conn.page(
                     200,
                     "Authenticated. You have logged in to the cluster. You can close this window.",
                 ),
@@ -256,10 +308,221 @@ impl Loopback {
     }
 }
 
-/// Reads and checks the loopback certificate and key. tiny_http panics on a key file it
-/// cannot parse, so the PEM is checked here first: at least one certificate, and a PKCS#8 or
-/// PKCS#1 (RSA) key, the two forms it reads.
-fn read_tls(cert: &str, key: &str) -> Result<tiny_http::SslConfig> {
+/// Compares the returned state with ours in constant time (it is a one-time secret).
+fn state_matches(got: Option<&str>, want: &Secret) -> bool {
+    use subtle::ConstantTimeEq;
+    got.is_some_and(|g| g.as_bytes().ct_eq(want.expose().as_bytes()).into())
+}
+
+/// A parsed request head: method and request target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    pub target: String,
+}
+
+/// Outcome of parsing the bytes read so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadParse {
+    Complete(RequestHead),
+    /// More bytes are needed.
+    Partial,
+    /// Not an HTTP/1.x request head; the HTTP status to answer.
+    Invalid(u16),
+}
+
+/// Parses an HTTP/1.x request head (RFC 9112 §2–3) with `httparse`. Never panics, whatever
+/// the bytes; a head longer than [`MAX_HEAD_BYTES`] is refused with 431.
+pub fn parse_request_head(buf: &[u8]) -> HeadParse {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => match (req.method, req.path) {
+            (Some(m), Some(p)) if p.starts_with('/') => HeadParse::Complete(RequestHead {
+                method: m.to_string(),
+                target: p.to_string(),
+            }),
+            _ => HeadParse::Invalid(400),
+        },
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => HeadParse::Partial,
+        Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+            HeadParse::Invalid(431)
+        }
+        Err(_) => HeadParse::Invalid(400),
+    }
+}
+
+/// One request handed to the waiting loop: its head (or the status to refuse it with) and
+/// the connection to answer on.
+struct Incoming {
+    head: std::result::Result<RequestHead, u16>,
+    conn: Conn,
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    tx: mpsc::Sender<Incoming>,
+    done: Arc<AtomicBool>,
+    active: Arc<AtomicUsize>,
+) {
+    let mut errors = 0u32;
+    for stream in listener.incoming() {
+        if done.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match stream {
+            Ok(s) => {
+                errors = 0;
+                s
+            }
+            // A reset before accept is routine; a persistent failure (out of descriptors)
+            // ends the loop rather than spinning, and the login times out with its message.
+            Err(_) => {
+                errors += 1;
+                if errors > 1000 {
+                    break;
+                }
+                continue;
+            }
+        };
+        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            active.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
+        let (tx, tls, active) = (tx.clone(), tls.clone(), active.clone());
+        std::thread::spawn(move || {
+            read_request(stream, tls, &tx);
+            active.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+/// Reads one request head on its own thread (timeouts set) and hands it to the waiting loop.
+fn read_request(
+    stream: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    tx: &mpsc::Sender<Incoming>,
+) {
+    if stream.set_read_timeout(Some(IO_TIMEOUT)).is_err()
+        || stream.set_write_timeout(Some(IO_TIMEOUT)).is_err()
+    {
+        return;
+    }
+    let mut conn = match tls {
+        None => Conn::Plain(stream),
+        Some(config) => match rustls::ServerConnection::new(config) {
+            Ok(c) => Conn::Tls(Box::new(rustls::StreamOwned::new(c, stream))),
+            Err(_) => return,
+        },
+    };
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 2048];
+    let head = loop {
+        let n = match conn.read(&mut chunk) {
+            // Closed, timed out, or a failed TLS handshake: nothing to answer.
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        match parse_request_head(&buf) {
+            HeadParse::Complete(h) => break Ok(h),
+            HeadParse::Partial => {}
+            HeadParse::Invalid(status) => break Err(status),
+        }
+    };
+    // The login may be over already; then the connection is simply closed.
+    let _ = tx.send(Incoming { head, conn });
+}
+
+/// A loopback connection, plain or TLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl Conn {
+    fn page(&mut self, status: u16, text: &str) {
+        let body = format!(
+            "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>kubectl oidc-login</title></head><body><p>{}</p></body></html>",
+            html_escape(text)
+        );
+        self.send(
+            status,
+            &[("Content-Type", "text/html; charset=utf-8")],
+            &body,
+        );
+    }
+
+    fn redirect(&mut self, location: &str) {
+        // A header value cannot carry control characters (no response splitting).
+        let location: String = location.chars().filter(|c| !c.is_control()).collect();
+        self.send(302, &[("Location", &location)], "");
+    }
+
+    /// Writes the response and closes. The browser may have gone; nothing to do about it.
+    fn send(&mut self, status: u16, headers: &[(&str, &str)], body: &str) {
+        let reason = match status {
+            200 => "OK",
+            302 => "Found",
+            400 => "Bad Request",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            431 => "Request Header Fields Too Large",
+            _ => "Error",
+        };
+        let mut head = format!("HTTP/1.1 {status} {reason}\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        // no-referrer: the page after the callback must not leak the code in a Referer.
+        head.push_str(&format!(
+            "Content-Length: {}\r\nCache-Control: no-store\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n\r\n",
+            body.len()
+        ));
+        let _ = self
+            .write_all(head.as_bytes())
+            .and_then(|_| self.write_all(body.as_bytes()))
+            .and_then(|_| self.flush());
+        match self {
+            Conn::Plain(s) => {
+                let _ = s.shutdown(Shutdown::Write);
+            }
+            Conn::Tls(s) => {
+                s.conn.send_close_notify();
+                let _ = s.flush();
+                let _ = s.sock.shutdown(Shutdown::Write);
+            }
+        }
+    }
+}
+
+/// Reads and checks the loopback certificate and key into a rustls server configuration.
+fn read_tls(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>> {
     let certificate =
         std::fs::read(cert).map_err(|e| Error::io(format!("--local-server-cert {cert}"), e))?;
     let private_key =
@@ -272,22 +535,24 @@ fn read_tls(cert: &str, key: &str) -> Result<tiny_http::SslConfig> {
             "--local-server-cert {cert}: no PEM certificate found"
         )));
     }
-    let mut usable = false;
-    for item in rustls_pemfile::read_all(&mut private_key.as_slice()) {
-        match item.map_err(|e| Error::io(format!("--local-server-key {key}"), e))? {
-            rustls_pemfile::Item::Pkcs8Key(_) | rustls_pemfile::Item::Pkcs1Key(_) => usable = true,
-            _ => {}
-        }
-    }
-    if !usable {
-        return Err(Error::usage(format!(
-            "--local-server-key {key}: expected a PKCS#8 (BEGIN PRIVATE KEY) or RSA (BEGIN RSA PRIVATE KEY) PEM key"
-        )));
-    }
-    Ok(tiny_http::SslConfig {
-        certificate,
-        private_key,
-    })
+    let key_der = rustls_pemfile::private_key(&mut private_key.as_slice())
+        .map_err(|e| Error::io(format!("--local-server-key {key}"), e))?
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "--local-server-key {key}: expected a PKCS#8 (BEGIN PRIVATE KEY), RSA or EC PEM key"
+            ))
+        })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key_der))
+        .map_err(|e| {
+            Error::usage(format!(
+                "--local-server-cert {cert} / --local-server-key {key}: {e}"
+            ))
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 fn html_escape(text: &str) -> String {
@@ -297,30 +562,36 @@ fn html_escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn respond(req: tiny_http::Request, status: u16, text: &str) {
-    let body = format!(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>kubectl oidc-login</title></head><body><p>{}</p></body></html>",
-        html_escape(text)
-    );
-    let mut response = tiny_http::Response::from_string(body).with_status_code(status);
-    if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", "text/html; charset=utf-8") {
-        response.add_header(h);
-    }
-    // The browser may have gone; nothing to do about it.
-    let _ = req.respond(response);
-}
-
-fn redirect(req: tiny_http::Request, location: &str) {
-    let mut response = tiny_http::Response::empty(302);
-    if let Ok(h) = tiny_http::Header::from_bytes("Location", location) {
-        response.add_header(h);
-    }
-    let _ = req.respond(response);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::FakeDeps;
+
+    /// Whether the machine has an IPv6 loopback. With `REQUIRE_IPV6=1` (set by
+    /// `tests/run-all.sh`) a missing one fails the test instead of skipping its IPv6 part.
+    pub(crate) fn ipv6_loopback() -> bool {
+        let ok = TcpListener::bind("[::1]:0").is_ok();
+        if !ok && std::env::var("REQUIRE_IPV6").as_deref() == Ok("1") {
+            panic!("REQUIRE_IPV6=1 but [::1] cannot be bound here");
+        }
+        ok
+    }
+
+    /// Two different ports free on 127.0.0.1 and [::1] right now (never 8000/18000: those
+    /// belong to users).
+    fn two_free_ports() -> (u16, u16) {
+        let v6 = ipv6_loopback();
+        let mut held: Vec<TcpListener> = Vec::new();
+        while held.len() < 2 {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            if !v6 || TcpListener::bind(("::1", port)).is_ok() {
+                held.push(l);
+            }
+        }
+        let port = |l: &TcpListener| l.local_addr().unwrap().port();
+        (port(&held[0]), port(&held[1]))
+    }
 
     #[test]
     fn both_busy_names_both_and_the_flag() {
@@ -338,13 +609,46 @@ mod tests {
         assert!(err.contains("--listen-address"), "{err}");
     }
 
+    /// kubelogin's 8000 → 18000 fallback, on two free ports: the first busy, the second used.
+    #[test]
+    fn first_address_busy_falls_back_to_the_second() {
+        let (p1, p2) = two_free_ports();
+        let _busy = TcpListener::bind(("127.0.0.1", p1)).unwrap();
+        let listen = vec![format!("127.0.0.1:{p1}"), format!("127.0.0.1:{p2}")];
+        let lb = Loopback::bind(&listen, "", None).unwrap();
+        assert_eq!(lb.port, p2);
+        assert_eq!(lb.redirect_uri, format!("http://localhost:{p2}"));
+    }
+
+    /// A program on [::1]:first would receive a browser that resolves localhost to ::1, so
+    /// that address is given up for the next one (and the port-0 retry path re-binds).
+    #[test]
+    fn ipv6_twin_busy_moves_on() {
+        if !ipv6_loopback() {
+            return;
+        }
+        let (p1, p2) = two_free_ports();
+        let _busy = TcpListener::bind(("::1", p1)).unwrap();
+        let listen = vec![format!("127.0.0.1:{p1}"), format!("127.0.0.1:{p2}")];
+        let lb = Loopback::bind(&listen, "", None).unwrap();
+        assert_eq!(lb.port, p2);
+        // The IPv4 side of the abandoned first port was released.
+        TcpListener::bind(("127.0.0.1", p1)).unwrap();
+        // Both busy: the error names the IPv6 address that was taken.
+        drop(lb);
+        let _busy2 = TcpListener::bind(("::1", p2)).unwrap();
+        let err = Loopback::bind(&listen, "", None).err().unwrap().to_string();
+        assert!(err.contains(&format!("[::1]:{p1}")), "{err}");
+    }
+
     #[test]
     fn localhost_redirect_listens_on_both_loopbacks() {
         let lb = Loopback::bind(&["127.0.0.1:0".to_string()], "", None).unwrap();
         assert_eq!(lb.redirect_uri, format!("http://localhost:{}", lb.port));
         // Both addresses are taken by us now (IPv6 only when the machine has it).
         assert!(TcpListener::bind(("127.0.0.1", lb.port)).is_err());
-        if TcpListener::bind("[::1]:0").is_ok() {
+        if ipv6_loopback() {
+            assert_eq!(lb.listeners.len(), 2);
             assert!(TcpListener::bind(("::1", lb.port)).is_err());
         }
     }
@@ -359,6 +663,136 @@ mod tests {
         .unwrap();
         assert_eq!(lb.callback_path, "/oidc/callback");
         assert_eq!(lb.redirect_uri, "http://127.0.0.1:8000/oidc/callback");
-        assert_eq!(lb.servers.len(), 1);
+        assert_eq!(lb.listeners.len(), 1);
+        assert_ne!(lb.start_path, "/");
+        assert!(lb.start_url.ends_with(&lb.start_path), "{}", lb.start_url);
+    }
+
+    const AUTH_URL: &str = "https://idp.test/authorize?state=the-state&nonce=n&code_challenge=c";
+
+    /// Runs `wait` on a thread; returns the base URL and the join handle.
+    fn serving(
+        fake: &FakeDeps,
+        timeout: Duration,
+    ) -> (String, String, std::thread::JoinHandle<Result<Callback>>) {
+        let lb = Loopback::bind(&["127.0.0.1:0".to_string()], "", None).unwrap();
+        let base = format!("http://127.0.0.1:{}", lb.port);
+        let start = format!("{base}{}", lb.start_path);
+        let deps = fake.deps.clone();
+        let handle = std::thread::spawn(move || {
+            lb.wait(&deps, AUTH_URL, &Secret::new("the-state"), timeout, None)
+        });
+        (base, start, handle)
+    }
+
+    fn client() -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn root_does_not_reveal_the_authorization_url_and_the_start_path_works_once() {
+        let fake = FakeDeps::new();
+        let (base, start, handle) = serving(&fake, Duration::from_secs(20));
+        let c = client();
+        let root = c.get(format!("{base}/")).send().unwrap();
+        assert_eq!(root.status(), 404);
+        assert!(root.headers().get("location").is_none());
+        assert!(!root.text().unwrap().contains("the-state"));
+        let first = c.get(&start).send().unwrap();
+        assert_eq!(first.status(), 302);
+        assert_eq!(first.headers()["location"], AUTH_URL);
+        let again = c.get(&start).send().unwrap();
+        assert_eq!(again.status(), 404, "the start path is one-time");
+        let ok = c
+            .get(format!("{base}/?code=the-code&state=the-state"))
+            .send()
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+        assert_eq!(handle.join().unwrap().unwrap().code.expose(), "the-code");
+    }
+
+    /// RFC 6749 §10.12: a stranger's `?error=` (or code) without our state changes nothing;
+    /// the genuine callback still completes the login.
+    #[test]
+    fn error_or_code_with_a_wrong_state_does_not_end_the_login() {
+        let fake = FakeDeps::new();
+        let (base, _start, handle) = serving(&fake, Duration::from_secs(20));
+        let c = client();
+        for q in [
+            "error=access_denied",
+            "error=access_denied&state=guess",
+            "code=attacker-code&state=guess",
+            "code=attacker-code",
+        ] {
+            let r = c.get(format!("{base}/?{q}")).send().unwrap();
+            assert_eq!(r.status(), 400, "{q}");
+        }
+        let ok = c
+            .get(format!("{base}/?code=the-code&state=the-state"))
+            .send()
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+        assert_eq!(handle.join().unwrap().unwrap().code.expose(), "the-code");
+        assert!(fake.console_text().contains("wrong state"));
+    }
+
+    #[test]
+    fn provider_error_text_loses_control_characters() {
+        let fake = FakeDeps::new();
+        let (base, _start, handle) = serving(&fake, Duration::from_secs(20));
+        let r = client()
+            .get(format!(
+                "{base}/?error=access_denied%1b%5b2J&error_description=no%1b%5d0%3bpwned%07%0dnow&error_uri=https%3a%2f%2fx%1b&state=the-state"
+            ))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let err = handle.join().unwrap().unwrap_err().to_string();
+        assert!(!err.chars().any(|c| c.is_control()), "{err:?}");
+        assert!(err.contains("access_denied"), "{err}");
+        assert!(err.contains("pwned"), "{err}");
+    }
+
+    #[test]
+    fn timeout_mentions_refused_callbacks() {
+        let fake = FakeDeps::new();
+        let (base, _start, handle) = serving(&fake, Duration::from_secs(2));
+        client()
+            .get(format!("{base}/?code=x&state=wrong"))
+            .send()
+            .unwrap();
+        let err = handle.join().unwrap().unwrap_err().to_string();
+        assert!(err.contains("timed out"), "{err}");
+        assert!(err.contains("1 callback(s) with a wrong state"), "{err}");
+    }
+
+    #[test]
+    fn head_parser_bounds() {
+        assert_eq!(
+            parse_request_head(b"GET /a?b=c HTTP/1.1\r\nHost: x\r\n\r\n"),
+            HeadParse::Complete(RequestHead {
+                method: "GET".into(),
+                target: "/a?b=c".into()
+            })
+        );
+        assert_eq!(
+            parse_request_head(b"GET / HTTP/1.1\r\nHo"),
+            HeadParse::Partial
+        );
+        assert_eq!(
+            parse_request_head(b"\x00\x01garbage\r\n\r\n"),
+            HeadParse::Invalid(400)
+        );
+        // An absolute-form or authority-form target is not ours to serve.
+        assert_eq!(
+            parse_request_head(b"GET http://evil/ HTTP/1.1\r\n\r\n"),
+            HeadParse::Invalid(400)
+        );
+        let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        long.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES));
+        assert_eq!(parse_request_head(&long), HeadParse::Invalid(431));
     }
 }

@@ -22,7 +22,8 @@ impl DiskStore {
     }
 }
 
-/// Creates the cache directory with mode 0700 (tokens are bearer credentials).
+/// Creates the cache directory with mode 0700 (tokens are bearer credentials), and refuses
+/// one that someone else could tamper with.
 pub fn ensure_dir(dir: &Path) -> Result<()> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
@@ -34,7 +35,43 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
     builder.create(dir).map_err(|source| Error::Cache {
         path: dir.to_path_buf(),
         source,
-    })
+    })?;
+    #[cfg(unix)]
+    check_private(dir)?;
+    Ok(())
+}
+
+/// The cache directory must belong to the user running us and be writable by nobody else:
+/// whoever can write there can swap the lock file for a symlink, plant a token of their own
+/// account (so kubectl acts as them), or read the next login's tokens. Checked on every use,
+/// because `--token-cache-dir` may name a directory we did not create.
+#[cfg(unix)]
+pub fn check_private(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir).map_err(|source| Error::Cache {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let shown = dir.display();
+    if !meta.is_dir() {
+        return Err(Error::usage(format!(
+            "token cache directory {shown} is not a directory; choose another --token-cache-dir"
+        )));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(Error::usage(format!(
+            "token cache directory {shown} is owned by uid {}, not by you (uid {me}): its owner could read or replace your tokens; use a directory of your own with --token-cache-dir (or chown {me} {shown})",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(Error::usage(format!(
+            "token cache directory {shown} is writable by group or others (mode {mode:04o}): they could replace your tokens; run chmod 700 {shown}, or use another --token-cache-dir"
+        )));
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` so that a reader sees the old file or the new one, never half of
@@ -139,6 +176,30 @@ mod tests {
         store.delete("k").unwrap();
         store.delete("k").unwrap();
         assert!(store.load("k").unwrap().is_none());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn shared_or_foreign_directories_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        ensure_dir(&dir).unwrap();
+        for mode in [0o777, 0o770, 0o722, 0o1777] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
+            let err = ensure_dir(&dir).unwrap_err().to_string();
+            assert!(err.contains("writable by group or others"), "{err}");
+            assert!(err.contains("chmod 700"), "{err}");
+        }
+        // Readable by others is a privacy choice of the user, not a tampering risk.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_dir(&dir).unwrap();
+        // Owned by someone else: only root can hand a directory to another uid.
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+            let err = ensure_dir(&dir).unwrap_err().to_string();
+            assert!(err.contains("owned by uid 65534"), "{err}");
+        }
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct KeyringStore {
     /// Where an entry too large for the keyring goes, and where it is looked for.
     fallback: DiskStore,
     deps: Deps,
+    /// Largest secret written as one item; `None` lets the keyring itself refuse.
+    entry_limit: Option<usize>,
 }
 
 impl KeyringStore {
@@ -42,7 +44,20 @@ impl KeyringStore {
             keyring: deps.keyring.clone(),
             fallback,
             deps: deps.clone(),
+            entry_limit: None,
         }
+    }
+
+    /// Splits every entry longer than `limit` bytes into chunks of at most `limit` bytes,
+    /// without first asking the keyring. For a store whose limit is known (and for tests,
+    /// which force the chunked path through a real Secret Service that accepts large items).
+    pub fn with_entry_limit(mut self, limit: usize) -> Self {
+        self.entry_limit = Some(limit.max(1));
+        self
+    }
+
+    fn chunk_size(&self) -> usize {
+        self.entry_limit.map_or(CHUNK, |l| l.min(CHUNK))
     }
 
     fn delete_chunks(&self, account: &str) -> Result<()> {
@@ -60,7 +75,7 @@ impl KeyringStore {
         // JSON of our entry is ASCII (tokens are base64url), so byte chunks are char chunks.
         let chunks: Vec<&str> = json
             .as_bytes()
-            .chunks(CHUNK)
+            .chunks(self.chunk_size())
             .map(|c| std::str::from_utf8(c).unwrap_or_default())
             .collect();
         if chunks.concat() != json {
@@ -104,7 +119,17 @@ impl TokenStore for KeyringStore {
         let account = account(key);
         let json = serde_json::to_string(entry).map_err(|e| Error::Keyring(e.to_string()))?;
         self.delete_chunks(&account)?;
-        let saved = match self.keyring.set(SERVICE, &account, &json) {
+        let too_long = self.entry_limit.is_some_and(|l| json.len() > l);
+        let first_try = if too_long {
+            Err(Error::Keyring(format!(
+                "too long: {} > {} bytes",
+                json.len(),
+                self.chunk_size()
+            )))
+        } else {
+            self.keyring.set(SERVICE, &account, &json)
+        };
+        let saved = match first_try {
             Ok(()) => Ok(()),
             Err(first) => {
                 self.deps.log(1, || {

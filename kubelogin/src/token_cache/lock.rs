@@ -33,11 +33,23 @@ impl CacheLock {
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
+            // O_NOFOLLOW: a `<key>.lock` that is a symlink is refused, never followed (the
+            // create would otherwise make or truncate-lock a file wherever it points).
+            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
         }
-        let file = options.open(path).map_err(|source| Error::Cache {
-            path: path.to_path_buf(),
-            source,
+        let file = options.open(path).map_err(|source| {
+            #[cfg(unix)]
+            if source.raw_os_error() == Some(libc::ELOOP) {
+                return Error::usage(format!(
+                    "token cache lock {} is a symbolic link, which is never followed; remove it (rm {})",
+                    path.display(),
+                    path.display()
+                ));
+            }
+            Error::Cache {
+                path: path.to_path_buf(),
+                source,
+            }
         })?;
         let start = deps.clock.now();
         let mut told = false;
@@ -83,6 +95,23 @@ impl CacheLock {
 mod tests {
     use super::*;
     use crate::testing::FakeDeps;
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinked_lock_file_is_refused_and_its_target_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fake = FakeDeps::new();
+        let dir = tmp.path().join("cache");
+        std::fs::create_dir(&dir).unwrap();
+        let victim = tmp.path().join("victim");
+        let link = dir.join("k.lock");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let err = CacheLock::acquire(&fake.deps, &link, Duration::from_secs(1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert!(!victim.exists(), "the symlink was followed");
+    }
 
     #[test]
     fn second_holder_times_out_with_the_path_in_the_message() {
