@@ -55,12 +55,18 @@ pub struct ServeArgs {
     /// Where the first admin's generated password is written (default: <data dir>/kubelogin-idp-credentials.txt).
     #[arg(long, env = "CREDENTIALS_FILE")]
     pub credentials_file: Option<PathBuf>,
-    /// Failed logins per account within 15 minutes before that account is throttled.
+    /// Failed logins for one account from one address (IPv6: its /64) within 15 minutes before
+    /// that address may no longer try that account; also wrong device codes per session. Each
+    /// lock lasts twice as long as the one before, up to a day.
     #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 5)]
     pub login_max_failures: u32,
-    /// Failed logins per client IP within 15 minutes before that IP is throttled.
+    /// Failed logins (and wrong device codes) per client address (IPv6: its /64) within
+    /// 15 minutes before that address is throttled.
     #[arg(long, env = "LOGIN_MAX_FAILURES_PER_IP", default_value_t = 20)]
     pub login_max_failures_per_ip: u32,
+    /// How long audit events are kept (e.g. 365d, 90d); 0 keeps them forever.
+    #[arg(long, env = "AUDIT_RETENTION", default_value = "365d", value_parser = parse_duration)]
+    pub audit_retention: u64,
 }
 
 /// Parses `90`, `90s`, `15m`, `1h`, `30d` (and combinations like `1h30m`) into seconds.
@@ -123,6 +129,8 @@ pub struct Config {
     pub secure_cookies: bool,
     pub login_max_failures: u32,
     pub login_max_failures_per_ip: u32,
+    /// Seconds audit events are kept; 0 keeps them forever.
+    pub audit_retention: u64,
 }
 
 /// Parses `host:port` or `:port` (all interfaces, AuthGate's form).
@@ -223,6 +231,7 @@ impl Config {
             trusted_proxies: a.trusted_proxies.clone(),
             login_max_failures: a.login_max_failures.max(1),
             login_max_failures_per_ip: a.login_max_failures_per_ip.max(1),
+            audit_retention: a.audit_retention,
         })
     }
 
@@ -270,6 +279,12 @@ mod tests {
         assert!(validate_issuer("https://idp.example.com?x=1").is_err());
         assert!(validate_issuer("https://idp.example.com#f").is_err());
         assert!(validate_issuer("ftp://idp.example.com").is_err());
+    }
+
+    #[test]
+    fn audit_retention_defaults_to_a_year() {
+        let c = Config::for_issuer("https://idp.example.com").unwrap();
+        assert_eq!(c.audit_retention, 365 * 86_400);
     }
 
     #[test]

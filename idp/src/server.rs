@@ -69,6 +69,13 @@ fn create_private_dir(dir: &Path) -> Result<(), IdpError> {
     Ok(())
 }
 
+/// Deletes expired rows, and audit events older than `AUDIT_RETENTION`.
+pub async fn purge_expired(state: &AppState) -> Result<u64, IdpError> {
+    let now = state.now();
+    let audit_before = crate::audit::retention_cutoff(state.config.audit_retention, now);
+    state.store.purge_expired(now, audit_before).await
+}
+
 /// Keeps keys fresh and the database tidy while the server runs.
 pub fn spawn_background(state: AppState) {
     tokio::spawn(async move {
@@ -80,7 +87,7 @@ pub fn spawn_background(state: AppState) {
                 tracing::error!(error = %e, "reloading signing keys failed");
             }
             if tick.is_multiple_of(20) {
-                match state.store.purge_expired(state.now()).await {
+                match purge_expired(&state).await {
                     Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired records"),
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "purging expired records failed"),

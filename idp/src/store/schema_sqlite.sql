@@ -1,4 +1,6 @@
--- kubelogin-idp schema, version 1 (SQLite). PostgreSQL gets the same tables in its own dialect.
+-- kubelogin-idp schema (SQLite): the current version in full (sqlite.rs: SCHEMA_VERSION); older
+-- databases are brought here by the upgrade steps in sqlite.rs. PostgreSQL gets the same tables
+-- in its own dialect.
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY,
     username TEXT NOT NULL UNIQUE,
@@ -87,7 +89,9 @@ CREATE TABLE IF NOT EXISTS device_codes (
     last_polled_at INTEGER,
     status TEXT NOT NULL,
     user_id TEXT,
-    auth_time INTEGER
+    auth_time INTEGER,
+    request_ip TEXT NOT NULL DEFAULT '',
+    request_user_agent TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS sessions (
     id_hash TEXT PRIMARY KEY,
@@ -119,3 +123,4 @@ CREATE TABLE IF NOT EXISTS audit_events (
     details TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS audit_events_at ON audit_events(at);
+CREATE INDEX IF NOT EXISTS audit_events_event_subject ON audit_events(event, subject, id);

@@ -13,8 +13,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
+/// The whole current schema: a new database gets it in one go.
 const SCHEMA: &str = include_str!("schema_sqlite.sql");
-const SCHEMA_VERSION: i64 = 1;
+
+/// Upgrade steps for existing databases, in order: `UPGRADES[n]` takes a database from
+/// version `n + 1` to `n + 2`, in one transaction with the `user_version` bump. Only additive
+/// statements (ADD COLUMN, CREATE ... IF NOT EXISTS), so a step is also true of the fresh schema.
+const UPGRADES: &[&str] = &[
+    // 1 → 2: where a device authorization request came from (shown on the approval page), and
+    // an index for finding the open aggregated audit row of a throttle key.
+    "ALTER TABLE device_codes ADD COLUMN request_ip TEXT NOT NULL DEFAULT '';
+     ALTER TABLE device_codes ADD COLUMN request_user_agent TEXT NOT NULL DEFAULT '';
+     CREATE INDEX IF NOT EXISTS audit_events_event_subject ON audit_events(event, subject, id);",
+];
+
+const SCHEMA_VERSION: i64 = 1 + UPGRADES.len() as i64;
 
 /// SQLite storage.
 #[derive(Clone, Debug)]
@@ -65,13 +78,28 @@ impl SqliteStore {
                 "the database has schema version {version}, newer than this binary's {SCHEMA_VERSION}; upgrade kubelogin-idp"
             )));
         }
-        if version < SCHEMA_VERSION {
+        if version == 0 {
             let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
             sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
             sqlx::raw_sql(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
+        } else {
+            for v in version..SCHEMA_VERSION {
+                let step = usize::try_from(v - 1)
+                    .ok()
+                    .and_then(|n| UPGRADES.get(n))
+                    .ok_or_else(|| {
+                        IdpError::Migrate(format!("no upgrade from schema version {v}"))
+                    })?;
+                let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+                sqlx::raw_sql(step).execute(&mut *tx).await?;
+                sqlx::raw_sql(&format!("PRAGMA user_version = {}", v + 1))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
         }
         let read = SqlitePoolOptions::new()
             .test_before_acquire(false)
@@ -169,6 +197,8 @@ fn device_from(row: &SqliteRow) -> Result<DeviceCode, sqlx::Error> {
         status: DeviceStatus::parse(row.try_get("status")?),
         user_id: row.try_get("user_id")?,
         auth_time: row.try_get::<Option<i64>, _>("auth_time")?.map(u),
+        request_ip: row.try_get("request_ip")?,
+        request_user_agent: row.try_get("request_user_agent")?,
     })
 }
 
@@ -826,8 +856,8 @@ impl Store for SqliteStore {
 
     async fn insert_device_code(&self, d: DeviceCode) -> StoreResult<()> {
         match sqlx::query(
-            "INSERT INTO device_codes (device_code_hash, user_code, client_id, scope, code_challenge, created_at, expires_at, interval_secs, last_polled_at, status, user_id, auth_time)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, 'pending', NULL, NULL)",
+            "INSERT INTO device_codes (device_code_hash, user_code, client_id, scope, code_challenge, created_at, expires_at, interval_secs, last_polled_at, status, user_id, auth_time, request_ip, request_user_agent)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, 'pending', NULL, NULL, ?, ?)",
         )
         .bind(&d.device_code_hash)
         .bind(&d.user_code)
@@ -837,6 +867,8 @@ impl Store for SqliteStore {
         .bind(i(d.created_at))
         .bind(i(d.expires_at))
         .bind(i(d.interval))
+        .bind(&d.request_ip)
+        .bind(&d.request_user_agent)
         .execute(&mut *self.write.lock().await)
         .await
         {
@@ -1020,6 +1052,28 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn record_audit_aggregated(&self, e: AuditEvent, since: u64) -> StoreResult<()> {
+        let mut writer = self.write.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let updated = sqlx::query(
+            "UPDATE audit_events SET details = ?1 WHERE id = (
+                 SELECT id FROM audit_events WHERE event = ?2 AND subject = ?3
+                 ORDER BY id DESC LIMIT 1) AND at >= ?4",
+        )
+        .bind(&e.details)
+        .bind(&e.event)
+        .bind(&e.subject)
+        .bind(i(since))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            insert_audit(&mut tx, &e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn audit_events(&self, f: AuditFilter) -> StoreResult<Vec<AuditEvent>> {
         let limit = if f.limit == 0 { 1000 } else { f.limit };
         let rows = sqlx::query(
@@ -1038,7 +1092,7 @@ impl Store for SqliteStore {
         Ok(rows.iter().map(audit_from).collect::<Result<_, _>>()?)
     }
 
-    async fn purge_expired(&self, now: u64) -> StoreResult<u64> {
+    async fn purge_expired(&self, now: u64, audit_before: u64) -> StoreResult<u64> {
         let mut n = 0;
         // Used codes are kept until they expire so a replay can still be detected.
         for sql in [
@@ -1055,6 +1109,11 @@ impl Store for SqliteStore {
                 .rows_affected();
         }
         n += sqlx::query("DELETE FROM token_families WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = token_families.id)")
+            .execute(&mut *self.write.lock().await)
+            .await?
+            .rows_affected();
+        n += sqlx::query("DELETE FROM audit_events WHERE at < ?")
+            .bind(i(audit_before))
             .execute(&mut *self.write.lock().await)
             .await?
             .rows_affected();
