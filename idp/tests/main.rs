@@ -12,6 +12,9 @@ mod router;
 mod rp;
 // Protocol rules: one negative test per rule of the authorize and token endpoints.
 mod rules;
+// Accounts: bounded login input, throttling per address and account, device user-code
+// limits, the device request's origin, audit aggregation and retention.
+mod accounts;
 // The storage conformance suite every backend must pass.
 mod store;
 // The built binary: admin commands, serve start-up and refusals, certs.
