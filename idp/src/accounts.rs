@@ -98,15 +98,8 @@ pub async fn check_password(
         state
             .throttle
             .fail(&ip_key, state.config.login_max_failures_per_ip, now);
-        audit::record(
-            state,
-            audit::Event::new("login_failed", audit::WARNING)
-                .actor(username)
-                .client(client_id)
-                .meta(meta)
-                .details("username longer than any account's"),
-        )
-        .await;
+        let why = "username longer than any account's";
+        record_failure(state, username, client_id, meta, why).await;
         return Ok(PasswordCheck::Wrong);
     };
     let user = state.store.user_by_username(username).await?;
@@ -127,15 +120,7 @@ pub async fn check_password(
             Ok(PasswordCheck::Ok(u))
         }
         Some(u) if ok => {
-            audit::record(
-                state,
-                audit::Event::new("login_failed", audit::WARNING)
-                    .actor(&u.username)
-                    .client(client_id)
-                    .meta(meta)
-                    .details("account disabled"),
-            )
-            .await;
+            record_failure(state, &u.username, client_id, meta, "account disabled").await;
             Ok(PasswordCheck::Disabled)
         }
         _ => {
@@ -145,18 +130,26 @@ pub async fn check_password(
             state
                 .throttle
                 .fail(&ip_key, state.config.login_max_failures_per_ip, now);
-            audit::record(
-                state,
-                audit::Event::new("login_failed", audit::WARNING)
-                    .actor(username)
-                    .client(client_id)
-                    .meta(meta)
-                    .details("wrong username or password"),
-            )
-            .await;
+            let why = "wrong username or password";
+            record_failure(state, username, client_id, meta, why).await;
             Ok(PasswordCheck::Wrong)
         }
     }
+}
+
+async fn record_failure(
+    state: &AppState,
+    actor: &str,
+    client_id: &str,
+    meta: &ClientMeta,
+    why: &str,
+) {
+    let e = audit::Event::new("login_failed", audit::WARNING)
+        .actor(actor)
+        .client(client_id)
+        .meta(meta)
+        .details(why);
+    audit::record(state, e).await;
 }
 
 /// The longest user code input looked up (a code is 8 letters; dashes and spaces are allowed).
