@@ -1,5 +1,7 @@
 //! Audit events: logins, tokens issued/refreshed/revoked, device decisions, admin actions.
-//! Recording never fails a request: a store error is logged instead.
+//! Recording never fails a request: a store error is logged instead. Every field is bounded
+//! here, whoever builds the event: much of it (usernames typed on the login page, user agents,
+//! client ids) comes straight from the request, and an attacker must not fill the table.
 
 use crate::state::AppState;
 use crate::store::{AuditEvent, Store};
@@ -9,37 +11,65 @@ pub const INFO: &str = "info";
 pub const WARNING: &str = "warning";
 pub const CRITICAL: &str = "critical";
 
-/// A builder for one audit event.
+/// How many characters each field keeps (the CLI allows 64-character names and client ids).
+pub const MAX_EVENT: usize = 64;
+pub const MAX_SEVERITY: usize = 16;
+pub const MAX_ACTOR: usize = 64;
+/// A subject may be a throttle key: an address plus a 64-character name.
+pub const MAX_SUBJECT: usize = 128;
+pub const MAX_CLIENT_ID: usize = 64;
+/// An IPv6 address in text is at most 45 characters.
+pub const MAX_IP: usize = 64;
+pub const MAX_USER_AGENT: usize = 256;
+pub const MAX_DETAILS: usize = 512;
+
+/// What ends a truncated field. Names are ASCII (the CLI's rule), so an actor ending in it was
+/// cut, not typed.
+pub const TRUNCATION_MARK: char = '…';
+
+/// `s` when it has at most `max` characters, else its first `max - 1` characters and
+/// [`TRUNCATION_MARK`]: never more than `max` characters either way.
+pub fn bounded(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some(_) => {
+            let keep: String = s.chars().take(max.saturating_sub(1)).collect();
+            format!("{keep}{TRUNCATION_MARK}")
+        }
+    }
+}
+
+/// A builder for one audit event; each setter bounds its field.
 #[derive(Debug, Clone, Default)]
 pub struct Event(AuditEvent);
 
 impl Event {
     pub fn new(event: &str, severity: &str) -> Self {
         Event(AuditEvent {
-            event: event.into(),
-            severity: severity.into(),
+            event: bounded(event, MAX_EVENT),
+            severity: bounded(severity, MAX_SEVERITY),
             ..Default::default()
         })
     }
     pub fn actor(mut self, a: &str) -> Self {
-        self.0.actor = a.into();
+        self.0.actor = bounded(a, MAX_ACTOR);
         self
     }
     pub fn subject(mut self, s: &str) -> Self {
-        self.0.subject = s.into();
+        self.0.subject = bounded(s, MAX_SUBJECT);
         self
     }
     pub fn client(mut self, c: &str) -> Self {
-        self.0.client_id = c.into();
+        self.0.client_id = bounded(c, MAX_CLIENT_ID);
         self
     }
     pub fn meta(mut self, m: &ClientMeta) -> Self {
-        self.0.ip = m.ip.clone();
-        self.0.user_agent = m.user_agent.clone();
+        self.0.ip = bounded(&m.ip, MAX_IP);
+        self.0.user_agent = bounded(&m.user_agent, MAX_USER_AGENT);
         self
     }
     pub fn details(mut self, d: &str) -> Self {
-        self.0.details = d.into();
+        self.0.details = bounded(d, MAX_DETAILS);
         self
     }
     /// The event for a store method that records it inside its own transaction (the store
@@ -59,6 +89,28 @@ pub async fn record_in(store: &dyn Store, now: u64, e: Event) {
     let name = ev.event.clone();
     if let Err(err) = store.record_audit(ev).await {
         tracing::error!(error = %err, event = %name, "could not record audit event");
+    }
+}
+
+/// Records `e` at most once per `subject` (a throttle key) and window: when an event of the
+/// same name and subject was recorded at or after `since`, that row's details are replaced by
+/// `e`'s (which carry the running count) instead of adding a row. A throttled attacker costs us
+/// no password hashing, so without this every refused attempt would be a cheap row.
+pub async fn record_aggregated(state: &AppState, e: Event, since: u64) {
+    let mut ev = e.0;
+    ev.at = state.now();
+    let name = ev.event.clone();
+    if let Err(err) = state.store.record_audit_aggregated(ev, since).await {
+        tracing::error!(error = %err, event = %name, "could not record audit event");
+    }
+}
+
+/// Audit events older than this time are purged (`AUDIT_RETENTION`; 0 keeps them forever).
+pub fn retention_cutoff(retention_secs: u64, now: u64) -> u64 {
+    if retention_secs == 0 {
+        0
+    } else {
+        now.saturating_sub(retention_secs)
     }
 }
 
@@ -111,5 +163,47 @@ mod tests {
         assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(csv_field("alice"), "alice");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
+    }
+
+    #[test]
+    fn every_field_is_bounded_with_a_mark() {
+        assert_eq!(bounded("alice", 64), "alice");
+        assert_eq!(bounded(&"a".repeat(64), 64), "a".repeat(64));
+        let cut = bounded(&"é".repeat(70_000), 64);
+        assert_eq!(cut.chars().count(), 64);
+        assert!(cut.ends_with(TRUNCATION_MARK));
+        let huge = "x".repeat(70_000);
+        let meta = ClientMeta {
+            ip: huge.clone(),
+            user_agent: huge.clone(),
+        };
+        let e = Event::new(&huge, &huge)
+            .actor(&huge)
+            .subject(&huge)
+            .client(&huge)
+            .meta(&meta)
+            .details(&huge)
+            .into_event();
+        for (field, max) in [
+            (&e.event, MAX_EVENT),
+            (&e.severity, MAX_SEVERITY),
+            (&e.actor, MAX_ACTOR),
+            (&e.subject, MAX_SUBJECT),
+            (&e.client_id, MAX_CLIENT_ID),
+            (&e.ip, MAX_IP),
+            (&e.user_agent, MAX_USER_AGENT),
+            (&e.details, MAX_DETAILS),
+        ] {
+            assert_eq!(field.chars().count(), max);
+            assert!(field.ends_with(TRUNCATION_MARK));
+        }
+    }
+
+    #[test]
+    fn retention_cutoff_keeps_a_year_by_default_and_zero_keeps_all() {
+        let now = 1_800_000_000;
+        assert_eq!(retention_cutoff(365 * 86_400, now), now - 365 * 86_400);
+        assert_eq!(retention_cutoff(0, now), 0);
+        assert_eq!(retention_cutoff(now + 1, now), 0);
     }
 }

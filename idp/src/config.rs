@@ -57,10 +57,13 @@ pub struct ServeArgs {
     /// Where the first admin's generated password is written (default: <data dir>/kubelogin-idp-credentials.txt).
     #[arg(long, env = "CREDENTIALS_FILE")]
     pub credentials_file: Option<PathBuf>,
-    /// Failed logins per account within 15 minutes before that account is throttled.
+    /// Failed logins for one account from one address (IPv6: its /64) within 15 minutes before
+    /// that address may no longer try that account; also wrong device codes per session. Each
+    /// lock lasts twice as long as the one before, up to a day.
     #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 5)]
     pub login_max_failures: u32,
-    /// Failed logins per client IP within 15 minutes before that IP is throttled.
+    /// Failed logins (and wrong device codes) per client address (IPv6: its /64) within
+    /// 15 minutes before that address is throttled.
     #[arg(long, env = "LOGIN_MAX_FAILURES_PER_IP", default_value_t = 20)]
     pub login_max_failures_per_ip: u32,
     /// Time a client has for the TLS handshake and for each request's headers; also how long a
@@ -84,6 +87,9 @@ pub struct ServeArgs {
     /// process reaches this server's JWKS and tokens.
     #[arg(long, env = "KEY_RELOAD_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub key_reload_interval: Duration,
+    /// How long audit events are kept (e.g. 365d, 90d); 0 keeps them forever.
+    #[arg(long, env = "AUDIT_RETENTION", default_value = "365d", value_parser = parse_duration)]
+    pub audit_retention: u64,
 }
 
 /// Longest accepted value of a serving timeout or interval: larger ones only disable the limit
@@ -177,6 +183,8 @@ pub struct Config {
     pub limits: ServeLimits,
     /// How often signing keys are re-read from the store.
     pub key_reload_interval: Duration,
+    /// Seconds audit events are kept; 0 keeps them forever.
+    pub audit_retention: u64,
 }
 
 /// Parses `host:port` or `:port` (all interfaces, AuthGate's form).
@@ -294,6 +302,7 @@ impl Config {
                 per_ip_exempt: a.trusted_proxies.clone(),
             },
             key_reload_interval: bounded_duration("KEY_RELOAD_INTERVAL", a.key_reload_interval)?,
+            audit_retention: a.audit_retention,
         })
     }
 
@@ -385,6 +394,12 @@ mod tests {
         ] {
             assert!(parse(&[bad]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn audit_retention_defaults_to_a_year() {
+        let c = Config::for_issuer("https://idp.example.com").unwrap();
+        assert_eq!(c.audit_retention, 365 * 86_400);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `app(state)` is the whole HTTP surface as a `Router`, testable without a socket;
 //! `server::run` adds the listener, TLS and background jobs.
 
+pub mod accounts;
 pub mod audit;
 pub mod bootstrap;
 pub mod cli;

@@ -153,6 +153,13 @@ fn create_private_dir(dir: &Path) -> Result<(), IdpError> {
 /// How often expired codes, tokens and sessions are deleted.
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
+/// Deletes expired rows, and audit events older than `AUDIT_RETENTION`.
+pub async fn purge_expired(state: &AppState) -> Result<u64, IdpError> {
+    let now = state.now();
+    let audit_before = crate::audit::retention_cutoff(state.config.audit_retention, now);
+    state.store.purge_expired(now, audit_before).await
+}
+
 /// Keeps keys fresh (every `KEY_RELOAD_INTERVAL`, so a `keys rotate` run by another process
 /// is published) and the database tidy while the server runs.
 pub fn spawn_background(state: AppState) {
@@ -175,7 +182,7 @@ pub fn spawn_background(state: AppState) {
         every.tick().await;
         loop {
             every.tick().await;
-            match state.store.purge_expired(state.now()).await {
+            match purge_expired(&state).await {
                 Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired records"),
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "purging expired records failed"),

@@ -1,5 +1,6 @@
 //! Shared application state: configuration, store, clock, signing keys and in-memory counters.
 
+use crate::accounts::Throttle;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::IdpError;
@@ -38,42 +39,6 @@ impl GrantCounters {
     }
 }
 
-/// Failed-login counters per key (account or IP) in fixed 15-minute windows.
-#[derive(Debug, Default)]
-pub struct Throttle {
-    windows: Mutex<HashMap<String, (u64, u32)>>,
-}
-
-pub const THROTTLE_WINDOW_SECS: u64 = 15 * 60;
-
-impl Throttle {
-    /// Seconds until `key` may try again, when it has reached `max` failures in its window.
-    pub fn blocked_for(&self, key: &str, max: u32, now: u64) -> Option<u64> {
-        let m = self.windows.lock().ok()?;
-        let (start, n) = *m.get(key)?;
-        let end = start + THROTTLE_WINDOW_SECS;
-        (n >= max && now < end).then(|| end - now)
-    }
-    pub fn fail(&self, key: &str, now: u64) {
-        if let Ok(mut m) = self.windows.lock() {
-            if m.len() > 100_000 {
-                // Bound the memory an attacker can make us use: drop expired windows.
-                m.retain(|_, (start, _)| now < *start + THROTTLE_WINDOW_SECS);
-            }
-            let e = m.entry(key.to_string()).or_insert((now, 0));
-            if now >= e.0 + THROTTLE_WINDOW_SECS {
-                *e = (now, 0);
-            }
-            e.1 += 1;
-        }
-    }
-    pub fn reset(&self, key: &str) {
-        if let Ok(mut m) = self.windows.lock() {
-            m.remove(key);
-        }
-    }
-}
-
 pub struct Inner {
     pub config: Config,
     pub store: Arc<dyn Store>,
@@ -81,6 +46,7 @@ pub struct Inner {
     /// `None` only while a first boot generates the signing key in the background.
     keys: tokio::sync::watch::Sender<Option<Arc<KeySet>>>,
     pub grants: GrantCounters,
+    /// Failed-login and user-code counters (see `accounts`).
     pub throttle: Throttle,
     /// argon2id checks in flight at once (each takes 19 MiB and a core for tens of ms): one per
     /// core, so a burst of logins queues instead of exhausting memory.

@@ -14,6 +14,9 @@ mod rp;
 mod rules;
 // Revocation reaching everything a grant produced; disabled users; client authentication.
 mod revocation;
+// Accounts: bounded login input, throttling per address and account, device user-code
+// limits, the device request's origin, audit aggregation and retention.
+mod accounts;
 // The storage conformance suite every backend must pass.
 mod store;
 // The built binary: admin commands, serve start-up and refusals, certs.

@@ -129,6 +129,8 @@ fn device_fixture(hash: &str, user_code: &str, client_id: &str, now: u64) -> Dev
         status: DeviceStatus::Pending,
         user_id: None,
         auth_time: None,
+        request_ip: "198.51.100.23".into(),
+        request_user_agent: "kubectl-oidc_login/1.0".into(),
     }
 }
 
@@ -821,7 +823,7 @@ pub async fn refresh_rotate_within_grace(s: &dyn Store) {
     ));
     // Once the longest grace window has passed, purging erases the kept successor.
     let later = race + idp::store::MAX_REUSE_GRACE_SECS;
-    s.purge_expired(later).await.unwrap();
+    s.purge_expired(later, 0).await.unwrap();
     assert_eq!(
         s.rotate_refresh_token(
             "t2",
@@ -1381,7 +1383,7 @@ pub async fn purge_expired_keeps_live_rows(s: &dyn Store) {
     .unwrap();
     family(s, "f-new", "kubelogin", &alice.id, "t-new", now).await;
 
-    let n = s.purge_expired(now).await.unwrap();
+    let n = s.purge_expired(now, 0).await.unwrap();
     // code, device code, session, jti, refresh token and its now empty family.
     assert_eq!(n, 6, "rows purged");
 
@@ -1401,7 +1403,7 @@ pub async fn purge_expired_keeps_live_rows(s: &dyn Store) {
         CodeRedemption::Fresh(_)
     ));
     // Nothing else is expired: a second purge removes nothing.
-    assert_eq!(s.purge_expired(now).await.unwrap(), 0);
+    assert_eq!(s.purge_expired(now, 0).await.unwrap(), 0);
 }
 
 pub async fn purge_keeps_used_codes_until_expiry(s: &dyn Store) {
@@ -1414,12 +1416,94 @@ pub async fn purge_keeps_used_codes_until_expiry(s: &dyn Store) {
         s.redeem_auth_code("c1", T0 + 1).await.unwrap(),
         CodeRedemption::Fresh(_)
     ));
-    assert_eq!(s.purge_expired(T0 + 2).await.unwrap(), 0);
+    assert_eq!(s.purge_expired(T0 + 2, 0).await.unwrap(), 0);
     assert_eq!(
         s.redeem_auth_code("c1", T0 + 3).await.unwrap(),
         CodeRedemption::Replayed,
         "a used code is remembered until it expires, so a replay is still detected"
     );
+}
+
+pub async fn purge_drops_audit_events_past_retention(s: &dyn Store) {
+    let day = 86_400;
+    let now = T0 + 1000 * day;
+    s.record_audit(audit_fixture(now - 400 * day, "login_failed", "old"))
+        .await
+        .unwrap();
+    s.record_audit(audit_fixture(now - 365 * day, "login_failed", "edge"))
+        .await
+        .unwrap();
+    s.record_audit(audit_fixture(now - 10 * day, "login_failed", "recent"))
+        .await
+        .unwrap();
+    assert_eq!(s.purge_expired(now, 0).await.unwrap(), 0, "0 keeps all");
+    assert_eq!(s.purge_expired(now, now - 365 * day).await.unwrap(), 1);
+    let left: Vec<String> = s
+        .audit_events(AuditFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.actor)
+        .collect();
+    assert_eq!(left, ["recent", "edge"], "events at the cutoff are kept");
+}
+
+pub async fn audit_aggregated_one_row_per_subject_and_window(s: &dyn Store) {
+    let throttled = |at: u64, subject: &str, n: u32| AuditEvent {
+        subject: subject.into(),
+        details: format!("{n} attempts"),
+        ..audit_fixture(at, "login_throttled", "mallory")
+    };
+    // Many refusals of one key within one window: one row, the newest details.
+    for n in 1..=50 {
+        s.record_audit_aggregated(throttled(T0 + u64::from(n), "ip 192.0.2.1", n), T0)
+            .await
+            .unwrap();
+    }
+    // Another key, and another event with the same subject, get rows of their own.
+    s.record_audit_aggregated(throttled(T0 + 60, "ip 192.0.2.2", 1), T0)
+        .await
+        .unwrap();
+    s.record_audit(audit_fixture(T0 + 61, "login_failed", "mallory"))
+        .await
+        .unwrap();
+    s.record_audit_aggregated(
+        AuditEvent {
+            subject: "ip 192.0.2.1".into(),
+            ..audit_fixture(T0 + 62, "device_code_throttled", "mallory")
+        },
+        T0,
+    )
+    .await
+    .unwrap();
+    let rows = |subject: &'static str| async move {
+        s.audit_events(AuditFilter {
+            event: Some("login_throttled".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.subject == subject)
+        .collect::<Vec<_>>()
+    };
+    let one = rows("ip 192.0.2.1").await;
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert_eq!(one[0].details, "50 attempts");
+    assert_eq!(one[0].at, T0 + 1, "the row keeps the first refusal's time");
+    assert_eq!(rows("ip 192.0.2.2").await.len(), 1);
+    assert_eq!(
+        s.audit_events(AuditFilter::default()).await.unwrap().len(),
+        4
+    );
+    // A new window (a new lock) starts a new row.
+    s.record_audit_aggregated(throttled(T0 + 2000, "ip 192.0.2.1", 1), T0 + 1900)
+        .await
+        .unwrap();
+    let two = rows("ip 192.0.2.1").await;
+    assert_eq!(two.len(), 2);
+    assert_eq!(two[0].details, "1 attempts");
+    assert_eq!(two[1].details, "50 attempts");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1582,6 +1666,8 @@ sqlite_suite!(
     audit_record_filter_and_order,
     purge_expired_keeps_live_rows,
     purge_keeps_used_codes_until_expiry,
+    purge_drops_audit_events_past_retention,
+    audit_aggregated_one_row_per_subject_and_window,
 );
 
 /// A database made by the first release (schema version 1) is brought up to date at open, and
@@ -1652,4 +1738,56 @@ async fn a_version_1_database_is_migrated_in_place() {
     // Opening again runs nothing twice.
     let store = idp::store::SqliteStore::open(&url).await.unwrap();
     store.close().await;
+}
+
+/// A database made by the first release (schema version 1) is upgraded in place when opened:
+/// its rows stay, and the columns added since work.
+#[tokio::test]
+async fn sqlite_upgrades_a_version_1_database() {
+    use sqlx::{ConnectOptions, Connection};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    {
+        let mut c = url
+            .parse::<sqlx::sqlite::SqliteConnectOptions>()
+            .unwrap()
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::raw_sql(include_str!("../src/store/migrations/sqlite/0001_initial.sql"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "PRAGMA user_version = 1;
+             INSERT INTO clients (client_id, redirect_uris, post_logout_redirect_uris, grant_types, scopes, created_at)
+                 VALUES ('kubelogin', '[]', '[]', '[]', '[]', 1);
+             INSERT INTO device_codes (device_code_hash, user_code, client_id, scope, created_at, expires_at, interval_secs, status)
+                 VALUES ('old', 'OLDDOLDD', 'kubelogin', 'openid', 1, 9999999999, 5, 'pending');",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+    }
+    let s = idp::store::SqliteStore::open(&url).await.unwrap();
+    let old = s.device_by_user_code("OLDDOLDD").await.unwrap().unwrap();
+    assert_eq!(
+        (old.request_ip.as_str(), old.request_user_agent.as_str()),
+        ("", "")
+    );
+    let d = device_fixture("new", "NEWWNEWW", "kubelogin", T0);
+    s.insert_device_code(d.clone()).await.unwrap();
+    assert_eq!(s.device_by_user_code("NEWWNEWW").await.unwrap(), Some(d));
+    audit_aggregated_one_row_per_subject_and_window(&s).await;
+    s.close().await;
+    // Opening again finds nothing left to do.
+    let again = idp::store::SqliteStore::open(&url).await.unwrap();
+    assert!(again
+        .device_by_user_code("NEWWNEWW")
+        .await
+        .unwrap()
+        .is_some());
+    again.close().await;
 }

@@ -63,6 +63,9 @@ pub async fn device_authorization(
             status: DeviceStatus::Pending,
             user_id: None,
             auth_time: None,
+            // Shown on the approval page: a request relayed by a phisher comes from elsewhere.
+            request_ip: audit::bounded(&meta.ip, audit::MAX_IP),
+            request_user_agent: audit::bounded(&meta.user_agent, audit::MAX_USER_AGENT),
         };
         match state.store.insert_device_code(rec).await {
             Ok(()) => break,

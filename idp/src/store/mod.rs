@@ -152,6 +152,10 @@ pub struct DeviceCode {
     pub status: DeviceStatus,
     pub user_id: Option<String>,
     pub auth_time: Option<u64>,
+    /// Where the device authorization request came from (bounded client IP and user agent),
+    /// shown on the approval page so a user can spot a request relayed by a phisher.
+    pub request_ip: String,
+    pub request_user_agent: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,10 +348,15 @@ pub trait Store: Send + Sync {
 
     // audit
     async fn record_audit(&self, event: AuditEvent) -> StoreResult<()>;
+    /// Records `event`, unless the newest event of the same name and subject was recorded at or
+    /// after `since`: then only that row's `details` are replaced by `event`'s. One row per
+    /// subject and window for events an attacker can repeat cheaply (refused throttled logins).
+    async fn record_audit_aggregated(&self, event: AuditEvent, since: u64) -> StoreResult<()>;
     async fn audit_events(&self, filter: AuditFilter) -> StoreResult<Vec<AuditEvent>>;
 
-    /// Deletes expired codes, device codes, sessions, denylisted ids and dead families, and the
-    /// kept successors of rotated refresh tokens once the longest grace window
-    /// ([`MAX_REUSE_GRACE_SECS`]) has passed.
-    async fn purge_expired(&self, now: u64) -> StoreResult<u64>;
+    /// Deletes expired codes, device codes, sessions, denylisted ids and dead families, the kept
+    /// successors of rotated refresh tokens once the longest grace window
+    /// ([`MAX_REUSE_GRACE_SECS`]) has passed, and audit events recorded before `audit_before`
+    /// (the retention cutoff; 0 keeps them all).
+    async fn purge_expired(&self, now: u64, audit_before: u64) -> StoreResult<u64>;
 }

@@ -18,6 +18,7 @@ use tokio::sync::Mutex;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0001_initial.sql"),
     include_str!("migrations/sqlite/0002_refresh_successor.sql"),
+    include_str!("migrations/sqlite/0003_device_request_origin.sql"),
 ];
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -181,6 +182,8 @@ fn device_from(row: &SqliteRow) -> Result<DeviceCode, sqlx::Error> {
         status: DeviceStatus::parse(row.try_get("status")?),
         user_id: row.try_get("user_id")?,
         auth_time: row.try_get::<Option<i64>, _>("auth_time")?.map(u),
+        request_ip: row.try_get("request_ip")?,
+        request_user_agent: row.try_get("request_user_agent")?,
     })
 }
 
@@ -864,8 +867,8 @@ impl Store for SqliteStore {
 
     async fn insert_device_code(&self, d: DeviceCode) -> StoreResult<()> {
         match sqlx::query(
-            "INSERT INTO device_codes (device_code_hash, user_code, client_id, scope, code_challenge, created_at, expires_at, interval_secs, last_polled_at, status, user_id, auth_time)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, 'pending', NULL, NULL)",
+            "INSERT INTO device_codes (device_code_hash, user_code, client_id, scope, code_challenge, created_at, expires_at, interval_secs, last_polled_at, status, user_id, auth_time, request_ip, request_user_agent)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, 'pending', NULL, NULL, ?, ?)",
         )
         .bind(&d.device_code_hash)
         .bind(&d.user_code)
@@ -875,6 +878,8 @@ impl Store for SqliteStore {
         .bind(i(d.created_at))
         .bind(i(d.expires_at))
         .bind(i(d.interval))
+        .bind(&d.request_ip)
+        .bind(&d.request_user_agent)
         .execute(&mut *self.write.lock().await)
         .await
         {
@@ -1058,6 +1063,28 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn record_audit_aggregated(&self, e: AuditEvent, since: u64) -> StoreResult<()> {
+        let mut writer = self.write.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let updated = sqlx::query(
+            "UPDATE audit_events SET details = ?1 WHERE id = (
+                 SELECT id FROM audit_events WHERE event = ?2 AND subject = ?3
+                 ORDER BY id DESC LIMIT 1) AND at >= ?4",
+        )
+        .bind(&e.details)
+        .bind(&e.event)
+        .bind(&e.subject)
+        .bind(i(since))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            insert_audit(&mut tx, &e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn audit_events(&self, f: AuditFilter) -> StoreResult<Vec<AuditEvent>> {
         let limit = if f.limit == 0 { 1000 } else { f.limit };
         let rows = sqlx::query(
@@ -1076,7 +1103,7 @@ impl Store for SqliteStore {
         Ok(rows.iter().map(audit_from).collect::<Result<_, _>>()?)
     }
 
-    async fn purge_expired(&self, now: u64) -> StoreResult<u64> {
+    async fn purge_expired(&self, now: u64, audit_before: u64) -> StoreResult<u64> {
         let mut n = 0;
         // Used codes are kept until they expire so a replay can still be detected.
         for sql in [
@@ -1100,6 +1127,11 @@ impl Store for SqliteStore {
         .await?
         .rows_affected();
         n += sqlx::query("DELETE FROM token_families WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = token_families.id)")
+            .execute(&mut *self.write.lock().await)
+            .await?
+            .rows_affected();
+        n += sqlx::query("DELETE FROM audit_events WHERE at < ?")
+            .bind(i(audit_before))
             .execute(&mut *self.write.lock().await)
             .await?
             .rows_affected();

@@ -2,9 +2,9 @@
 //! it, with the same throttling and audit as the login page.
 
 use super::{audit_issued, mint, requested_scopes, GrantContext, Mint, RefreshPlan};
+use crate::accounts::{check_password, PasswordCheck};
 use crate::audit;
 use crate::error::OAuthError;
-use crate::web::login::{check_password, PasswordCheck};
 use shared::token::TokenResponse;
 
 pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {

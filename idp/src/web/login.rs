@@ -1,14 +1,14 @@
-//! The login page and sign-out. Passwords are checked with argon2id on a blocking thread;
-//! failures are throttled per account and per client IP.
+//! The login page and sign-out. The password check and its throttling live in `accounts`.
 
 use super::{
     check_csrf, csrf_token, page, safe_return_path, set_cookie, ClientMeta, SESSION_COOKIE,
 };
+use crate::accounts::{check_password, PasswordCheck, MAX_USERNAME_LEN};
 use crate::audit;
 use crate::crypto;
 use crate::error::PageError;
 use crate::state::AppState;
-use crate::store::{Session, User};
+use crate::store::Session;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -63,91 +63,6 @@ pub struct LoginForm {
     pub password: String,
 }
 
-/// Why a username/password pair was not accepted.
-pub enum PasswordCheck {
-    Ok(User),
-    Wrong,
-    Disabled,
-    Throttled(u64),
-}
-
-/// Verifies a username and password with throttling and audit. Shared by the login page and the
-/// password grant.
-pub async fn check_password(
-    state: &AppState,
-    username: &str,
-    password: &str,
-    meta: &ClientMeta,
-    client_id: &str,
-) -> Result<PasswordCheck, crate::error::IdpError> {
-    let now = state.now();
-    let account_key = format!("user:{}", username.to_lowercase());
-    let ip_key = format!("ip:{}", meta.ip);
-    let blocked = state
-        .throttle
-        .blocked_for(&account_key, state.config.login_max_failures, now)
-        .or_else(|| {
-            state
-                .throttle
-                .blocked_for(&ip_key, state.config.login_max_failures_per_ip, now)
-        });
-    if let Some(wait) = blocked {
-        audit::record(
-            state,
-            audit::Event::new("login_throttled", audit::WARNING)
-                .actor(username)
-                .client(client_id)
-                .meta(meta),
-        )
-        .await;
-        return Ok(PasswordCheck::Throttled(wait));
-    }
-    let user = state.store.user_by_username(username).await?;
-    let hash = user
-        .as_ref()
-        .and_then(|u| u.password_hash.clone())
-        .unwrap_or_else(|| crypto::dummy_password_hash().to_string());
-    let pw = password.to_string();
-    let ok = {
-        let _slot = state.password_slots.acquire().await;
-        tokio::task::spawn_blocking(move || crypto::verify_password(&pw, &hash))
-            .await
-            .unwrap_or(false)
-    };
-    match user {
-        Some(u) if ok && !u.disabled => {
-            state.throttle.reset(&account_key);
-            Ok(PasswordCheck::Ok(u))
-        }
-        Some(u) if ok => {
-            audit::record(
-                state,
-                audit::Event::new("login_failed", audit::WARNING)
-                    .actor(&u.username)
-                    .client(client_id)
-                    .meta(meta)
-                    .details("account disabled"),
-            )
-            .await;
-            Ok(PasswordCheck::Disabled)
-        }
-        _ => {
-            state.throttle.fail(&account_key, now);
-            state.throttle.fail(&ip_key, now);
-            audit::record(
-                state,
-                audit::Event::new("login_failed", audit::WARNING)
-                    .actor(username)
-                    .client(client_id)
-                    .meta(meta)
-                    .details("wrong username or password"),
-            )
-            .await;
-            Ok(PasswordCheck::Wrong)
-        }
-    }
-}
-
 pub async fn login_submit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -156,12 +71,14 @@ pub async fn login_submit(
 ) -> Result<Response, PageError> {
     check_csrf(&headers, &form.csrf_token)?;
     let return_to = safe_return_path(&state, &form.return_to).unwrap_or_default();
+    // The name is echoed back into the form, bounded like everything else.
+    let shown_username = audit::bounded(&form.username, MAX_USERNAME_LEN);
     let rerender = |error: &str, status: StatusCode| {
         let p = LoginPage {
             base: &state.config.base_path,
             csrf: &form.csrf_token,
             return_to: &return_to,
-            username: &form.username,
+            username: &shown_username,
             error: Some(error),
             client_name: None,
         };
