@@ -14,5 +14,7 @@ mod rp;
 mod rules;
 // The storage conformance suite every backend must pass.
 mod store;
+// Signing keys at rest: retired keys deleted, encryption with a key encryption key.
+mod keys;
 // The built binary: admin commands, serve start-up and refusals, certs.
 mod cli;
