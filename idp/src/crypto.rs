@@ -159,9 +159,8 @@ impl std::fmt::Debug for KeyEncryptionKey {
 impl KeyEncryptionKey {
     /// Reads a KEK file: base64 of exactly 32 bytes, not readable or writable by other users.
     pub fn from_file(path: &Path) -> Result<Self, IdpError> {
-        let refuse = |why: String| {
-            IdpError::Config(format!("{KEK_VARIABLE} {}: {why}", path.display()))
-        };
+        let refuse =
+            |why: String| IdpError::Config(format!("{KEK_VARIABLE} {}: {why}", path.display()));
         let meta = std::fs::metadata(path).map_err(|e| refuse(e.to_string()))?;
         #[cfg(unix)]
         {
@@ -182,12 +181,10 @@ impl KeyEncryptionKey {
                 .decode(text.trim_ascii())
                 .map_err(|_| refuse(format!("not base64; {KEK_HOW_TO}")))?,
         );
-        let bytes: &[u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-            refuse(format!(
-                "holds {} bytes, not 32; {KEK_HOW_TO}",
-                bytes.len()
-            ))
-        })?;
+        let bytes: &[u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| refuse(format!("holds {} bytes, not 32; {KEK_HOW_TO}", bytes.len())))?;
         Self::from_bytes(bytes)
     }
 
@@ -348,8 +345,14 @@ mod tests {
         assert_eq!(format!("{k:?}"), "KeyEncryptionKey(..)");
 
         let cases = [
-            (write("world", &STANDARD.encode([9u8; 32]), 0o644), "chmod 600"),
-            (write("short", &STANDARD.encode([9u8; 16]), 0o600), "16 bytes, not 32"),
+            (
+                write("world", &STANDARD.encode([9u8; 32]), 0o644),
+                "chmod 600",
+            ),
+            (
+                write("short", &STANDARD.encode([9u8; 16]), 0o600),
+                "16 bytes, not 32",
+            ),
             (write("text", "not base64 at all!", 0o400), "not base64"),
             (write("big", &"A".repeat(4096), 0o600), "not a key file"),
             (dir.path().join("missing"), "No such file"),

@@ -265,12 +265,11 @@ impl SigningKey {
         };
         match key {
             KeyDer::Pkcs1(der) => {
-                let key = rsa::RsaPrivateKey::from_pkcs1_der(&der).map_err(|e| {
-                    KeyError::InvalidKey {
+                let key =
+                    rsa::RsaPrivateKey::from_pkcs1_der(&der).map_err(|e| KeyError::InvalidKey {
                         format: "PKCS#1 RSA",
                         reason: e.to_string(),
-                    }
-                })?;
+                    })?;
                 Self::from_rsa(&key)
             }
             KeyDer::Sec1(der) => Self::from_sec1(&der),
@@ -452,13 +451,11 @@ impl SigningKey {
                 )
             })?;
             check_p256(Some(curve))?;
-            let key = <p256::SecretKey as p256::pkcs8::DecodePrivateKey>::from_pkcs8_der(
-                der_bytes,
-            )
-            .map_err(|e| KeyError::InvalidKey {
-                format: "PKCS#8 EC P-256",
-                reason: e.to_string(),
-            })?;
+            let key = <p256::SecretKey as p256::pkcs8::DecodePrivateKey>::from_pkcs8_der(der_bytes)
+                .map_err(|e| KeyError::InvalidKey {
+                    format: "PKCS#8 EC P-256",
+                    reason: e.to_string(),
+                })?;
             Self::from_p256(&key)
         } else {
             Err(KeyError::UnsupportedKeyType(oid_name(oid)))
@@ -1161,7 +1158,8 @@ mod tests {
 
             let mut header = jsonwebtoken::Header::new(key.alg().jose());
             header.kid = Some(key.kid().to_string());
-            let elsewhere = jsonwebtoken::encode(&header, &claims(), &key.encoding).expect("encode");
+            let elsewhere =
+                jsonwebtoken::encode(&header, &claims(), &key.encoding).expect("encode");
             let keys = vec![Arc::new(key)];
             let got: Value = verify_jwt(&keys, &elsewhere).expect("verify");
             assert_eq!(got, claims());
@@ -1175,13 +1173,17 @@ mod tests {
     fn reads_the_key_files_tls_reads() {
         let ec = p256::SecretKey::random(&mut rand::rngs::OsRng);
         let sec1 = ec.to_sec1_pem(LineEnding::LF).expect("sec1").to_string();
-        let pkcs8 = ec.to_pkcs8_pem(LineEnding::CRLF).expect("pkcs8").to_string();
+        let pkcs8 = ec
+            .to_pkcs8_pem(LineEnding::CRLF)
+            .expect("pkcs8")
+            .to_string();
         let pkcs1 = rsa_key()
             .to_pkcs1_pem(LineEnding::LF)
             .expect("pkcs1")
             .to_string();
         let cert = pem_encode("CERTIFICATE", b"a certificate");
-        let params = "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n";
+        let params =
+            "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n";
         let files = [
             sec1.clone(),
             pkcs8.clone(),
@@ -1210,7 +1212,10 @@ mod tests {
                 }
                 other => panic!("unexpected key type {other:?}"),
             };
-            assert_eq!(SigningKey::from_pem(&tls_pem).expect("reload").kid(), key.kid());
+            assert_eq!(
+                SigningKey::from_pem(&tls_pem).expect("reload").kid(),
+                key.kid()
+            );
         }
     }
 

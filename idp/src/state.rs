@@ -294,7 +294,10 @@ pub async fn load_keys(config: &Config, store: &dyn Store, now: u64) -> Result<K
     if dead {
         let cutoff = now.saturating_sub(config.token_lifetime + RETIRED_KEY_LEEWAY_SECS);
         match store.delete_retired_keys(cutoff).await {
-            Ok(n) => tracing::info!(keys = n, "deleted retired signing keys whose tokens have all expired"),
+            Ok(n) => tracing::info!(
+                keys = n,
+                "deleted retired signing keys whose tokens have all expired"
+            ),
             // The keys stay unpublished; the next reload tries again.
             Err(e) => tracing::warn!(error = %e, "could not delete retired signing keys"),
         }
@@ -342,9 +345,8 @@ pub fn open_stored_key(
     let pem = kek
         .ok_or_else(missing_kek)?
         .open(&stored.kid, &stored.private_pem)?;
-    let pem = std::str::from_utf8(&pem).map_err(|_| {
-        IdpError::Config(format!("signing key {} decrypts to no PEM", stored.kid))
-    })?;
+    let pem = std::str::from_utf8(&pem)
+        .map_err(|_| IdpError::Config(format!("signing key {} decrypts to no PEM", stored.kid)))?;
     Ok(SigningKey::from_pem(pem)?)
 }
 
@@ -367,8 +369,7 @@ pub async fn seal_keys_at_rest(
     let mut sealed = 0;
     for k in store.keys().await? {
         if crypto::is_sealed(&k.private_pem) {
-            kek.ok_or_else(missing_kek)?
-                .open(&k.kid, &k.private_pem)?;
+            kek.ok_or_else(missing_kek)?.open(&k.kid, &k.private_pem)?;
         } else if let Some(kek) = kek {
             let text = kek.seal(&k.kid, k.private_pem.as_bytes())?;
             // False when another process sealed it first, which is as good.

@@ -1004,7 +1004,10 @@ fn serve_with_a_kek_stores_no_pem_and_refuses_to_start_without_it() {
     let new_kid = rotated_kid(&out);
     let rows = keys_at_rest(&idp);
     assert_eq!(rows.len(), 2, "{rows:?}");
-    assert!(rows.iter().all(|(_, at_rest)| at_rest == "encrypted"), "{rows:?}");
+    assert!(
+        rows.iter().all(|(_, at_rest)| at_rest == "encrypted"),
+        "{rows:?}"
+    );
     assert!(!holds(&database_bytes(&idp), "PRIVATE KEY"));
 
     // And the right file still starts the server, which signs with the rotated key.
@@ -1030,7 +1033,10 @@ fn serve_with_a_kek_encrypts_existing_plaintext_keys() {
     ];
     expected.sort();
     assert_eq!(rows, expected);
-    assert!(holds(&database_bytes(&idp), "PRIVATE KEY"), "the check can see a PEM");
+    assert!(
+        holds(&database_bytes(&idp), "PRIVATE KEY"),
+        "the check can see a PEM"
+    );
 
     let kek = kek_file(&idp, "kek", 0o600);
     let mut published = serve_once(&idp, Some(&kek));
@@ -1039,7 +1045,9 @@ fn serve_with_a_kek_encrypts_existing_plaintext_keys() {
     both.sort();
     assert_eq!(published, both, "the same keys");
     assert!(
-        keys_at_rest(&idp).iter().all(|(_, at_rest)| at_rest == "encrypted"),
+        keys_at_rest(&idp)
+            .iter()
+            .all(|(_, at_rest)| at_rest == "encrypted"),
         "{:?}",
         keys_at_rest(&idp)
     );

@@ -1192,7 +1192,11 @@ pub async fn keys_delete_retired_keeps_active_and_recent(s: &dyn Store) {
     s.activate_key(key_fixture("k2", t1), t1).await.unwrap(); // k1 retired at t1
     s.activate_key(key_fixture("k3", t2), t2).await.unwrap(); // k2 retired at t2
     s.activate_key(key_fixture("k4", t3), t3).await.unwrap(); // k3 retired at t3
-    assert_eq!(s.delete_retired_keys(T0).await.unwrap(), 0, "nothing retired by T0");
+    assert_eq!(
+        s.delete_retired_keys(T0).await.unwrap(),
+        0,
+        "nothing retired by T0"
+    );
     assert_eq!(s.keys().await.unwrap().len(), 4);
 
     // The cutoff is inclusive: k1 (retired at t1) and k2 (at t2) go, k3 (at t3) stays.
@@ -1211,7 +1215,9 @@ pub async fn keys_delete_retired_keeps_active_and_recent(s: &dyn Store) {
 /// (two servers starting at once both try), and nothing else about the key changes.
 pub async fn keys_replace_material_only_if_unchanged(s: &dyn Store) {
     s.activate_key(key_fixture("k1", T0), T0).await.unwrap();
-    s.activate_key(key_fixture("k2", T0 + 1), T0 + 1).await.unwrap();
+    s.activate_key(key_fixture("k2", T0 + 1), T0 + 1)
+        .await
+        .unwrap();
     let plain = key_fixture("k1", T0).private_pem;
     assert!(s
         .replace_key_material("k1", &plain, "enc:v1:first")

@@ -1042,13 +1042,14 @@ impl Store for SqliteStore {
     async fn replace_key_material(&self, kid: &str, old: &str, new: &str) -> StoreResult<bool> {
         let mut w = self.write.lock().await;
         secure_delete(&mut w, true).await?;
-        let done =
-            sqlx::query("UPDATE signing_keys SET private_pem = ? WHERE kid = ? AND private_pem = ?")
-                .bind(new)
-                .bind(kid)
-                .bind(old)
-                .execute(&mut *w)
-                .await;
+        let done = sqlx::query(
+            "UPDATE signing_keys SET private_pem = ? WHERE kid = ? AND private_pem = ?",
+        )
+        .bind(new)
+        .bind(kid)
+        .bind(old)
+        .execute(&mut *w)
+        .await;
         secure_delete(&mut w, false).await?;
         let done = done?.rows_affected() == 1;
         if done {
