@@ -1221,6 +1221,8 @@ mod tests {
 
     /// Throughput on this machine's dev profile (ring built with opt-level 3, as in the
     /// workspace). Run with `cargo test -- --ignored --nocapture signing_throughput`.
+    /// jsonwebtoken 9 turns the key DER into a ring key pair on every signature; for ES256 that
+    /// re-derivation (the public key is recomputed and checked) costs more than the signature.
     #[test]
     #[ignore]
     fn signing_throughput() {
