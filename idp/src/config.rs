@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// A signing key to use instead of a generated one (PEM: PKCS#1, PKCS#8 or SEC1).
     #[arg(long, env = "JWT_PRIVATE_KEY_PATH")]
     pub private_key_path: Option<PathBuf>,
+    /// Encrypt signing keys in the database with this key (a file with the base64 of 32 random
+    /// bytes, not accessible to other users).
+    #[arg(long, env = "KEY_ENCRYPTION_KEY_FILE")]
+    pub key_encryption_key_file: Option<PathBuf>,
     /// Lifetime of ID and access tokens (e.g. 1h, 15m, 3600).
     #[arg(long, env = "JWT_EXPIRATION", default_value = "1h", value_parser = parse_duration)]
     pub token_lifetime: u64,
@@ -168,6 +172,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub signing_alg: Algorithm,
     pub private_key_path: Option<PathBuf>,
+    /// Encrypts signing keys at rest (`KEY_ENCRYPTION_KEY_FILE`), when given.
+    pub key_encryption_key: Option<std::sync::Arc<crate::crypto::KeyEncryptionKey>>,
     pub token_lifetime: u64,
     pub refresh_token_lifetime: u64,
     pub refresh_reuse_grace: u64,
@@ -275,6 +281,12 @@ impl Config {
             tls,
             signing_alg,
             private_key_path: a.private_key_path.clone(),
+            key_encryption_key: a
+                .key_encryption_key_file
+                .as_deref()
+                .map(crate::crypto::KeyEncryptionKey::from_file)
+                .transpose()?
+                .map(std::sync::Arc::new),
             token_lifetime: a.token_lifetime.max(1),
             refresh_token_lifetime: a.refresh_token_lifetime.max(1),
             refresh_reuse_grace: a

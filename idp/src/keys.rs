@@ -1,24 +1,26 @@
 //! Token signing keys: RS256/ES256 key pairs (RFC 7518 §3.3, §3.4), their public JWKs
-//! (RFC 7517) with RFC 7638 thumbprint key ids, and RFC 7515 compact JWS signing and
-//! verification.
+//! (RFC 7517) with RFC 7638 thumbprint key ids, and JWT signing and verification.
 //!
-//! ring does the signing and verifying; the `rsa` and `p256` crates only parse and normalise
-//! PEM input (ring cannot read PKCS#1 or SEC1, and its errors do not say what was wrong) and
-//! generate RSA keys (ring cannot).
+//! `jsonwebtoken` does the JWS work (compact serialization, signing, signature checks, decoding
+//! untrusted tokens); `rustls-pemfile` reads PEM, as it does for the TLS key, so there is one PEM
+//! reader in the IdP. The `rsa` and `p256` crates generate keys and normalise PKCS#1, SEC1 and
+//! PKCS#8 input into the DER shapes ring (under `jsonwebtoken`) accepts, with errors that say
+//! what was wrong; `sec1` reads the curve of an `EC PRIVATE KEY`.
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use p256::elliptic_curve::zeroize::Zeroizing;
-use p256::pkcs8::der::{self, Reader as _};
-use p256::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, ObjectIdentifier};
-use ring::rand::SystemRandom;
-use ring::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair, UnparsedPublicKey};
-use rsa::pkcs1::DecodeRsaPrivateKey as _;
+use p256::pkcs8::{EncodePrivateKey as _, LineEnding, ObjectIdentifier};
+use rsa::pkcs1::{DecodeRsaPrivateKey as _, EncodeRsaPrivateKey as _};
 use rsa::traits::PublicKeyParts as _;
+use rustls_pemfile::Item;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -28,10 +30,6 @@ use shared::jwk::Jwk;
 const RSA_MIN_BITS: usize = 2048;
 /// ring signs with RSA keys of at most 4096 bits; saying so up front beats ring's bare rejection.
 const RSA_MAX_BITS: usize = 4096;
-/// Size of an RS256 signature buffer for the largest accepted modulus, so signing needs no heap.
-const RSA_MAX_SIG_BYTES: usize = RSA_MAX_BITS / 8;
-/// ES256 signatures are R || S, two 32-byte big-endian integers (RFC 7518 §3.4).
-const ES256_SIG_BYTES: usize = 64;
 /// Tokens reach `verify_jwt` from untrusted callers (e.g. `id_token_hint`); anything this large is
 /// not one of ours, so it is refused before any decoding work is done.
 const MAX_TOKEN_BYTES: usize = 64 * 1024;
@@ -95,8 +93,8 @@ pub enum KeyError {
          2048-bit minimum)"
     )]
     RsaKeySize { bits: usize },
-    #[error("signing failed")]
-    Sign,
+    #[error("signing failed: {0}")]
+    Sign(String),
     #[error("cannot serialize JWT claims: {0}")]
     SerializeClaims(#[source] serde_json::Error),
     #[error("malformed JWT: {0}")]
@@ -152,6 +150,13 @@ impl Algorithm {
             _ => None,
         }
     }
+
+    fn jose(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Algorithm::Rs256 => jsonwebtoken::Algorithm::RS256,
+            Algorithm::Es256 => jsonwebtoken::Algorithm::ES256,
+        }
+    }
 }
 
 impl fmt::Display for Algorithm {
@@ -176,24 +181,20 @@ impl FromStr for Algorithm {
     }
 }
 
-enum Signer {
-    Rsa(RsaKeyPair),
-    Ecdsa(EcdsaKeyPair),
-}
-
-/// A private signing key with everything signing and verifying need precomputed: the parsed
-/// ring key pair, the encoded JWS header, and the public key bytes.
+/// A private signing key with what signing and verifying need built once: jsonwebtoken's
+/// encoding and decoding keys, the JWS header and the validation rules.
 pub struct SigningKey {
     alg: Algorithm,
-    signer: Signer,
-    rng: SystemRandom,
     kid: String,
     jwk: Jwk,
-    /// `BASE64URL(header) || '.'`: the header is the same for every token this key signs.
-    header_prefix: String,
-    verifier: UnparsedPublicKey<Vec<u8>>,
-    /// Kept only to export the key for storage; wiped on drop.
-    pkcs8: Zeroizing<Vec<u8>>,
+    /// `{"typ":"JWT","alg","kid"}`: the same for every token this key signs.
+    header: Header,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    /// Signature and algorithm only: claim checks (exp, aud, iss) are the caller's.
+    validation: Validation,
+    /// PKCS#8 PEM, kept only to store the key; wiped on drop.
+    pkcs8_pem: Zeroizing<String>,
 }
 
 /// Private key material never reaches logs: only the algorithm and key id are shown.
@@ -206,15 +207,9 @@ impl fmt::Debug for SigningKey {
     }
 }
 
-#[derive(Serialize)]
-struct JwsHeaderOut<'a> {
-    alg: &'a str,
-    typ: &'a str,
-    kid: &'a str,
-}
-
+/// The header members `verify_jwt` decides on before any signature work.
 #[derive(Deserialize)]
-struct JwsHeaderIn {
+struct HeaderPolicy {
     alg: String,
     #[serde(default)]
     kid: Option<String>,
@@ -223,8 +218,7 @@ struct JwsHeaderIn {
 }
 
 impl SigningKey {
-    /// Generates a new key: RSA 2048 (the `rsa` crate, since ring cannot generate RSA keys) or
-    /// P-256 (ring).
+    /// Generates a new key: RSA 2048 (`rsa`) or P-256 (`p256`), from the OS generator.
     pub fn generate(alg: Algorithm) -> Result<Self, KeyError> {
         match alg {
             Algorithm::Rs256 => {
@@ -232,15 +226,7 @@ impl SigningKey {
                     .map_err(|e| KeyError::Generate(e.to_string()))?;
                 Self::from_rsa(&key)
             }
-            Algorithm::Es256 => {
-                let rng = SystemRandom::new();
-                let doc =
-                    EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                        .map_err(|_| {
-                            KeyError::Generate("P-256 key generation failed".to_string())
-                        })?;
-                Self::from_ec_pkcs8(Zeroizing::new(doc.as_ref().to_vec()), rng)
-            }
+            Algorithm::Es256 => Self::from_p256(&p256::SecretKey::random(&mut rand::rngs::OsRng)),
         }
     }
 
@@ -248,46 +234,53 @@ impl SigningKey {
     /// P-256) or `EC PRIVATE KEY` (SEC1, P-256). The algorithm follows from the key type.
     /// Other PEM blocks (certificates, `EC PARAMETERS`) next to the key are ignored.
     pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
-        let blocks = pem_blocks(pem)?;
+        // rustls-pemfile skips blocks it does not know and reads an OpenSSL legacy header as
+        // base64; the labels are looked at only to explain what the file holds instead.
+        if pem.contains("Proc-Type:") && pem.contains("ENCRYPTED") {
+            return Err(KeyError::EncryptedKey("legacy Proc-Type: 4,ENCRYPTED"));
+        }
         let mut keys = Vec::new();
-        for block in &blocks {
-            match block.label.as_str() {
-                "PRIVATE KEY" | "RSA PRIVATE KEY" | "EC PRIVATE KEY" => {
-                    if block.encrypted {
-                        return Err(KeyError::EncryptedKey("legacy Proc-Type: 4,ENCRYPTED"));
-                    }
-                    keys.push(block);
-                }
-                "ENCRYPTED PRIVATE KEY" => {
-                    return Err(KeyError::EncryptedKey("PKCS#8 ENCRYPTED PRIVATE KEY"));
-                }
+        let mut others = Vec::new();
+        let mut rest = pem.as_bytes();
+        while let Some((item, next)) =
+            rustls_pemfile::read_one_from_slice(rest).map_err(malformed_pem)?
+        {
+            rest = next;
+            match item {
+                Item::Pkcs1Key(k) => keys.push(KeyDer::Pkcs1(secret(k.secret_pkcs1_der()))),
+                Item::Pkcs8Key(k) => keys.push(KeyDer::Pkcs8(secret(k.secret_pkcs8_der()))),
+                Item::Sec1Key(k) => keys.push(KeyDer::Sec1(secret(k.secret_sec1_der()))),
+                Item::X509Certificate(_) => others.push("CERTIFICATE"),
+                Item::SubjectPublicKeyInfo(_) => others.push("PUBLIC KEY"),
+                Item::Csr(_) => others.push("CERTIFICATE REQUEST"),
+                Item::Crl(_) => others.push("X509 CRL"),
                 _ => {}
             }
         }
-        let block = match keys.as_slice() {
-            [one] => *one,
-            [] => return Err(no_private_key(&blocks)),
-            more => return Err(KeyError::MultipleKeys(more.len())),
+        if keys.len() > 1 {
+            return Err(KeyError::MultipleKeys(keys.len()));
+        }
+        let Some(key) = keys.pop() else {
+            return Err(no_private_key(pem, &others));
         };
-        match block.label.as_str() {
-            "RSA PRIVATE KEY" => {
-                let key = rsa::RsaPrivateKey::from_pkcs1_der(&block.der).map_err(|e| {
-                    KeyError::InvalidKey {
+        match key {
+            KeyDer::Pkcs1(der) => {
+                let key =
+                    rsa::RsaPrivateKey::from_pkcs1_der(&der).map_err(|e| KeyError::InvalidKey {
                         format: "PKCS#1 RSA",
                         reason: e.to_string(),
-                    }
-                })?;
+                    })?;
                 Self::from_rsa(&key)
             }
-            "EC PRIVATE KEY" => Self::from_sec1(&block.der),
-            _ => Self::from_pkcs8(&block.der),
+            KeyDer::Sec1(der) => Self::from_sec1(&der),
+            KeyDer::Pkcs8(der) => Self::from_pkcs8(&der),
         }
     }
 
     /// The key as PKCS#8 PEM, for storing in the database. `from_pem` reads it back to a key
     /// with the same kid.
     pub fn to_pkcs8_pem(&self) -> String {
-        pem_encode("PRIVATE KEY", &self.pkcs8)
+        self.pkcs8_pem.as_str().to_string()
     }
 
     /// The algorithm this key signs with.
@@ -307,46 +300,10 @@ impl SigningKey {
     }
 
     /// Signs `claims` as a JWT in RFC 7515 §7.1 compact serialization with header
-    /// `{"alg","typ":"JWT","kid"}`.
+    /// `{"typ":"JWT","alg","kid"}`.
     pub fn sign_jwt<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
-        let payload = serde_json::to_vec(claims).map_err(KeyError::SerializeClaims)?;
-        let sig_len = match &self.signer {
-            Signer::Rsa(pair) => pair.public().modulus_len(),
-            Signer::Ecdsa(_) => ES256_SIG_BYTES,
-        };
-        let capacity = self.header_prefix.len()
-            + base64::encoded_len(payload.len(), false).unwrap_or(0)
-            + 1
-            + base64::encoded_len(sig_len, false).unwrap_or(0);
-        let mut token = String::with_capacity(capacity);
-        token.push_str(&self.header_prefix);
-        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
-        // RFC 7515 §5.1: the JWS Signing Input is ASCII(BASE64URL(header) '.' BASE64URL(payload)),
-        // which is exactly what `token` holds at this point.
-        match &self.signer {
-            Signer::Rsa(pair) => {
-                let mut buf = [0u8; RSA_MAX_SIG_BYTES];
-                let sig = buf.get_mut(..sig_len).ok_or(KeyError::Sign)?;
-                pair.sign(
-                    &signature::RSA_PKCS1_SHA256,
-                    &self.rng,
-                    token.as_bytes(),
-                    sig,
-                )
-                .map_err(|_| KeyError::Sign)?;
-                token.push('.');
-                URL_SAFE_NO_PAD.encode_string(sig, &mut token);
-            }
-            Signer::Ecdsa(pair) => {
-                // The FIXED signing algorithm yields R || S (RFC 7518 §3.4), not ASN.1 DER.
-                let sig = pair
-                    .sign(&self.rng, token.as_bytes())
-                    .map_err(|_| KeyError::Sign)?;
-                token.push('.');
-                URL_SAFE_NO_PAD.encode_string(sig.as_ref(), &mut token);
-            }
-        }
-        Ok(token)
+        jsonwebtoken::encode(&self.header, claims, &self.encoding)
+            .map_err(|e| KeyError::Sign(e.to_string()))
     }
 
     fn from_rsa(key: &rsa::RsaPrivateKey) -> Result<Self, KeyError> {
@@ -358,56 +315,53 @@ impl SigningKey {
             format: "RSA",
             reason,
         };
-        let pkcs8 = key
-            .to_pkcs8_der()
+        // ring (under jsonwebtoken) signs with the PKCS#1 RSAPrivateKey DER.
+        let pkcs1 = key
+            .to_pkcs1_der()
             .map_err(|e| invalid(e.to_string()))?
             .to_bytes();
-        let pair = RsaKeyPair::from_pkcs8(&pkcs8).map_err(|e| invalid(e.to_string()))?;
-        let components: signature::RsaPublicKeyComponents<Vec<u8>> = pair.public().into();
+        let pkcs8_pem = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| invalid(e.to_string()))?;
+        let (n, e) = (key.n().to_bytes_be(), key.e().to_bytes_be());
         let jwk = Jwk {
             kty: "RSA".to_string(),
             use_: Some("sig".to_string()),
             alg: Some(Algorithm::Rs256.as_str().to_string()),
             kid: None,
-            n: Some(URL_SAFE_NO_PAD.encode(&components.n)),
-            e: Some(URL_SAFE_NO_PAD.encode(&components.e)),
+            n: Some(URL_SAFE_NO_PAD.encode(&n)),
+            e: Some(URL_SAFE_NO_PAD.encode(&e)),
             crv: None,
             x: None,
             y: None,
         };
-        // ring's public key bytes are the PKCS#1 RSAPublicKey DER its RSA verifier takes.
-        let verifier = UnparsedPublicKey::new(
-            &signature::RSA_PKCS1_2048_8192_SHA256,
-            pair.public().as_ref().to_vec(),
-        );
         Self::assemble(
             Algorithm::Rs256,
-            Signer::Rsa(pair),
-            SystemRandom::new(),
             jwk,
-            verifier,
-            pkcs8,
+            EncodingKey::from_rsa_der(&pkcs1),
+            DecodingKey::from_rsa_raw_components(&n, &e),
+            pkcs8_pem,
         )
     }
 
-    /// `pkcs8` must be in the shape ring reads: from ring itself or from `p256`'s encoder.
-    fn from_ec_pkcs8(pkcs8: Zeroizing<Vec<u8>>, rng: SystemRandom) -> Result<Self, KeyError> {
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
-                .map_err(|e| KeyError::InvalidKey {
-                    format: "EC P-256",
-                    reason: e.to_string(),
-                })?;
-        // Uncompressed SEC1 point: 0x04 || X || Y, 32 bytes each for P-256.
-        let point = pair.public_key().as_ref();
-        let (x, y) = match point {
-            [4, xy @ ..] if xy.len() == 64 => xy.split_at(32),
-            _ => {
-                return Err(KeyError::InvalidKey {
-                    format: "EC P-256",
-                    reason: "unexpected public key encoding".to_string(),
-                })
-            }
+    /// Re-encodes through `p256` so ring gets the one PKCS#8 shape it accepts (public key
+    /// present, no curve in the inner structure), whatever tool wrote the input.
+    fn from_p256(key: &p256::SecretKey) -> Result<Self, KeyError> {
+        let invalid = |reason: String| KeyError::InvalidKey {
+            format: "EC P-256",
+            reason,
+        };
+        let pkcs8 = key
+            .to_pkcs8_der()
+            .map_err(|e| invalid(e.to_string()))?
+            .to_bytes();
+        let pkcs8_pem = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| invalid(e.to_string()))?;
+        // Uncompressed SEC1 point: 0x04 || X || Y, 32 bytes each (RFC 7518 §6.2.1).
+        let point = key.public_key().to_encoded_point(false);
+        let (Some(x), Some(y)) = (point.x(), point.y()) else {
+            return Err(invalid("the public key is the identity point".to_string()));
         };
         let jwk = Jwk {
             kty: "EC".to_string(),
@@ -420,45 +374,60 @@ impl SigningKey {
             x: Some(URL_SAFE_NO_PAD.encode(x)),
             y: Some(URL_SAFE_NO_PAD.encode(y)),
         };
-        let verifier = UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point.to_vec());
         Self::assemble(
             Algorithm::Es256,
-            Signer::Ecdsa(pair),
-            rng,
             jwk,
-            verifier,
-            pkcs8,
+            EncodingKey::from_ec_der(&pkcs8),
+            DecodingKey::from_ec_der(point.as_bytes()),
+            pkcs8_pem,
         )
     }
 
     fn assemble(
         alg: Algorithm,
-        signer: Signer,
-        rng: SystemRandom,
         mut jwk: Jwk,
-        verifier: UnparsedPublicKey<Vec<u8>>,
-        pkcs8: Zeroizing<Vec<u8>>,
+        encoding: EncodingKey,
+        decoding: DecodingKey,
+        pkcs8_pem: Zeroizing<String>,
     ) -> Result<Self, KeyError> {
         let kid = jwk_thumbprint(&jwk)?;
         jwk.kid = Some(kid.clone());
-        let header = serde_json::to_vec(&JwsHeaderOut {
-            alg: alg.as_str(),
-            typ: "JWT",
-            kid: &kid,
-        })
-        .map_err(KeyError::SerializeClaims)?;
-        let mut header_prefix = URL_SAFE_NO_PAD.encode(header);
-        header_prefix.push('.');
-        Ok(SigningKey {
+        let mut header = Header::new(alg.jose());
+        header.kid = Some(kid.clone());
+        let mut validation = Validation::new(alg.jose());
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        let key = SigningKey {
             alg,
-            signer,
-            rng,
             kid,
             jwk,
-            header_prefix,
-            verifier,
-            pkcs8,
-        })
+            header,
+            encoding,
+            decoding,
+            validation,
+            pkcs8_pem,
+        };
+        key.self_test()?;
+        Ok(key)
+    }
+
+    /// Signs and verifies once, so a key ring refuses (an RSA exponent below 65537, say) is
+    /// refused when it is loaded rather than at the first token request.
+    fn self_test(&self) -> Result<(), KeyError> {
+        let message = b"kubelogin-idp key check";
+        let alg = self.alg.jose();
+        let invalid = |reason: String| KeyError::InvalidKey {
+            format: self.alg.as_str(),
+            reason,
+        };
+        let sig = jsonwebtoken::crypto::sign(message, &self.encoding, alg)
+            .map_err(|e| invalid(e.to_string()))?;
+        match jsonwebtoken::crypto::verify(&sig, message, &self.decoding, alg) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(invalid("its signature does not verify".to_string())),
+            Err(e) => Err(invalid(e.to_string())),
+        }
     }
 
     /// PKCS#8 (RFC 5208/5958): the algorithm identifier says which key type is inside.
@@ -482,8 +451,8 @@ impl SigningKey {
                 )
             })?;
             check_p256(Some(curve))?;
-            let key =
-                p256::SecretKey::from_pkcs8_der(der_bytes).map_err(|e| KeyError::InvalidKey {
+            let key = <p256::SecretKey as p256::pkcs8::DecodePrivateKey>::from_pkcs8_der(der_bytes)
+                .map_err(|e| KeyError::InvalidKey {
                     format: "PKCS#8 EC P-256",
                     reason: e.to_string(),
                 })?;
@@ -493,7 +462,7 @@ impl SigningKey {
         }
     }
 
-    /// SEC1 `ECPrivateKey` (RFC 5915): the curve is in the optional `parameters` field.
+    /// SEC1 `ECPrivateKey` (RFC 5915 §3): the curve is in the optional `parameters` field.
     fn from_sec1(der_bytes: &[u8]) -> Result<Self, KeyError> {
         let invalid = |reason: String| KeyError::InvalidKey {
             format: "SEC1 EC",
@@ -501,28 +470,26 @@ impl SigningKey {
         };
         // The p256 parser does not look at `parameters`, so a key on another curve would be
         // misread as a P-256 scalar; check the named curve first.
-        let curve = sec1_named_curve(der_bytes).map_err(|e| invalid(e.to_string()))?;
-        check_p256(curve)?;
-        let key = p256::SecretKey::from_sec1_der(der_bytes).map_err(|e| {
+        let parsed = sec1::EcPrivateKey::try_from(der_bytes).map_err(|e| invalid(e.to_string()))?;
+        check_p256(parsed.parameters.as_ref().and_then(|p| p.named_curve()))?;
+        let key = p256::SecretKey::try_from(parsed).map_err(|e| {
             invalid(format!(
                 "{e} (without a named curve the key must be a 32-byte P-256 scalar)"
             ))
         })?;
         Self::from_p256(&key)
     }
+}
 
-    /// Re-encodes through `p256` so ring gets the one PKCS#8 shape it accepts (public key
-    /// present, no curve in the inner structure), whatever tool wrote the input.
-    fn from_p256(key: &p256::SecretKey) -> Result<Self, KeyError> {
-        let pkcs8 = key
-            .to_pkcs8_der()
-            .map_err(|e| KeyError::InvalidKey {
-                format: "EC P-256",
-                reason: e.to_string(),
-            })?
-            .to_bytes();
-        Self::from_ec_pkcs8(pkcs8, SystemRandom::new())
-    }
+/// The DER of a private key block of a PEM file, wiped on drop.
+enum KeyDer {
+    Pkcs1(Zeroizing<Vec<u8>>),
+    Pkcs8(Zeroizing<Vec<u8>>),
+    Sec1(Zeroizing<Vec<u8>>),
+}
+
+fn secret(der: &[u8]) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(der.to_vec())
 }
 
 /// Verifies a compact JWS made by one of `keys` (matched by the header `kid`, and the header
@@ -536,22 +503,8 @@ pub fn verify_jwt<T: DeserializeOwned>(
         return Err(KeyError::MalformedToken("too long"));
     }
     // RFC 7515 §7.1: exactly three base64url parts; five would be a JWE (RFC 7516 §7.1).
-    let (signing_input, sig_b64) = token
-        .rsplit_once('.')
-        .ok_or(KeyError::MalformedToken("not a compact JWS"))?;
-    let (header_b64, payload_b64) = signing_input
-        .split_once('.')
-        .ok_or(KeyError::MalformedToken("not a compact JWS"))?;
-    if payload_b64.contains('.') {
-        return Err(KeyError::MalformedToken(
-            "not a compact JWS (too many parts)",
-        ));
-    }
-    let header_json = URL_SAFE_NO_PAD
-        .decode(header_b64)
-        .map_err(|_| KeyError::MalformedToken("header is not base64url"))?;
-    let header: JwsHeaderIn = serde_json::from_slice(&header_json)
-        .map_err(|_| KeyError::MalformedToken("header is not a JOSE header"))?;
+    let header: HeaderPolicy = shared::jwt::decode_header_unverified(token)
+        .map_err(|_| KeyError::MalformedToken("not a compact JWS with a JOSE header"))?;
 
     // The algorithm is checked before the key lookup so "none" and HMAC tokens are refused
     // for what they are (RFC 8725 §3.1), whatever kid they claim.
@@ -564,8 +517,8 @@ pub fn verify_jwt<T: DeserializeOwned>(
     let alg = Algorithm::from_header(&header.alg)
         .ok_or_else(|| KeyError::UnsupportedTokenAlg(header.alg.clone()))?;
     // RFC 7515 §4.1.11: a recipient must reject critical extensions it does not understand, and
-    // this verifier understands none. Keys embedded in the header (jwk, jku, x5c) are ignored:
-    // only our own keys are trusted.
+    // this verifier understands none (jsonwebtoken does not read `crit`, so it is refused here).
+    // Keys embedded in the header (jwk, jku, x5c) are ignored: only our own keys are trusted.
     if let Some(crit) = header.crit {
         return Err(KeyError::UnsupportedCrit(crit));
     }
@@ -581,16 +534,23 @@ pub fn verify_jwt<T: DeserializeOwned>(
             kid,
         });
     }
-    let sig = URL_SAFE_NO_PAD
-        .decode(sig_b64)
-        .map_err(|_| KeyError::MalformedToken("signature is not base64url"))?;
-    key.verifier
-        .verify(signing_input.as_bytes(), &sig)
-        .map_err(|_| KeyError::BadSignature)?;
-    let payload = URL_SAFE_NO_PAD
-        .decode(payload_b64)
-        .map_err(|_| KeyError::MalformedToken("payload is not base64url"))?;
-    serde_json::from_slice(&payload).map_err(KeyError::InvalidClaims)
+    // jsonwebtoken checks the header alg against the key's once more, then the signature, and
+    // only then decodes the claims.
+    let data = jsonwebtoken::decode::<serde_json::Value>(token, &key.decoding, &key.validation)
+        .map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => KeyError::BadSignature,
+            ErrorKind::InvalidAlgorithm => KeyError::AlgMismatch {
+                header: alg.as_str().to_string(),
+                key: key.alg,
+                kid: key.kid.clone(),
+            },
+            ErrorKind::Base64(_) => KeyError::MalformedToken("a part is not base64url"),
+            ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+                KeyError::MalformedToken("the header or claims are not a JSON object")
+            }
+            _ => KeyError::MalformedToken("not a compact JWS"),
+        })?;
+    serde_json::from_value(data.claims).map_err(KeyError::InvalidClaims)
 }
 
 /// RFC 7638 §3: SHA-256 over the required members only, in lexicographic order, without
@@ -644,137 +604,50 @@ fn oid_name(oid: ObjectIdentifier) -> String {
     name.to_string()
 }
 
-/// Reads the named curve, if any, from a SEC1 `ECPrivateKey` (RFC 5915 §3):
-/// `SEQUENCE { version INTEGER, privateKey OCTET STRING, [0] parameters OPTIONAL, [1] publicKey
-/// OPTIONAL }`.
-fn sec1_named_curve(der_bytes: &[u8]) -> der::Result<Option<ObjectIdentifier>> {
-    let mut reader = der::SliceReader::new(der_bytes)?;
-    let curve = reader.sequence(|seq| {
-        let _version: u8 = seq.decode()?;
-        let _private_key = seq.tlv_bytes()?;
-        let curve = der::asn1::ContextSpecific::<ObjectIdentifier>::decode_explicit(
-            seq,
-            der::TagNumber::N0,
-        )?;
-        while !seq.is_finished() {
-            seq.tlv_bytes()?;
+fn malformed_pem(e: rustls_pemfile::Error) -> KeyError {
+    KeyError::MalformedPem(match e {
+        rustls_pemfile::Error::MissingSectionEnd { end_marker } => format!(
+            "the {} block has no END line",
+            String::from_utf8_lossy(&end_marker)
+        ),
+        rustls_pemfile::Error::IllegalSectionStart { .. } => {
+            "a BEGIN line does not end with five dashes".to_string()
         }
-        Ok(curve.map(|c| c.value))
-    })?;
-    reader.finish(curve)
+        rustls_pemfile::Error::Base64Decode(_) => "a block is not base64".to_string(),
+    })
 }
 
-/// Explains a PEM without a usable private key, naming what it holds instead.
-fn no_private_key(blocks: &[PemBlock]) -> KeyError {
-    for block in blocks {
-        let label = block.label.as_str();
-        match label {
+/// Explains a PEM without a usable private key, naming what it holds instead: the blocks
+/// rustls-pemfile read (`others`), else the labels of those it skips.
+fn no_private_key(text: &str, others: &[&'static str]) -> KeyError {
+    let skipped: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("-----BEGIN ")?.strip_suffix("-----"))
+        .collect();
+    for label in &skipped {
+        match *label {
+            "ENCRYPTED PRIVATE KEY" => {
+                return KeyError::EncryptedKey("PKCS#8 ENCRYPTED PRIVATE KEY")
+            }
             "OPENSSH PRIVATE KEY" => {
                 return KeyError::UnsupportedPem {
                     label: label.to_string(),
                     hint: "convert it to PKCS#8 with `ssh-keygen -p -m PKCS8 -f FILE`",
                 }
             }
-            "PUBLIC KEY"
-            | "RSA PUBLIC KEY"
-            | "EC PUBLIC KEY"
-            | "CERTIFICATE"
-            | "TRUSTED CERTIFICATE"
-            | "X509 CERTIFICATE"
-            | "CERTIFICATE REQUEST"
-            | "NEW CERTIFICATE REQUEST" => return KeyError::NotAPrivateKey(label.to_string()),
             _ => {}
         }
     }
-    match blocks.first() {
-        Some(block) => KeyError::UnsupportedPem {
-            label: block.label.clone(),
+    if let Some(label) = others.first() {
+        return KeyError::NotAPrivateKey(label.to_string());
+    }
+    match skipped.first() {
+        Some(label) => KeyError::UnsupportedPem {
+            label: label.to_string(),
             hint: "expected PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY",
         },
         None => KeyError::NotPem,
     }
-}
-
-struct PemBlock {
-    label: String,
-    /// RFC 1421 headers with `Proc-Type: 4,ENCRYPTED` mark an OpenSSL-encrypted legacy key.
-    encrypted: bool,
-    der: Zeroizing<Vec<u8>>,
-}
-
-/// Splits RFC 7468 PEM text into its blocks, tolerating CRLF, indentation, text between
-/// blocks and the RFC 1421 headers of legacy OpenSSL files.
-fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, KeyError> {
-    let mut blocks = Vec::new();
-    let mut current: Option<(String, bool, Zeroizing<String>)> = None;
-    for line in text.lines().map(str::trim) {
-        if let Some(label) = pem_boundary(line, "-----BEGIN ") {
-            if let Some((open, _, _)) = &current {
-                return Err(KeyError::MalformedPem(format!(
-                    "BEGIN {label} inside the {open} block"
-                )));
-            }
-            current = Some((label.to_string(), false, Zeroizing::new(String::new())));
-        } else if let Some(label) = pem_boundary(line, "-----END ") {
-            let Some((open, encrypted, body)) = current.take() else {
-                return Err(KeyError::MalformedPem(format!(
-                    "END {label} without a BEGIN"
-                )));
-            };
-            if open != label {
-                return Err(KeyError::MalformedPem(format!(
-                    "BEGIN {open} ends with END {label}"
-                )));
-            }
-            let der = STANDARD
-                .decode(body.as_bytes())
-                .map_err(|_| KeyError::MalformedPem(format!("the {open} block is not base64")))?;
-            blocks.push(PemBlock {
-                label: open,
-                encrypted,
-                der: Zeroizing::new(der),
-            });
-        } else if let Some((_, encrypted, body)) = &mut current {
-            if line.contains(':') {
-                if line.starts_with("Proc-Type:") && line.contains("ENCRYPTED") {
-                    *encrypted = true;
-                }
-            } else {
-                body.push_str(line);
-            }
-        }
-    }
-    if let Some((open, _, _)) = current {
-        return Err(KeyError::MalformedPem(format!(
-            "the {open} block has no END line"
-        )));
-    }
-    if blocks.is_empty() {
-        return Err(KeyError::NotPem);
-    }
-    Ok(blocks)
-}
-
-fn pem_boundary<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
-    line.strip_prefix(prefix)?.strip_suffix("-----")
-}
-
-/// RFC 7468 §2: base64 in lines of 64 characters between BEGIN and END lines.
-fn pem_encode(label: &str, der_bytes: &[u8]) -> String {
-    let b64 = Zeroizing::new(STANDARD.encode(der_bytes));
-    let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 2 * label.len() + 40);
-    out.push_str("-----BEGIN ");
-    out.push_str(label);
-    out.push_str("-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        // Base64 output is ASCII, so every chunk is valid UTF-8.
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str("-----END ");
-    out.push_str(label);
-    out.push_str("-----\n");
-    out
 }
 
 #[cfg(test)]
@@ -783,7 +656,6 @@ fn pem_encode(label: &str, der_bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use p256::pkcs8::{EncodePublicKey as _, LineEnding};
-    use rsa::pkcs1::EncodeRsaPrivateKey as _;
     use serde_json::{json, Value};
     use std::sync::OnceLock;
 
@@ -1070,14 +942,31 @@ mod tests {
 
     #[test]
     fn p384_key_is_refused() {
-        let rng = SystemRandom::new();
-        let doc = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P384_SHA384_FIXED_SIGNING, &rng)
-            .expect("p384");
+        let rng = ring::rand::SystemRandom::new();
+        let doc = ring::signature::EcdsaKeyPair::generate_pkcs8(
+            &ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+            &rng,
+        )
+        .expect("p384");
         let pem = pem_encode("PRIVATE KEY", doc.as_ref());
         let err = SigningKey::from_pem(&pem).expect_err("P-384");
         assert!(matches!(err, KeyError::UnsupportedCurve(_)), "{err}");
         let msg = err.to_string();
         assert!(msg.contains("P-384") && msg.contains("P-256"), "{msg}");
+
+        // The same in SEC1, where the curve is the optional `parameters` field (RFC 5915 §3):
+        // a 48-byte P-384 scalar must not be read as something else.
+        use p256::pkcs8::der::Encode as _;
+        let scalar = [7u8; 48];
+        let sec1 = sec1::EcPrivateKey {
+            private_key: &scalar,
+            parameters: Some(sec1::EcParameters::NamedCurve(OID_P384)),
+            public_key: None,
+        }
+        .to_der()
+        .expect("der");
+        let err = SigningKey::from_pem(&pem_encode("EC PRIVATE KEY", &sec1)).expect_err("SEC1");
+        assert!(matches!(err, KeyError::UnsupportedCurve(_)), "{err}");
     }
 
     #[test]
@@ -1152,7 +1041,8 @@ mod tests {
         assert!(matches!(err, KeyError::MultipleKeys(2)), "{err}");
 
         // Ed25519 in PKCS#8 is a real key, just not one kube-apiserver takes via this IdP.
-        let ed = ring::signature::Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("ed");
+        let ed = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+            .expect("ed");
         let err =
             SigningKey::from_pem(&pem_encode("PRIVATE KEY", ed.as_ref())).expect_err("ed25519");
         assert!(err.to_string().contains("Ed25519"), "{err}");
@@ -1222,16 +1112,117 @@ mod tests {
         );
     }
 
+    /// Test PEM files (RFC 7468 §2 encoding, from the `der` crate).
+    fn pem_encode(label: &str, der_bytes: &[u8]) -> String {
+        p256::pkcs8::der::pem::encode_string(label, LineEnding::LF, der_bytes).expect("pem")
+    }
+
+    /// Issue 7 item 13: tokens are jsonwebtoken's own output. RS256 (PKCS#1 v1.5) signatures
+    /// are deterministic, so the whole token must equal what `jsonwebtoken::encode` makes with
+    /// this key; the hand-written JWS writer this replaced put the header members in another
+    /// order.
     #[test]
-    fn pem_encoding_round_trips() {
-        let pem = pem_encode("PRIVATE KEY", &[0u8; 100]);
-        let blocks = pem_blocks(&pem).expect("parse");
-        assert_eq!(blocks.len(), 1);
-        assert_eq!(blocks[0].der.as_slice(), &[0u8; 100][..]);
+    fn rs256_tokens_are_what_jsonwebtoken_encodes() {
+        let key = rsa_signing_key();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some(key.kid().to_string());
+        let pkcs1 = rsa_key().to_pkcs1_der().expect("pkcs1");
+        let expected = jsonwebtoken::encode(
+            &header,
+            &claims(),
+            &jsonwebtoken::EncodingKey::from_rsa_der(pkcs1.as_bytes()),
+        )
+        .expect("encode");
+        assert_eq!(key.sign_jwt(&claims()).expect("sign"), expected);
+    }
+
+    /// Tokens verify with nothing but the published JWK (what kube-apiserver and kubectl-oidc_login
+    /// do), and tokens signed elsewhere with the same key verify here.
+    #[test]
+    fn tokens_interoperate_through_the_published_jwk() {
+        for key in [
+            rsa_signing_key(),
+            SigningKey::generate(Algorithm::Es256).expect("es256"),
+        ] {
+            let jwk: jsonwebtoken::jwk::Jwk =
+                serde_json::from_value(serde_json::to_value(key.public_jwk()).expect("jwk"))
+                    .expect("jsonwebtoken reads our JWK");
+            let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).expect("decoding key");
+            let mut validation = jsonwebtoken::Validation::new(key.alg().jose());
+            validation.set_audience(&["kubernetes"]);
+            let token = key.sign_jwt(&claims()).expect("sign");
+            let data = jsonwebtoken::decode::<Value>(&token, &decoding, &validation)
+                .expect("verifies with the JWK");
+            assert_eq!(data.claims, claims());
+            assert_eq!(data.header.kid.as_deref(), Some(key.kid()));
+
+            let mut header = jsonwebtoken::Header::new(key.alg().jose());
+            header.kid = Some(key.kid().to_string());
+            let elsewhere =
+                jsonwebtoken::encode(&header, &claims(), &key.encoding).expect("encode");
+            let keys = vec![Arc::new(key)];
+            let got: Value = verify_jwt(&keys, &elsewhere).expect("verify");
+            assert_eq!(got, claims());
+        }
+    }
+
+    /// Issue 7 item 13: one PEM reader. Whatever the TLS key loader (`rustls_pemfile::private_key`)
+    /// finds in a file, the signing key loader finds too; the hand-written parser this replaced
+    /// refused some of these files (a stray END line) that TLS read.
+    #[test]
+    fn reads_the_key_files_tls_reads() {
+        let ec = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let sec1 = ec.to_sec1_pem(LineEnding::LF).expect("sec1").to_string();
+        let pkcs8 = ec
+            .to_pkcs8_pem(LineEnding::CRLF)
+            .expect("pkcs8")
+            .to_string();
+        let pkcs1 = rsa_key()
+            .to_pkcs1_pem(LineEnding::LF)
+            .expect("pkcs1")
+            .to_string();
+        let cert = pem_encode("CERTIFICATE", b"a certificate");
+        let params =
+            "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n";
+        let files = [
+            sec1.clone(),
+            pkcs8.clone(),
+            pkcs1,
+            format!("{params}{sec1}"),
+            format!("{cert}{pkcs8}"),
+            format!("Bag Attributes\n    friendlyName: idp\n{pkcs8}"),
+            format!("-----END CERTIFICATE-----\n{sec1}"),
+        ];
+        for file in files {
+            let tls = rustls_pemfile::private_key(&mut file.as_bytes())
+                .expect("TLS reads it")
+                .expect("TLS finds a key");
+            let key = SigningKey::from_pem(&file)
+                .unwrap_or_else(|e| panic!("signing key loader refused {file:?}: {e}"));
+            // Both found the same key: re-reading the stored PKCS#8 gives the same kid.
+            let tls_pem = match tls {
+                rustls::pki_types::PrivateKeyDer::Pkcs1(k) => {
+                    pem_encode("RSA PRIVATE KEY", k.secret_pkcs1_der())
+                }
+                rustls::pki_types::PrivateKeyDer::Sec1(k) => {
+                    pem_encode("EC PRIVATE KEY", k.secret_sec1_der())
+                }
+                rustls::pki_types::PrivateKeyDer::Pkcs8(k) => {
+                    pem_encode("PRIVATE KEY", k.secret_pkcs8_der())
+                }
+                other => panic!("unexpected key type {other:?}"),
+            };
+            assert_eq!(
+                SigningKey::from_pem(&tls_pem).expect("reload").kid(),
+                key.kid()
+            );
+        }
     }
 
     /// Throughput on this machine's dev profile (ring built with opt-level 3, as in the
     /// workspace). Run with `cargo test -- --ignored --nocapture signing_throughput`.
+    /// jsonwebtoken 9 turns the key DER into a ring key pair on every signature; for ES256 that
+    /// re-derivation (the public key is recomputed and checked) costs more than the signature.
     #[test]
     #[ignore]
     fn signing_throughput() {

@@ -3,6 +3,7 @@
 use crate::accounts::Throttle;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::crypto::{self, KeyEncryptionKey};
 use crate::error::IdpError;
 use crate::keys::SigningKey;
 use crate::store::{Store, StoredKey};
@@ -72,6 +73,7 @@ impl AppState {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, IdpError> {
+        seal_keys_at_rest(store.as_ref(), config.key_encryption_key.as_deref()).await?;
         ensure_active_key(&config, store.as_ref(), clock.now()).await?;
         let keys = load_keys(&config, store.as_ref(), clock.now()).await?;
         Self::build(config, store, clock, Some(Arc::new(keys)))
@@ -88,6 +90,9 @@ impl AppState {
         if !needs_generation(&config, store.as_ref()).await? {
             return Self::new(config, store, clock).await;
         }
+        // Other keys (of another algorithm) may be stored: refuse now, not in the background,
+        // if they cannot be read.
+        seal_keys_at_rest(store.as_ref(), config.key_encryption_key.as_deref()).await?;
         let state = Self::build(config, store, clock, None)?;
         let bg = state.clone();
         tokio::spawn(async move {
@@ -214,18 +219,8 @@ pub async fn ensure_active_key(
                 .map_err(|e| IdpError::Config(format!("key generation stopped: {e}")))??
         }
     };
-    store
-        .activate_key(
-            StoredKey {
-                kid: wanted.kid().to_string(),
-                alg: wanted.alg().as_str().to_string(),
-                private_pem: wanted.to_pkcs8_pem(),
-                created_at: now,
-                retired_at: None,
-            },
-            now,
-        )
-        .await?;
+    let row = stored_key(&wanted, config.key_encryption_key.as_deref(), now)?;
+    store.activate_key(row, now).await?;
     tracing::info!(
         kid = wanted.kid(),
         alg = wanted.alg().as_str(),
@@ -234,25 +229,44 @@ pub async fn ensure_active_key(
     Ok(())
 }
 
+/// How long after its tokens' expiry a retired key stays published, for clocks that run behind.
+const RETIRED_KEY_LEEWAY_SECS: u64 = 60;
+
 /// Loads the active key and every retired key that may still have live tokens: a key retired at
-/// `t` signed tokens that expire by `t + token lifetime`, so it stays published until then.
+/// `t` signed tokens that expire by `t + token lifetime`, so it stays published until then (plus
+/// a leeway). After that nothing it signed can be verified any more, so its row and private key
+/// are deleted.
 pub async fn load_keys(config: &Config, store: &dyn Store, now: u64) -> Result<KeySet, IdpError> {
     let stored = store.keys().await?;
+    let kek = config.key_encryption_key.as_deref();
     let mut active = None;
     let mut published = Vec::new();
+    let mut dead = false;
     for k in &stored {
         let live = match k.retired_at {
             None => true,
-            Some(t) => now < t + config.token_lifetime + 60,
+            Some(t) => now < t + config.token_lifetime + RETIRED_KEY_LEEWAY_SECS,
         };
         if !live {
+            dead = true;
             continue;
         }
-        let key = Arc::new(SigningKey::from_pem(&k.private_pem)?);
+        let key = Arc::new(open_stored_key(k, kek)?);
         if k.retired_at.is_none() && active.is_none() {
             active = Some(key.clone());
         }
         published.push(key);
+    }
+    if dead {
+        let cutoff = now.saturating_sub(config.token_lifetime + RETIRED_KEY_LEEWAY_SECS);
+        match store.delete_retired_keys(cutoff).await {
+            Ok(n) => tracing::info!(
+                keys = n,
+                "deleted retired signing keys whose tokens have all expired"
+            ),
+            // The keys stay unpublished; the next reload tries again.
+            Err(e) => tracing::warn!(error = %e, "could not delete retired signing keys"),
+        }
     }
     let active = active.ok_or_else(|| IdpError::Config("no active signing key".into()))?;
     let jwks = shared::jwk::JwkSet {
@@ -263,4 +277,78 @@ pub async fn load_keys(config: &Config, store: &dyn Store, now: u64) -> Result<K
         published,
         jwks_json: bytes::Bytes::from(serde_json::to_vec(&jwks)?),
     })
+}
+
+/// The row that stores `key`: its PKCS#8 PEM, encrypted with the key encryption key if there is
+/// one.
+pub fn stored_key(
+    key: &SigningKey,
+    kek: Option<&KeyEncryptionKey>,
+    now: u64,
+) -> Result<StoredKey, IdpError> {
+    let pem = key.to_pkcs8_pem();
+    let private_pem = match kek {
+        Some(kek) => kek.seal(key.kid(), pem.as_bytes())?,
+        None => pem,
+    };
+    Ok(StoredKey {
+        kid: key.kid().to_string(),
+        alg: key.alg().as_str().to_string(),
+        private_pem,
+        created_at: now,
+        retired_at: None,
+    })
+}
+
+/// Reads a stored key, decrypting it if it is encrypted.
+pub fn open_stored_key(
+    stored: &StoredKey,
+    kek: Option<&KeyEncryptionKey>,
+) -> Result<SigningKey, IdpError> {
+    if !crypto::is_sealed(&stored.private_pem) {
+        return Ok(SigningKey::from_pem(&stored.private_pem)?);
+    }
+    let pem = kek
+        .ok_or_else(missing_kek)?
+        .open(&stored.kid, &stored.private_pem)?;
+    let pem = std::str::from_utf8(&pem)
+        .map_err(|_| IdpError::Config(format!("signing key {} decrypts to no PEM", stored.kid)))?;
+    Ok(SigningKey::from_pem(pem)?)
+}
+
+fn missing_kek() -> IdpError {
+    IdpError::Config(format!(
+        "the database holds encrypted signing keys: set {} (or --key-encryption-key-file) to the \
+         key file they were encrypted with",
+        crypto::KEK_VARIABLE
+    ))
+}
+
+/// Brings the stored keys in line with the key encryption setting before anything uses them.
+/// With a key encryption key every encrypted key must decrypt with it (a wrong file is an
+/// error, not a reason to make new keys) and plaintext keys are encrypted now; without one,
+/// encrypted keys are an error, since nothing could sign or verify with them.
+pub async fn seal_keys_at_rest(
+    store: &dyn Store,
+    kek: Option<&KeyEncryptionKey>,
+) -> Result<(), IdpError> {
+    let mut sealed = 0;
+    for k in store.keys().await? {
+        if crypto::is_sealed(&k.private_pem) {
+            kek.ok_or_else(missing_kek)?.open(&k.kid, &k.private_pem)?;
+        } else if let Some(kek) = kek {
+            let text = kek.seal(&k.kid, k.private_pem.as_bytes())?;
+            // False when another process sealed it first, which is as good.
+            if store
+                .replace_key_material(&k.kid, &k.private_pem, &text)
+                .await?
+            {
+                sealed += 1;
+            }
+        }
+    }
+    if sealed > 0 {
+        tracing::info!(keys = sealed, "encrypted stored signing keys at rest");
+    }
+    Ok(())
 }

@@ -867,6 +867,197 @@ fn serve_first_boot() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// signing keys at rest (KEY_ENCRYPTION_KEY_FILE)
+// ---------------------------------------------------------------------------------------------
+
+/// A key encryption key file as the README says to make one: base64 of 32 random bytes.
+#[cfg(unix)]
+fn kek_file(idp: &Idp, name: &str, mode: u32) -> PathBuf {
+    use base64::Engine as _;
+    use std::os::unix::fs::PermissionsExt;
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let path = idp.path().join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// Everything SQLite keeps on disk for the database: the file and its write-ahead log.
+fn database_bytes(idp: &Idp) -> Vec<u8> {
+    let db = idp.data_dir().join("kubelogin-idp.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    if let Ok(wal) = std::fs::read(idp.data_dir().join("kubelogin-idp.db-wal")) {
+        bytes.extend(wal);
+    }
+    bytes
+}
+
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// `keys list` rows as (kid, at rest).
+fn keys_at_rest(idp: &Idp) -> Vec<(String, String)> {
+    idp.ok(&["keys", "list"])
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            (c[0].to_string(), c[c.len() - 1].to_string())
+        })
+        .collect()
+}
+
+/// Starts `serve` with `kek` (if any), waits until the first boot's key is published, and
+/// returns the published kids; the server is stopped on return.
+fn serve_once(idp: &Idp, kek: Option<&Path>) -> Vec<String> {
+    let mut cmd = idp.cmd(&["serve"]);
+    cmd.env("JWT_SIGNING_ALGORITHM", "ES256");
+    if let Some(kek) = kek {
+        cmd.env("KEY_ENCRYPTION_KEY_FILE", kek);
+    }
+    let mut server = Server::spawn(cmd, idp.path());
+    server.discovery(&http_client(), "http");
+    // JWKS waits for a first boot's key to be generated and stored.
+    let jwks: serde_json::Value = http_client()
+        .get(format!(
+            "http://127.0.0.1:{}/.well-known/jwks.json",
+            server.port
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Issue 7 item 10b: with a key encryption key the database holds no PEM, and without it (or
+/// with another one) the server refuses to start instead of making new keys.
+#[cfg(unix)]
+#[test]
+fn serve_with_a_kek_stores_no_pem_and_refuses_to_start_without_it() {
+    let idp = Idp::new();
+    let kek = kek_file(&idp, "kek", 0o600);
+    let published = serve_once(&idp, Some(&kek));
+    assert_eq!(published.len(), 1);
+    assert_eq!(
+        keys_at_rest(&idp),
+        [(published[0].clone(), "encrypted".to_string())]
+    );
+    let disk = database_bytes(&idp);
+    assert!(holds(&disk, "enc:v1:"), "the key is in the database");
+    assert!(
+        !holds(&disk, "PRIVATE KEY"),
+        "no PEM anywhere in the database or its WAL"
+    );
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let err = serve_refused(&mut idp.cmd(&["serve", "--addr", &addr]))
+        .fails()
+        .to_string();
+    assert!(
+        err.contains("encrypted signing keys") && err.contains("KEY_ENCRYPTION_KEY_FILE"),
+        "{err}"
+    );
+    let other = kek_file(&idp, "other-kek", 0o600);
+    let mut cmd = idp.cmd(&["serve", "--addr", &addr]);
+    cmd.env("KEY_ENCRYPTION_KEY_FILE", &other);
+    let err = serve_refused(&mut cmd).fails().to_string();
+    assert!(err.contains("cannot be decrypted"), "{err}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut cmd = idp.cmd(&["serve", "--addr", &addr]);
+        cmd.arg("--key-encryption-key-file").arg(&kek);
+        let err = serve_refused(&mut cmd).fails().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    // The admin command that writes keys follows the same rules.
+    let err = idp.fails(&["keys", "rotate", "--algorithm", "ES256"]);
+    assert!(err.contains("KEY_ENCRYPTION_KEY_FILE"), "{err}");
+    let kek_arg = kek.to_str().unwrap();
+    let out = idp.ok(&[
+        "keys",
+        "rotate",
+        "--algorithm",
+        "ES256",
+        "--key-encryption-key-file",
+        kek_arg,
+    ]);
+    let new_kid = rotated_kid(&out);
+    let rows = keys_at_rest(&idp);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows.iter().all(|(_, at_rest)| at_rest == "encrypted"),
+        "{rows:?}"
+    );
+    assert!(!holds(&database_bytes(&idp), "PRIVATE KEY"));
+
+    // And the right file still starts the server, which signs with the rotated key.
+    let published = serve_once(&idp, Some(&kek));
+    assert!(published.contains(&new_kid), "{published:?}");
+}
+
+/// Issue 7 item 10b: keys stored before a key encryption key was configured are encrypted when
+/// the server starts with one, and their plaintext does not stay behind in the file.
+#[cfg(unix)]
+#[test]
+fn serve_with_a_kek_encrypts_existing_plaintext_keys() {
+    let idp = Idp::new();
+    // Two keys, so one row is not the last one written: its cell is freed in the middle of its
+    // page when it is rewritten, where SQLite leaves the old bytes unless told to zero them.
+    let retired = rotated_kid(&idp.ok(&["keys", "rotate", "--algorithm", "ES256"]));
+    let active = rotated_kid(&idp.ok(&["keys", "rotate", "--algorithm", "ES256"]));
+    let mut rows = keys_at_rest(&idp);
+    rows.sort();
+    let mut expected = vec![
+        (retired.clone(), "plaintext".to_string()),
+        (active.clone(), "plaintext".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(rows, expected);
+    assert!(
+        holds(&database_bytes(&idp), "PRIVATE KEY"),
+        "the check can see a PEM"
+    );
+
+    let kek = kek_file(&idp, "kek", 0o600);
+    let mut published = serve_once(&idp, Some(&kek));
+    published.sort();
+    let mut both = vec![retired, active];
+    both.sort();
+    assert_eq!(published, both, "the same keys");
+    assert!(
+        keys_at_rest(&idp)
+            .iter()
+            .all(|(_, at_rest)| at_rest == "encrypted"),
+        "{:?}",
+        keys_at_rest(&idp)
+    );
+    assert!(
+        !holds(&database_bytes(&idp), "PRIVATE KEY"),
+        "the plaintext is overwritten, not left in free space or the WAL"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // certs + HTTPS
 // ---------------------------------------------------------------------------------------------
 

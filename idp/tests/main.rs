@@ -19,6 +19,8 @@ mod revocation;
 mod accounts;
 // The storage conformance suite every backend must pass.
 mod store;
+// Signing keys at rest: retired keys deleted, encryption with a key encryption key.
+mod keys;
 // The built binary: admin commands, serve start-up and refusals, certs.
 mod cli;
 // The built binary as a network service: header timeouts, connection caps, key reload,

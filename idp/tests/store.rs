@@ -1246,6 +1246,71 @@ pub async fn keys_activate_retires_previous(s: &dyn Store) {
     );
 }
 
+/// Issue 7 item 10b: a retired key's row (its private key) is deleted once nothing it signed
+/// can be live; the active key and keys retired later stay.
+pub async fn keys_delete_retired_keeps_active_and_recent(s: &dyn Store) {
+    let (t1, t2, t3) = (T0 + 100, T0 + 200, T0 + 300);
+    s.activate_key(key_fixture("k1", T0), T0).await.unwrap();
+    s.activate_key(key_fixture("k2", t1), t1).await.unwrap(); // k1 retired at t1
+    s.activate_key(key_fixture("k3", t2), t2).await.unwrap(); // k2 retired at t2
+    s.activate_key(key_fixture("k4", t3), t3).await.unwrap(); // k3 retired at t3
+    assert_eq!(
+        s.delete_retired_keys(T0).await.unwrap(),
+        0,
+        "nothing retired by T0"
+    );
+    assert_eq!(s.keys().await.unwrap().len(), 4);
+
+    // The cutoff is inclusive: k1 (retired at t1) and k2 (at t2) go, k3 (at t3) stays.
+    assert_eq!(s.delete_retired_keys(t2).await.unwrap(), 2);
+    let kids: Vec<String> = s.keys().await.unwrap().into_iter().map(|k| k.kid).collect();
+    assert_eq!(kids, ["k4", "k3"]);
+
+    // The active key is never deleted, however late the cutoff.
+    assert_eq!(s.delete_retired_keys(u64::MAX / 4).await.unwrap(), 1);
+    let keys = s.keys().await.unwrap();
+    assert_eq!(keys, [key_fixture("k4", t3)]);
+    assert_eq!(s.delete_retired_keys(u64::MAX / 4).await.unwrap(), 0);
+}
+
+/// Issue 7 item 10b: a stored key is re-encrypted in place, only if nobody changed it meanwhile
+/// (two servers starting at once both try), and nothing else about the key changes.
+pub async fn keys_replace_material_only_if_unchanged(s: &dyn Store) {
+    s.activate_key(key_fixture("k1", T0), T0).await.unwrap();
+    s.activate_key(key_fixture("k2", T0 + 1), T0 + 1)
+        .await
+        .unwrap();
+    let plain = key_fixture("k1", T0).private_pem;
+    assert!(s
+        .replace_key_material("k1", &plain, "enc:v1:first")
+        .await
+        .unwrap());
+    // The second process compares against the plaintext it read: too late.
+    assert!(!s
+        .replace_key_material("k1", &plain, "enc:v1:second")
+        .await
+        .unwrap());
+    assert!(!s
+        .replace_key_material("unknown", &plain, "enc:v1:x")
+        .await
+        .unwrap());
+    let keys = s.keys().await.unwrap();
+    let k1 = keys.iter().find(|k| k.kid == "k1").unwrap();
+    assert_eq!(
+        k1,
+        &StoredKey {
+            private_pem: "enc:v1:first".into(),
+            retired_at: Some(T0 + 1),
+            ..key_fixture("k1", T0)
+        }
+    );
+    assert_eq!(
+        keys.iter().find(|k| k.kid == "k2").unwrap(),
+        &key_fixture("k2", T0 + 1),
+        "other keys are untouched"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Audit
 // ---------------------------------------------------------------------------------------------
@@ -1663,6 +1728,8 @@ sqlite_suite!(
     device_expired,
     session_create_get_expire_delete,
     keys_activate_retires_previous,
+    keys_delete_retired_keeps_active_and_recent,
+    keys_replace_material_only_if_unchanged,
     audit_record_filter_and_order,
     purge_expired_keeps_live_rows,
     purge_keeps_used_codes_until_expiry,

@@ -9,7 +9,7 @@ use crate::crypto;
 use crate::error::IdpError;
 use crate::keys::{Algorithm, SigningKey};
 use crate::server::DataArgs;
-use crate::store::{AuditFilter, Client, NewUser, Store, StoredKey, User};
+use crate::store::{AuditFilter, Client, NewUser, Store, User};
 use clap::{Parser, Subcommand};
 use shared::token::grant_type;
 use std::io::{Read, Write};
@@ -154,6 +154,10 @@ pub enum KeysCmd {
     Rotate {
         #[arg(long, default_value = "RS256")]
         algorithm: String,
+        /// Encrypt signing keys in the database with this key, as `serve` does (required when
+        /// they are encrypted).
+        #[arg(long, env = "KEY_ENCRYPTION_KEY_FILE")]
+        key_encryption_key_file: Option<PathBuf>,
     },
 }
 
@@ -537,11 +541,15 @@ pub async fn run_admin(
         },
         Command::Keys(k) => match k {
             KeysCmd::List => {
-                writeln!(out, "{:<44} {:<6} {:<8} CREATED", "KID", "ALG", "STATUS")?;
+                writeln!(
+                    out,
+                    "{:<44} {:<6} {:<8} {:<10} AT REST",
+                    "KID", "ALG", "STATUS", "CREATED"
+                )?;
                 for k in store.keys().await? {
                     writeln!(
                         out,
-                        "{:<44} {:<6} {:<8} {}",
+                        "{:<44} {:<6} {:<8} {:<10} {}",
                         k.kid,
                         k.alg,
                         if k.retired_at.is_none() {
@@ -549,24 +557,30 @@ pub async fn run_admin(
                         } else {
                             "retired"
                         },
-                        k.created_at
+                        k.created_at,
+                        if crypto::is_sealed(&k.private_pem) {
+                            "encrypted"
+                        } else {
+                            "plaintext"
+                        }
                     )?;
                 }
             }
-            KeysCmd::Rotate { algorithm } => {
+            KeysCmd::Rotate {
+                algorithm,
+                key_encryption_key_file,
+            } => {
                 let alg: Algorithm = algorithm.parse()?;
+                let kek = key_encryption_key_file
+                    .as_deref()
+                    .map(crypto::KeyEncryptionKey::from_file)
+                    .transpose()?;
+                // Refuses a missing or wrong key file before anything is written, and encrypts
+                // plaintext keys as `serve` would.
+                crate::state::seal_keys_at_rest(store, kek.as_ref()).await?;
                 let key = SigningKey::generate(alg)?;
                 store
-                    .activate_key(
-                        StoredKey {
-                            kid: key.kid().into(),
-                            alg: alg.as_str().into(),
-                            private_pem: key.to_pkcs8_pem(),
-                            created_at: now,
-                            retired_at: None,
-                        },
-                        now,
-                    )
+                    .activate_key(crate::state::stored_key(&key, kek.as_ref(), now)?, now)
                     .await?;
                 audit::record_in(
                     store,

@@ -214,6 +214,7 @@ pub struct Session {
 pub struct StoredKey {
     pub kid: String,
     pub alg: String,
+    /// PKCS#8 PEM, or the same sealed with the key encryption key (`crypto::SEALED_PREFIX`).
     pub private_pem: String,
     pub created_at: u64,
     /// When it stopped signing; published until every token it signed has expired.
@@ -345,6 +346,12 @@ pub trait Store: Send + Sync {
     async fn keys(&self) -> StoreResult<Vec<StoredKey>>;
     /// Stores a new active key and retires the previous active one at `now`.
     async fn activate_key(&self, key: StoredKey, now: u64) -> StoreResult<()>;
+    /// Replaces the stored form of key `kid` (to encrypt it at rest) if it is still `old`;
+    /// false when it was changed or deleted meanwhile (another process sealed it first).
+    async fn replace_key_material(&self, kid: &str, old: &str, new: &str) -> StoreResult<bool>;
+    /// Deletes the keys retired at or before `retired_at_or_before`, private key included;
+    /// the active key is never deleted. Returns how many were deleted.
+    async fn delete_retired_keys(&self, retired_at_or_before: u64) -> StoreResult<u64>;
 
     // audit
     async fn record_audit(&self, event: AuditEvent) -> StoreResult<()>;

@@ -103,6 +103,30 @@ impl SqliteStore {
     }
 }
 
+/// Turns SQLite's secure delete on or off for the writer: with it on, what a statement replaces
+/// or deletes is overwritten with zeros instead of staying in the file's free space. Used around
+/// private key changes only, since it costs extra writes.
+async fn secure_delete(w: &mut SqliteConnection, on: bool) -> Result<(), sqlx::Error> {
+    let sql = if on {
+        "PRAGMA secure_delete = ON"
+    } else {
+        "PRAGMA secure_delete = OFF"
+    };
+    sqlx::query(sql).execute(&mut *w).await.map(|_| ())
+}
+
+/// Copies the WAL into the database and truncates it, so no old frame keeps a replaced private
+/// key on disk. Best effort: a reader in the middle of a transaction keeps the WAL, and the next
+/// key change tries again.
+async fn truncate_wal(w: &mut SqliteConnection) {
+    if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .fetch_all(&mut *w)
+        .await
+    {
+        tracing::debug!(error = %e, "could not truncate the WAL after a key change");
+    }
+}
+
 fn user_from(row: &SqliteRow) -> Result<User, sqlx::Error> {
     Ok(User {
         id: row.try_get("id")?,
@@ -1056,6 +1080,42 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn replace_key_material(&self, kid: &str, old: &str, new: &str) -> StoreResult<bool> {
+        let mut w = self.write.lock().await;
+        secure_delete(&mut w, true).await?;
+        let done = sqlx::query(
+            "UPDATE signing_keys SET private_pem = ? WHERE kid = ? AND private_pem = ?",
+        )
+        .bind(new)
+        .bind(kid)
+        .bind(old)
+        .execute(&mut *w)
+        .await;
+        secure_delete(&mut w, false).await?;
+        let done = done?.rows_affected() == 1;
+        if done {
+            truncate_wal(&mut w).await;
+        }
+        Ok(done)
+    }
+
+    async fn delete_retired_keys(&self, retired_at_or_before: u64) -> StoreResult<u64> {
+        let mut w = self.write.lock().await;
+        secure_delete(&mut w, true).await?;
+        let n = sqlx::query(
+            "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at <= ?",
+        )
+        .bind(i(retired_at_or_before))
+        .execute(&mut *w)
+        .await;
+        secure_delete(&mut w, false).await?;
+        let n = n?.rows_affected();
+        if n > 0 {
+            truncate_wal(&mut w).await;
+        }
+        Ok(n)
     }
 
     async fn record_audit(&self, e: AuditEvent) -> StoreResult<()> {
