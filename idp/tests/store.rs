@@ -1822,10 +1822,12 @@ async fn sqlite_upgrades_a_version_1_database() {
             .connect()
             .await
             .unwrap();
-        sqlx::raw_sql(include_str!("../src/store/migrations/sqlite/0001_initial.sql"))
-            .execute(&mut c)
-            .await
-            .unwrap();
+        sqlx::raw_sql(include_str!(
+            "../src/store/migrations/sqlite/0001_initial.sql"
+        ))
+        .execute(&mut c)
+        .await
+        .unwrap();
         sqlx::raw_sql(
             "PRAGMA user_version = 1;
              INSERT INTO clients (client_id, redirect_uris, post_logout_redirect_uris, grant_types, scopes, created_at)
