@@ -329,6 +329,12 @@ pub trait Store: Send + Sync {
     /// Stores a new active key and retires the previous active one at `now`.
     async fn activate_key(&self, key: StoredKey, now: u64) -> StoreResult<()>;
 
+    // server secrets
+    /// The secret stored under `name`, storing `candidate` first when there is none yet. The
+    /// first writer wins, so every replica on one database ends up with the same secret (the key
+    /// that binds CSRF tokens to sessions, see `web::csrf`).
+    async fn server_secret(&self, name: &str, candidate: &str, now: u64) -> StoreResult<String>;
+
     // audit
     async fn record_audit(&self, event: AuditEvent) -> StoreResult<()>;
     async fn audit_events(&self, filter: AuditFilter) -> StoreResult<Vec<AuditEvent>>;

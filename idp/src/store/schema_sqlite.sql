@@ -1,4 +1,4 @@
--- kubelogin-idp schema, version 1 (SQLite). PostgreSQL gets the same tables in its own dialect.
+-- kubelogin-idp schema, version 2 (SQLite); `UPGRADES` in sqlite.rs brings older files here. PostgreSQL gets the same tables in its own dialect.
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY,
     username TEXT NOT NULL UNIQUE,
@@ -119,3 +119,9 @@ CREATE TABLE IF NOT EXISTS audit_events (
     details TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS audit_events_at ON audit_events(at);
+-- Version 2: secrets the server generates once and every replica shares (CSRF binding key).
+CREATE TABLE IF NOT EXISTS server_secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);

@@ -14,7 +14,14 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 const SCHEMA: &str = include_str!("schema_sqlite.sql");
-const SCHEMA_VERSION: i64 = 1;
+/// Upgrade steps, in order: a database at version `N` (N >= 1) runs `UPGRADES[N - 1]` and
+/// becomes version `N + 1`, each step in its own transaction. A fresh database runs `SCHEMA`,
+/// which already holds every step, and goes straight to `SCHEMA_VERSION`.
+const UPGRADES: &[&str] = &[
+    // 1 -> 2: the server secrets table (CSRF binding key).
+    "CREATE TABLE IF NOT EXISTS server_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL, created_at INTEGER NOT NULL);",
+];
+const SCHEMA_VERSION: i64 = 1 + UPGRADES.len() as i64;
 
 /// SQLite storage.
 #[derive(Clone, Debug)]
@@ -65,13 +72,23 @@ impl SqliteStore {
                 "the database has schema version {version}, newer than this binary's {SCHEMA_VERSION}; upgrade kubelogin-idp"
             )));
         }
-        if version < SCHEMA_VERSION {
+        if version == 0 {
             let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
             sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
             sqlx::raw_sql(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
+        } else {
+            for (step, sql) in UPGRADES.iter().enumerate().skip(usize::try_from(version - 1).unwrap_or(0)) {
+                let to = step as i64 + 2;
+                let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+                sqlx::raw_sql(sql).execute(&mut *tx).await?;
+                sqlx::raw_sql(&format!("PRAGMA user_version = {to}"))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
         }
         let read = SqlitePoolOptions::new()
             .test_before_acquire(false)
@@ -1036,6 +1053,24 @@ impl Store for SqliteStore {
         .fetch_all(&self.read)
         .await?;
         Ok(rows.iter().map(audit_from).collect::<Result<_, _>>()?)
+    }
+
+    async fn server_secret(&self, name: &str, candidate: &str, now: u64) -> StoreResult<String> {
+        // Both statements on the writer, so the read sees the row whoever inserted it.
+        let mut w = self.write.lock().await;
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .bind(i(now))
+        .execute(&mut *w)
+        .await?;
+        let v: String = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = ?")
+            .bind(name)
+            .fetch_one(&mut *w)
+            .await?;
+        Ok(v)
     }
 
     async fn purge_expired(&self, now: u64) -> StoreResult<u64> {

@@ -1,7 +1,7 @@
 //! The `/device` page (RFC 8628 §3.3): enter or confirm the user code, see the client and
 //! scopes, allow or deny.
 
-use super::{check_csrf, csrf_token, page, ClientMeta};
+use super::{csrf, page, ClientMeta};
 use crate::audit;
 use crate::error::PageError;
 use crate::oidc::authorize::describe_scopes;
@@ -51,7 +51,7 @@ pub async fn device_page(
         };
         return Ok(super::login_redirect(&state, &back));
     };
-    let (csrf, cookie) = csrf_token(&state, &headers);
+    let csrf = csrf::session_token(&state, &headers).await?;
     let mut error = None;
     let mut confirm = None;
     if !q.user_code.is_empty() {
@@ -98,7 +98,7 @@ pub async fn device_page(
     } else {
         StatusCode::OK
     };
-    Ok(page(&p, status, cookie))
+    Ok(page(&p, status, None))
 }
 
 #[derive(Deserialize)]
@@ -118,7 +118,7 @@ pub async fn device_submit(
     meta: ClientMeta,
     Form(form): Form<DeviceForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&headers, &form.csrf_token)?;
+    csrf::check_session(&state, &headers, &form.csrf_token).await?;
     let Some((session, user)) = super::current_user(&state, &headers).await? else {
         return Err(PageError {
             status: StatusCode::UNAUTHORIZED,

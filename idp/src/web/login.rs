@@ -1,9 +1,7 @@
 //! The login page and sign-out. Passwords are checked with argon2id on a blocking thread;
 //! failures are throttled per account and per client IP.
 
-use super::{
-    check_csrf, csrf_token, page, safe_return_path, set_cookie, ClientMeta, SESSION_COOKIE,
-};
+use super::{csrf, page, safe_return_path, set_cookie, ClientMeta, SESSION_COOKIE};
 use crate::audit;
 use crate::crypto;
 use crate::error::PageError;
@@ -37,8 +35,8 @@ pub async fn login_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<LoginQuery>,
-) -> Response {
-    let (csrf, cookie) = csrf_token(&state, &headers);
+) -> Result<Response, PageError> {
+    let (csrf, cookie) = csrf::login_token(&state, &headers).await?;
     let return_to = safe_return_path(&state, &q.return_to).unwrap_or_default();
     let p = LoginPage {
         base: &state.config.base_path,
@@ -48,7 +46,7 @@ pub async fn login_page(
         error: None,
         client_name: None,
     };
-    page(&p, StatusCode::OK, cookie)
+    Ok(page(&p, StatusCode::OK, cookie))
 }
 
 #[derive(Deserialize)]
@@ -154,7 +152,7 @@ pub async fn login_submit(
     meta: ClientMeta,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&headers, &form.csrf_token)?;
+    csrf::check_login(&state, &headers, &form.csrf_token).await?;
     let return_to = safe_return_path(&state, &form.return_to).unwrap_or_default();
     let rerender = |error: &str, status: StatusCode| {
         let p = LoginPage {
@@ -241,7 +239,7 @@ pub async fn logout(
     meta: ClientMeta,
     Form(form): Form<LogoutForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&headers, &form.csrf_token)?;
+    csrf::check_session(&state, &headers, &form.csrf_token).await?;
     end_session(&state, &headers, &meta).await?;
     let mut r = super::message_page(
         &state,
