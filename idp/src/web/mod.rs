@@ -305,4 +305,80 @@ mod tests {
         assert_eq!(cookie(&h, "kl_session").as_deref(), Some("abc"));
         assert_eq!(cookie(&h, "missing"), None);
     }
+
+    const ISSUER: &str = "https://idp.example:8443";
+
+    #[test]
+    fn return_target_keeps_our_pages_and_refuses_the_rest() {
+        let ok = |p: &str| return_target(ISSUER, "", p);
+        assert_eq!(
+            ok("/oauth/authorize?client_id=k&scope=openid+email").as_deref(),
+            Some("https://idp.example:8443/oauth/authorize?client_id=k&scope=openid+email")
+        );
+        assert_eq!(
+            ok("/device").as_deref(),
+            Some("https://idp.example:8443/device")
+        );
+        assert_eq!(ok("/").as_deref(), Some("https://idp.example:8443/"));
+        assert!(ok("/account/sessions").is_some());
+        assert!(ok("/admin").is_some());
+        for bad in [
+            "",
+            "/\t/evil.example",
+            "/%09/evil.example",
+            "/%0a/evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "/%5cevil.example",
+            "https://evil.example/oauth/authorize",
+            "https://idp.example:8443@evil.example/device",
+            "http://idp.example:8443/device",
+            "/devices",
+            "/login",
+            "/device/../login",
+            "/%2e%2e/login",
+            "/device\u{a0}",
+        ] {
+            assert_eq!(ok(bad), None, "{bad:?}");
+        }
+        // Under a base path only its pages count.
+        let with_base = |p: &str| return_target("https://h.example/idp", "/idp", p);
+        assert!(with_base("/idp/device").is_some());
+        assert!(with_base("/idp/").is_some());
+        assert_eq!(with_base("/device"), None);
+        assert_eq!(with_base("/idpx/device"), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever a caller sends, an accepted value is an absolute URL on the issuer's origin
+        /// that a browser reads the same way (no character it would strip or reinterpret), and
+        /// resolving it from any of our pages stays on that origin.
+        #[test]
+        fn no_accepted_return_to_leaves_the_issuer(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "/", "//", "\\", "\t", "\n", "\r", " ", "%09", "%0A", "%5C", "%2F", "%2e",
+                    "..", ".", "@", ":", "?", "#", "&", "=", "evil.example", "idp.example",
+                    "https:", "http:", "javascript:", "8443", "oauth", "authorize", "device",
+                    "account", "admin", "idp", "x", "\u{0}", "\u{a0}", "\u{2028}", "\u{feff}",
+                    "%00", "%E2%80%A8", "%", "[", "]",
+                ]),
+                0..12,
+            ),
+            base in proptest::sample::select(vec!["", "/idp"]),
+        ) {
+            let input: String = parts.concat();
+            let issuer = format!("{ISSUER}{base}");
+            if let Some(out) = return_target(&issuer, base, &input) {
+                let origin = url::Url::parse(ISSUER).unwrap().origin();
+                let u = url::Url::parse(&out).unwrap();
+                proptest::prop_assert_eq!(u.origin(), origin.clone(), "{:?} -> {:?}", input, out);
+                proptest::prop_assert!(!out.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\'));
+                for from in ["/login", "/idp/login", "/oauth/authorize/consent"] {
+                    let page = url::Url::parse(ISSUER).unwrap().join(from).unwrap();
+                    proptest::prop_assert_eq!(page.join(&out).unwrap().origin(), origin.clone());
+                }
+            }
+        }
+    }
 }
