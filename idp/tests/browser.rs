@@ -93,7 +93,11 @@ async fn return_to_only_reaches_our_own_pages() {
     let h = harness().await;
     let authorize = authorize_query(LOOPBACK, &[("state", "s")]);
     let loc = login_returning_to(&h, &authorize).await;
-    assert_eq!(loc, format!("{ISSUER}{authorize}"), "an authorization request");
+    assert_eq!(
+        loc,
+        format!("{ISSUER}{authorize}"),
+        "an authorization request"
+    );
     let loc = login_returning_to(&h, "/device?user_code=BCDF-GHJK").await;
     assert_eq!(loc, format!("{ISSUER}/device?user_code=BCDF-GHJK"));
     for other in ["/login", "/logout", "/devices", "/.well-known/jwks.json"] {
@@ -175,7 +179,11 @@ async fn a_planted_cookie_and_matching_token_do_not_pass_signed_in_forms() {
         .post("/logout", &[("csrf_token", PLANTED)], &cookies, &[])
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "logout");
-    assert!(h.get("/", &cookies).await.body.contains("Signed in as alice"));
+    assert!(h
+        .get("/", &cookies)
+        .await
+        .body
+        .contains("Signed in as alice"));
 }
 
 #[tokio::test]
@@ -258,7 +266,10 @@ async fn https_cookies_use_the_host_prefix_and_a_base_path_the_secure_prefix() {
     })
     .await;
     let page = h.get("/login", &[]).await;
-    let set = page.headers[header::SET_COOKIE].to_str().unwrap().to_string();
+    let set = page.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(set.starts_with("__Host-kl_presession="), "{set}");
     assert!(set.contains("; Path=/;") && set.contains("Secure") && !set.contains("Domain"));
     let cookies = h.login(ALICE, ALICE_PASSWORD).await;
@@ -266,17 +277,17 @@ async fn https_cookies_use_the_host_prefix_and_a_base_path_the_secure_prefix() {
         cookies.iter().any(|c| c.starts_with("__Host-kl_session=")),
         "{cookies:?}"
     );
-    assert!(h.get("/", &cookies).await.body.contains("Signed in as alice"));
+    assert!(h
+        .get("/", &cookies)
+        .await
+        .body
+        .contains("Signed in as alice"));
     // The same value under the unprefixed name (as a sibling subdomain could plant) is ignored.
     let unprefixed: Vec<String> = cookies
         .iter()
         .map(|c| c.trim_start_matches("__Host-").to_string())
         .collect();
-    assert!(h
-        .get("/", &unprefixed)
-        .await
-        .body
-        .contains("Not signed in"));
+    assert!(h.get("/", &unprefixed).await.body.contains("Not signed in"));
 
     let h = harness_with(|c| {
         c.issuer = "https://idp.test/idp".into();
@@ -285,7 +296,10 @@ async fn https_cookies_use_the_host_prefix_and_a_base_path_the_secure_prefix() {
     })
     .await;
     let page = h.get("/idp/login", &[]).await;
-    let set = page.headers[header::SET_COOKIE].to_str().unwrap().to_string();
+    let set = page.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(
         set.starts_with("__Secure-kl_presession=") && set.contains("; Path=/idp;"),
         "{set}"
@@ -301,11 +315,18 @@ async fn a_logout_link_without_a_hint_asks_before_signing_out() {
     let h = harness().await;
     let cookies = h.login(ALICE, ALICE_PASSWORD).await;
     let r = h.get(LOGOUT_LINK, &cookies).await;
-    assert_eq!(r.status, StatusCode::OK, "a confirmation page, not a redirect");
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "a confirmation page, not a redirect"
+    );
     assert!(r.location().is_empty());
     assert!(r.body.contains("Sign out?") && r.body.contains("CI automation"));
     assert!(
-        h.get("/", &cookies).await.body.contains("Signed in as alice"),
+        h.get("/", &cookies)
+            .await
+            .body
+            .contains("Signed in as alice"),
         "still signed in"
     );
     // The same request POSTed by a web page (no CSRF token) only asks too.
@@ -319,7 +340,11 @@ async fn a_logout_link_without_a_hint_asks_before_signing_out() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.contains("Sign out?"));
-    assert!(h.get("/", &cookies).await.body.contains("Signed in as alice"));
+    assert!(h
+        .get("/", &cookies)
+        .await
+        .body
+        .contains("Signed in as alice"));
     // Confirming signs out and goes back to the registered URI with state.
     let page = h.get(LOGOUT_LINK, &cookies).await;
     let form: Vec<(String, String)> = [
@@ -351,7 +376,11 @@ async fn a_wrong_token_on_the_logout_confirmation_is_refused() {
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    assert!(h.get("/", &cookies).await.body.contains("Signed in as alice"));
+    assert!(h
+        .get("/", &cookies)
+        .await
+        .body
+        .contains("Signed in as alice"));
 }
 
 /// An ID token of `automation` for the user of `cookies`.
@@ -404,10 +433,7 @@ async fn a_logout_with_another_users_hint_asks_first() {
     let alices_hint = id_token(&h, &alice).await;
     let bob = h.login(BOB, BOB_PASSWORD).await;
     let r = h
-        .get(
-            &format!("/oauth/logout?id_token_hint={alices_hint}"),
-            &bob,
-        )
+        .get(&format!("/oauth/logout?id_token_hint={alices_hint}"), &bob)
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.contains("Sign out?"));
@@ -432,7 +458,10 @@ async fn every_authorization_response_carries_iss() {
     assert_eq!(d["authorization_response_iss_parameter_supported"], true);
     // Error before login (prompt=none).
     let r = h
-        .get(&authorize_query(LOOPBACK, &[("prompt", "none"), ("state", "a")]), &[])
+        .get(
+            &authorize_query(LOOPBACK, &[("prompt", "none"), ("state", "a")]),
+            &[],
+        )
         .await;
     let q = query_of(&r.location());
     assert_eq!(q["error"], "login_required");
@@ -542,7 +571,12 @@ async fn the_out_of_band_redirect_uri_shows_the_code_on_a_page() {
             ("code_verifier", &verifier),
         ])
         .await;
-    assert_eq!(t.status, StatusCode::OK, "the shown code is redeemable: {}", t.body);
+    assert_eq!(
+        t.status,
+        StatusCode::OK,
+        "the shown code is redeemable: {}",
+        t.body
+    );
     // Consent remembered: the authorization request itself answers with the page.
     let r = h.get(&authorize_query(OOB, &[]), &cookies).await;
     let second = assert_code_page(&r);

@@ -80,7 +80,11 @@ impl SqliteStore {
                 .await?;
             tx.commit().await?;
         } else {
-            for (step, sql) in UPGRADES.iter().enumerate().skip(usize::try_from(version - 1).unwrap_or(0)) {
+            for (step, sql) in UPGRADES
+                .iter()
+                .enumerate()
+                .skip(usize::try_from(version - 1).unwrap_or(0))
+            {
                 let to = step as i64 + 2;
                 let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
                 sqlx::raw_sql(sql).execute(&mut *tx).await?;

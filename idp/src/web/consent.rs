@@ -1,8 +1,8 @@
 //! The consent page: which client, which scopes, allow or deny.
 
 use super::{code, csrf, page};
-use crate::oidc::authorize::{describe_scopes, ValidRequest};
 use crate::error::IdpError;
+use crate::oidc::authorize::{describe_scopes, ValidRequest};
 use crate::state::AppState;
 use crate::store::User;
 use askama::Template;

@@ -100,7 +100,10 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 ///
 /// On http (a local try-out) the bare name is used: there is nothing to enforce.
 pub fn cookie_name(state: &AppState, base: &str) -> String {
-    match (state.config.secure_cookies, state.config.base_path.is_empty()) {
+    match (
+        state.config.secure_cookies,
+        state.config.base_path.is_empty(),
+    ) {
         (true, true) => format!("__Host-{base}"),
         (true, false) => format!("__Secure-{base}"),
         (false, _) => base.to_string(),
