@@ -28,7 +28,7 @@ pub struct CodePage<'a> {
 
 /// "2 minutes", "90 seconds", "1 minute".
 pub fn describe_lifetime(secs: u64) -> String {
-    let (n, unit) = if secs >= 60 && secs % 60 == 0 {
+    let (n, unit) = if secs >= 60 && secs.is_multiple_of(60) {
         (secs / 60, "minute")
     } else {
         (secs, "second")
