@@ -246,16 +246,47 @@ async fn a_token_from_another_session_is_refused_on_consent_device_and_logout() 
 }
 
 #[tokio::test]
-async fn after_signing_in_again_an_old_token_is_refused() {
+async fn after_signing_in_again_in_the_same_browser_an_old_token_is_refused() {
     let h = harness().await;
     let first = h.login(ALICE, ALICE_PASSWORD).await;
     let page = h.get(&authorize_query(LOOPBACK, &[]), &first).await;
     let old = form_value(&page.body, "csrf_token").unwrap();
-    let second = h.login(ALICE, ALICE_PASSWORD).await;
+    // The same browser (same cookies) signs in again: a new session.
+    let login = h.get("/login", &first).await;
+    let r = h
+        .post(
+            "/login",
+            &[
+                (
+                    "csrf_token",
+                    &form_value(&login.body, "csrf_token").unwrap(),
+                ),
+                ("return_to", ""),
+                ("username", ALICE),
+                ("password", ALICE_PASSWORD),
+            ],
+            &first,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let new_session: Vec<String> = r.cookies();
+    let mut second: Vec<String> = first
+        .iter()
+        .filter(|c| {
+            let name = c.split('=').next().unwrap_or_default();
+            !new_session
+                .iter()
+                .any(|n| n.starts_with(&format!("{name}=")))
+        })
+        .cloned()
+        .collect();
+    second.extend(new_session);
+    assert_ne!(second, first, "a new session cookie");
     let r = h
         .post("/logout", &[("csrf_token", &old)], &second, &[])
         .await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
 }
 
 #[tokio::test]
