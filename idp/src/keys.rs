@@ -1217,16 +1217,17 @@ mod tests {
             let mut header = jsonwebtoken::Header::new(key.alg().jose());
             header.kid = Some(key.kid().to_string());
             let pem = key.to_pkcs8_pem();
-            let Some(Item::Pkcs8Key(der)) =
-                rustls_pemfile::read_one_from_slice(pem.as_bytes()).expect("pem").map(|(i, _)| i)
+            let Some(Item::Pkcs8Key(der)) = rustls_pemfile::read_one_from_slice(pem.as_bytes())
+                .expect("pem")
+                .map(|(i, _)| i)
             else {
                 panic!("a PKCS#8 key");
             };
             let encoding = match key.alg() {
                 Algorithm::Rs256 => {
                     use rsa::pkcs8::DecodePrivateKey as _;
-                    let rsa = rsa::RsaPrivateKey::from_pkcs8_der(der.secret_pkcs8_der())
-                        .expect("rsa");
+                    let rsa =
+                        rsa::RsaPrivateKey::from_pkcs8_der(der.secret_pkcs8_der()).expect("rsa");
                     jsonwebtoken::EncodingKey::from_rsa_der(
                         rsa.to_pkcs1_der().expect("pkcs1").as_bytes(),
                     )

@@ -28,7 +28,10 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/oauth/revoke", post(oidc::revoke::revoke))
         .route("/oauth/introspect", post(oidc::introspect::introspect))
-        .route("/oauth/logout", get(oidc::end_session::end_session))
+        .route(
+            "/oauth/logout",
+            get(oidc::end_session::end_session).post(oidc::end_session::end_session_post),
+        )
         .route(
             "/device",
             get(web::device::device_page).post(web::device::device_submit),

@@ -53,6 +53,9 @@ pub struct Inner {
     /// core, so a burst of logins queues instead of exhausting memory.
     pub password_slots: tokio::sync::Semaphore,
     pub discovery_json: bytes::Bytes,
+    /// The key that binds CSRF tokens to sessions, read from (or first stored in) the store on
+    /// first use so that every replica shares it (`web::csrf`).
+    pub csrf_key: tokio::sync::OnceCell<ring::hmac::Key>,
 }
 
 /// Cheap to clone; handed to every handler.
@@ -127,6 +130,7 @@ impl AppState {
                     .unwrap_or(2),
             ),
             discovery_json,
+            csrf_key: tokio::sync::OnceCell::new(),
         })))
     }
 

@@ -7,6 +7,9 @@
 mod common;
 // The router without a socket: discovery, JWKS, headers, authorize errors, CSRF.
 mod router;
+// Browser-facing security: return_to, CSRF bound to the session, cookie prefixes, logout
+// confirmation, `iss` in authorization responses, the out-of-band code page.
+mod browser;
 // A standard relying party (the openidconnect crate) over a real socket: authcode + PKCE,
 // refresh with a verified ID token, device code.
 mod rp;

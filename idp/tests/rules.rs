@@ -796,7 +796,22 @@ async fn introspection_needs_a_confidential_client() {
 async fn end_session_redirects_only_to_registered_uris() {
     let h = harness().await;
     let cookies = h.login(ALICE, ALICE_PASSWORD).await;
-    let r = h.get("/oauth/logout?client_id=automation&post_logout_redirect_uri=https%3A%2F%2Fapp.example.com%2Fbye&state=z", &cookies).await;
+    // Without an ID token hint the user confirms first (RP-Initiated Logout §2).
+    let page = h.get("/oauth/logout?client_id=automation&post_logout_redirect_uri=https%3A%2F%2Fapp.example.com%2Fbye&state=z", &cookies).await;
+    let csrf = form_value(&page.body, "csrf_token").unwrap();
+    let r = h
+        .post(
+            "/oauth/logout",
+            &[
+                ("csrf_token", csrf.as_str()),
+                ("client_id", "automation"),
+                ("post_logout_redirect_uri", "https://app.example.com/bye"),
+                ("state", "z"),
+            ],
+            &cookies,
+            &[],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(r.location(), "https://app.example.com/bye?state=z");
     let home = h.get("/", &cookies).await;

@@ -1674,6 +1674,59 @@ pub async fn user_with_groups_in_one_read(s: &dyn Store) {
     assert_eq!(s.user_with_groups("nobody").await.unwrap(), None);
 }
 
+pub async fn server_secret_first_writer_wins(s: &dyn Store) {
+    assert_eq!(s.server_secret("csrf", "first", T0).await.unwrap(), "first");
+    // A second replica offering its own candidate gets the stored one.
+    assert_eq!(
+        s.server_secret("csrf", "second", T0 + 1).await.unwrap(),
+        "first"
+    );
+    assert_eq!(s.server_secret("other", "x", T0).await.unwrap(), "x");
+}
+
+/// A database written by a version-1 binary (no `server_secrets` table) is upgraded in place.
+#[tokio::test]
+async fn sqlite_version_1_database_is_upgraded() {
+    use sqlx::{ConnectOptions, Connection};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = idp::store::SqliteStore::open(&url).await.unwrap();
+    let alice = user(&store, "alice").await;
+    store.close().await;
+    drop(store);
+    let mut c = std::str::FromStr::from_str(&url)
+        .map(|o: sqlx::sqlite::SqliteConnectOptions| o)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    sqlx::raw_sql("DROP TABLE server_secrets; PRAGMA user_version = 1;")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let store = idp::store::SqliteStore::open(&url).await.unwrap();
+    assert_eq!(
+        store.server_secret("csrf", "k", T0).await.unwrap(),
+        "k",
+        "the upgrade created the table"
+    );
+    assert_eq!(store.user_by_id(&alice.id).await.unwrap(), Some(alice));
+    store.close().await;
+    drop(store);
+    let mut c = std::str::FromStr::from_str(&url)
+        .map(|o: sqlx::sqlite::SqliteConnectOptions| o)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let v: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(v, 2);
+}
+
 macro_rules! sqlite_suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1692,6 +1745,7 @@ macro_rules! sqlite_suite {
 }
 
 sqlite_suite!(
+    server_secret_first_writer_wins,
     refresh_rotate_checks_the_client_and_audits_in_the_transaction,
     refresh_rotate_refuses_a_disabled_user,
     user_with_groups_in_one_read,

@@ -50,6 +50,9 @@ pub struct ProviderMetadata {
     pub request_parameter_supported: bool,
     #[serde(default)]
     pub claims_parameter_supported: bool,
+    /// RFC 9207 §3: authorization responses carry `iss` (the mix-up defence of RFC 9700 §4.4).
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 /// The well-known path, OpenID Connect Discovery 1.0 §4.

@@ -10,6 +10,9 @@ mod client_idp;
 // Real kubectl (1.27, 1.32, 1.33) with the plugin in a kubeconfig, headless Chromium at the IdP,
 // and a kube-apiserver stand-in: login, cache, refresh, device code, offboarding, key rotation.
 mod kubectl;
+// --grant-type=authcode-keyboard with headless Chromium reading the code off the IdP's page and
+// the plugin in a pty reading it back.
+mod keyboard;
 // Every kubeconfig template, filled in and used by real kubectl.
 mod templates;
 // `kubectl oidc-login doctor`: a healthy setup and the landmines it names.

@@ -48,23 +48,36 @@ impl From<crate::error::IdpError> for AuthzError {
     }
 }
 
-impl IntoResponse for AuthzError {
-    fn into_response(self) -> Response {
+impl AuthzError {
+    /// The response: a page, or an error redirect to the client carrying `iss` (RFC 9207 §2:
+    /// "in every authorization response", error responses included), or, for the out-of-band
+    /// redirect URI that a browser cannot follow, the error shown as a page.
+    pub fn respond(self, state: &AppState) -> Response {
         match self {
             AuthzError::Page(p) => p.into_response(),
             AuthzError::Redirect {
                 redirect_uri,
                 error,
                 description,
-                state,
+                state: st,
             } => {
+                if web::code::is_oob(&redirect_uri) {
+                    let title = if error == error_code::ACCESS_DENIED {
+                        "Access denied"
+                    } else {
+                        "Sign-in failed"
+                    };
+                    let msg = format!("{description} ({error}). No code was issued; stop the command waiting in your terminal (Ctrl-C).");
+                    return web::message_page(state, StatusCode::BAD_REQUEST, title, &msg);
+                }
                 let mut pairs = vec![
                     ("error", error.to_string()),
                     ("error_description", description),
                 ];
-                if let Some(s) = state {
+                if let Some(s) = st {
                     pairs.push(("state", s));
                 }
+                pairs.push(("iss", state.config.issuer.clone()));
                 redirect_with(&redirect_uri, &pairs)
             }
         }
@@ -313,11 +326,22 @@ pub async fn authorize(
     headers: HeaderMap,
     meta: ClientMeta,
     RawQuery(raw): RawQuery,
-) -> Result<Response, AuthzError> {
+) -> Response {
     let raw = raw.unwrap_or_default();
-    let req = validate(&state, &raw).await?;
+    authorize_request(&state, &headers, &meta, &raw)
+        .await
+        .unwrap_or_else(|e| e.respond(&state))
+}
+
+async fn authorize_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    meta: &ClientMeta,
+    raw: &str,
+) -> Result<Response, AuthzError> {
+    let req = validate(state, raw).await?;
     let now = state.now();
-    let session = web::current_user(&state, &headers).await?;
+    let session = web::current_user(state, headers).await?;
 
     // 7. Authentication (OpenID Connect Core §3.1.2.3): a session younger than max_age, unless
     //    prompt=login demands a fresh one.
@@ -342,9 +366,9 @@ pub async fn authorize(
             let back = format!(
                 "{}/oauth/authorize?{}",
                 state.config.base_path,
-                without_prompt(&raw, "login")
+                without_prompt(raw, "login")
             );
-            return Ok(web::login_redirect(&state, &back));
+            return Ok(web::login_redirect(state, &back));
         }
     };
     let (session, user) = user;
@@ -364,13 +388,14 @@ pub async fn authorize(
                 state: req.state,
             });
         }
-        return Ok(web::consent::render(&state, &headers, &req, &user));
+        return Ok(web::consent::render(state, headers, &req, &user).await?);
     }
-    issue_code(&state, &req, &user, session.auth_time, &meta).await
+    issue_code(state, &req, &user, session.auth_time, meta).await
 }
 
-/// Stores a new code and redirects to the client with it and `state` unchanged (RFC 6749
-/// §4.1.2).
+/// Stores a new code and redirects to the client with it, `state` unchanged (RFC 6749 §4.1.2)
+/// and `iss` (RFC 9207 §2, the mix-up defence of RFC 9700 §4.4.2); for the out-of-band
+/// redirect URI the code is shown on a page instead (`web::code`).
 pub async fn issue_code(
     state: &AppState,
     req: &ValidRequest,
@@ -403,10 +428,19 @@ pub async fn issue_code(
             .meta(meta),
     )
     .await;
+    if web::code::is_oob(&req.redirect_uri) {
+        let name = if req.client.name.is_empty() {
+            &req.client.client_id
+        } else {
+            &req.client.name
+        };
+        return Ok(web::code::render(state, &code, name));
+    }
     let mut pairs = vec![("code", code)];
     if let Some(s) = &req.state {
         pairs.push(("state", s.clone()));
     }
+    pairs.push(("iss", state.config.issuer.clone()));
     Ok(redirect_with(&req.redirect_uri, &pairs))
 }
 
@@ -426,10 +460,23 @@ pub async fn consent_submit(
     headers: HeaderMap,
     meta: ClientMeta,
     Form(form): Form<ConsentForm>,
+) -> Response {
+    consent_decision(&state, &headers, &meta, &form)
+        .await
+        .unwrap_or_else(|e| e.respond(&state))
+}
+
+async fn consent_decision(
+    state: &AppState,
+    headers: &HeaderMap,
+    meta: &ClientMeta,
+    form: &ConsentForm,
 ) -> Result<Response, AuthzError> {
-    web::check_csrf(&headers, &form.csrf_token).map_err(AuthzError::Page)?;
-    let req = validate(&state, &form.request).await?;
-    let Some((session, user)) = web::current_user(&state, &headers).await? else {
+    web::csrf::check_session(state, headers, &form.csrf_token)
+        .await
+        .map_err(AuthzError::Page)?;
+    let req = validate(state, &form.request).await?;
+    let Some((session, user)) = web::current_user(state, headers).await? else {
         return Err(AuthzError::Page(PageError {
             status: StatusCode::UNAUTHORIZED,
             title: "Signed out".into(),
@@ -438,11 +485,11 @@ pub async fn consent_submit(
     };
     if form.decision != "allow" {
         audit::record(
-            &state,
+            state,
             audit::Event::new("consent_denied", audit::INFO)
                 .actor(&user.username)
                 .client(&req.client.client_id)
-                .meta(&meta),
+                .meta(meta),
         )
         .await;
         return Err(AuthzError::Redirect {
@@ -466,15 +513,15 @@ pub async fn consent_submit(
         .save_consent(&user.id, &req.client.client_id, &granted, state.now())
         .await?;
     audit::record(
-        &state,
+        state,
         audit::Event::new("consent_granted", audit::INFO)
             .actor(&user.username)
             .client(&req.client.client_id)
-            .meta(&meta)
+            .meta(meta)
             .details(&req.scopes.join(" ")),
     )
     .await;
-    issue_code(&state, &req, &user, session.auth_time, &meta).await
+    issue_code(state, &req, &user, session.auth_time, meta).await
 }
 
 #[cfg(test)]

@@ -67,6 +67,7 @@ pub fn document(c: &Config) -> ProviderMetadata {
         code_challenge_methods_supported: s(&["S256"]),
         request_parameter_supported: false,
         claims_parameter_supported: false,
+        authorization_response_iss_parameter_supported: true,
     }
 }
 

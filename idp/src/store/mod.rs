@@ -353,6 +353,12 @@ pub trait Store: Send + Sync {
     /// the active key is never deleted. Returns how many were deleted.
     async fn delete_retired_keys(&self, retired_at_or_before: u64) -> StoreResult<u64>;
 
+    // server secrets
+    /// The secret stored under `name`, storing `candidate` first when there is none yet. The
+    /// first writer wins, so every replica on one database ends up with the same secret (the key
+    /// that binds CSRF tokens to sessions, see `web::csrf`).
+    async fn server_secret(&self, name: &str, candidate: &str, now: u64) -> StoreResult<String>;
+
     // audit
     async fn record_audit(&self, event: AuditEvent) -> StoreResult<()>;
     /// Records `event`, unless the newest event of the same name and subject was recorded at or

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0001_initial.sql"),
     include_str!("migrations/sqlite/0002_refresh_successor.sql"),
     include_str!("migrations/sqlite/0003_device_request_origin.sql"),
+    include_str!("migrations/sqlite/0004_server_secrets.sql"),
 ];
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -1161,6 +1162,24 @@ impl Store for SqliteStore {
         .fetch_all(&self.read)
         .await?;
         Ok(rows.iter().map(audit_from).collect::<Result<_, _>>()?)
+    }
+
+    async fn server_secret(&self, name: &str, candidate: &str, now: u64) -> StoreResult<String> {
+        // Both statements on the writer, so the read sees the row whoever inserted it.
+        let mut w = self.write.lock().await;
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .bind(i(now))
+        .execute(&mut *w)
+        .await?;
+        let v: String = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = ?")
+            .bind(name)
+            .fetch_one(&mut *w)
+            .await?;
+        Ok(v)
     }
 
     async fn purge_expired(&self, now: u64, audit_before: u64) -> StoreResult<u64> {

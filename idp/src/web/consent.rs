@@ -1,6 +1,7 @@
 //! The consent page: which client, which scopes, allow or deny.
 
-use super::{csrf_token, page};
+use super::{code, csrf, page};
+use crate::error::IdpError;
 use crate::oidc::authorize::{describe_scopes, ValidRequest};
 use crate::state::AppState;
 use crate::store::User;
@@ -19,10 +20,17 @@ pub struct ConsentPage<'a> {
     pub username: &'a str,
     pub scopes: Vec<(String, String)>,
     pub redirect_host: String,
+    /// The out-of-band redirect URI: the code is shown, not sent (`code.rs`).
+    pub oob: bool,
 }
 
-pub fn render(state: &AppState, headers: &HeaderMap, req: &ValidRequest, user: &User) -> Response {
-    let (csrf, cookie) = csrf_token(state, headers);
+pub async fn render(
+    state: &AppState,
+    headers: &HeaderMap,
+    req: &ValidRequest,
+    user: &User,
+) -> Result<Response, IdpError> {
+    let csrf = csrf::session_token(state, headers).await?;
     let redirect_host = url::Url::parse(&req.redirect_uri)
         .ok()
         .and_then(|u| {
@@ -46,6 +54,7 @@ pub fn render(state: &AppState, headers: &HeaderMap, req: &ValidRequest, user: &
         username: &user.username,
         scopes: describe_scopes(&req.scopes),
         redirect_host,
+        oob: code::is_oob(&req.redirect_uri),
     };
-    page(&p, StatusCode::OK, cookie)
+    Ok(page(&p, StatusCode::OK, None))
 }

@@ -2,7 +2,7 @@
 //! scopes and when and from where the device asked, allow or deny. Wrong codes are throttled
 //! per session and per address (RFC 8628 §5.1, see `accounts`).
 
-use super::{check_csrf, csrf_token, page, ClientMeta};
+use super::{csrf, page, ClientMeta};
 use crate::accounts;
 use crate::audit;
 use crate::error::PageError;
@@ -99,7 +99,7 @@ pub async fn device_page(
         };
         return Ok(super::login_redirect(&state, &back));
     };
-    let (csrf, cookie) = csrf_token(&state, &headers);
+    let csrf = csrf::session_token(&state, &headers).await?;
     let mut error = None;
     let mut status = StatusCode::OK;
     let mut confirm = None;
@@ -153,7 +153,7 @@ pub async fn device_page(
         error: error.as_deref(),
         confirm,
     };
-    Ok(page(&p, status, cookie))
+    Ok(page(&p, status, None))
 }
 
 #[derive(Deserialize)]
@@ -173,7 +173,7 @@ pub async fn device_submit(
     meta: ClientMeta,
     Form(form): Form<DeviceForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&headers, &form.csrf_token)?;
+    csrf::check_session(&state, &headers, &form.csrf_token).await?;
     let Some((session, user)) = super::current_user(&state, &headers).await? else {
         return Err(PageError {
             status: StatusCode::UNAUTHORIZED,

@@ -1,8 +1,6 @@
 //! The login page and sign-out. The password check and its throttling live in `accounts`.
 
-use super::{
-    check_csrf, csrf_token, page, safe_return_path, set_cookie, ClientMeta, SESSION_COOKIE,
-};
+use super::{csrf, page, safe_return_path, set_cookie, ClientMeta, SESSION_COOKIE};
 use crate::accounts::{check_password, PasswordCheck, MAX_USERNAME_LEN};
 use crate::audit;
 use crate::crypto;
@@ -37,8 +35,8 @@ pub async fn login_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<LoginQuery>,
-) -> Response {
-    let (csrf, cookie) = csrf_token(&state, &headers);
+) -> Result<Response, PageError> {
+    let (csrf, cookie) = csrf::login_token(&state, &headers).await?;
     let return_to = safe_return_path(&state, &q.return_to).unwrap_or_default();
     let p = LoginPage {
         base: &state.config.base_path,
@@ -48,7 +46,7 @@ pub async fn login_page(
         error: None,
         client_name: None,
     };
-    page(&p, StatusCode::OK, cookie)
+    Ok(page(&p, StatusCode::OK, cookie))
 }
 
 #[derive(Deserialize)]
@@ -69,7 +67,7 @@ pub async fn login_submit(
     meta: ClientMeta,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&headers, &form.csrf_token)?;
+    csrf::check_login(&state, &headers, &form.csrf_token).await?;
     let return_to = safe_return_path(&state, &form.return_to).unwrap_or_default();
     // The name is echoed back into the form, bounded like everything else.
     let shown_username = audit::bounded(&form.username, MAX_USERNAME_LEN);
@@ -158,7 +156,7 @@ pub async fn logout(
     meta: ClientMeta,
     Form(form): Form<LogoutForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&headers, &form.csrf_token)?;
+    csrf::check_session(&state, &headers, &form.csrf_token).await?;
     end_session(&state, &headers, &meta).await?;
     let mut r = super::message_page(
         &state,

@@ -1,7 +1,10 @@
 //! Server-rendered pages: login, consent, device approval, logout. Sessions live in the store
-//! (a random id in an HttpOnly cookie, only its hash stored); every form carries a CSRF token.
+//! (a random id in an HttpOnly cookie, only its hash stored); every form carries a CSRF token
+//! bound to the session (`csrf.rs`).
 
+pub mod code;
 pub mod consent;
+pub mod csrf;
 pub mod device;
 pub mod login;
 
@@ -16,8 +19,10 @@ use axum::response::{Html, IntoResponse, Response};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 
+/// The signed-in session's id (its SHA-256 is the store's key).
 pub const SESSION_COOKIE: &str = "kl_session";
-pub const CSRF_COOKIE: &str = "kl_csrf";
+/// The pre-login session's id, to which the login form's CSRF token is bound.
+pub const PRE_SESSION_COOKIE: &str = "kl_presession";
 
 /// Who is asking: client IP (X-Forwarded-For only from a trusted proxy) and user agent, for
 /// throttling and the audit log.
@@ -84,14 +89,42 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// A `Set-Cookie` value: HttpOnly, SameSite=Lax (the authorization redirect is a top-level GET
-/// from another site, which Lax allows), Secure when the issuer is https.
+/// The name a cookie goes by on this server. On https the name carries a prefix the browser
+/// enforces, so that a cookie planted by a sibling subdomain or by a network attacker on plain
+/// http is never taken for ours (RFC 6265bis §4.1.3):
+/// - served at the root: `__Host-` (Secure, Path=/, no Domain: only this exact origin can set it);
+/// - served under a base path: `__Host-` would force Path=/ and share the cookie with every other
+///   application on the host, so the weaker `__Secure-` is used (only a secure origin can set
+///   it) with Path=<base path>. A planted value still fails: session ids are looked up in the
+///   store and CSRF tokens are HMACs of ids only the server can compute (`csrf.rs`).
+///
+/// On http (a local try-out) the bare name is used: there is nothing to enforce.
+pub fn cookie_name(state: &AppState, base: &str) -> String {
+    match (
+        state.config.secure_cookies,
+        state.config.base_path.is_empty(),
+    ) {
+        (true, true) => format!("__Host-{base}"),
+        (true, false) => format!("__Secure-{base}"),
+        (false, _) => base.to_string(),
+    }
+}
+
+/// The value of one of our cookies (`base` is its unprefixed name).
+pub fn our_cookie(state: &AppState, headers: &HeaderMap, base: &str) -> Option<String> {
+    cookie(headers, &cookie_name(state, base))
+}
+
+/// A `Set-Cookie` value for one of our cookies (`name` unprefixed): HttpOnly, SameSite=Lax (the
+/// authorization redirect is a top-level GET from another site, which Lax allows), Secure when
+/// the issuer is https, no Domain. The only place cookies are built.
 pub fn set_cookie(state: &AppState, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
     let path = if state.config.base_path.is_empty() {
         "/"
     } else {
         &state.config.base_path
     };
+    let name = cookie_name(state, name);
     let mut c = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax");
     if let Some(age) = max_age {
         c.push_str(&format!("; Max-Age={age}"));
@@ -107,7 +140,7 @@ pub async fn current_user(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<(Session, User)>, crate::error::IdpError> {
-    let Some(id) = cookie(headers, SESSION_COOKIE) else {
+    let Some(id) = our_cookie(state, headers, SESSION_COOKIE) else {
         return Ok(None);
     };
     let Some(session) = state
@@ -120,29 +153,6 @@ pub async fn current_user(
     match state.store.user_by_id(&session.user_id).await? {
         Some(u) if !u.disabled => Ok(Some((session, u))),
         _ => Ok(None),
-    }
-}
-
-/// The CSRF token of this browser (double-submit: the same random value in an HttpOnly cookie
-/// and in each form), with the cookie to set when the browser has none yet.
-pub fn csrf_token(state: &AppState, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
-    match cookie(headers, CSRF_COOKIE) {
-        Some(t) if t.len() >= 32 => (t, None),
-        _ => {
-            let t = crypto::random_token(32);
-            let c = set_cookie(state, CSRF_COOKIE, &t, None);
-            (t, Some(c))
-        }
-    }
-}
-
-/// Rejects a form whose CSRF field does not match the browser's CSRF cookie.
-pub fn check_csrf(headers: &HeaderMap, form_token: &str) -> Result<(), crate::error::PageError> {
-    match cookie(headers, CSRF_COOKIE) {
-        Some(c) if c.len() >= 32 && crypto::ct_eq(&c, form_token) => Ok(()),
-        _ => Err(crate::error::PageError::forbidden(
-            "The form expired or did not come from this site (CSRF check failed). Go back, reload the page and try again.",
-        )),
     }
 }
 
@@ -218,14 +228,53 @@ pub fn login_redirect(state: &AppState, back: &str) -> Response {
         .into_response()
 }
 
-/// A same-site relative path safe to redirect to after login (no scheme, no `//host`).
-pub fn safe_return_path(state: &AppState, p: &str) -> Option<String> {
-    let base = &state.config.base_path;
-    let ok = p.starts_with('/')
-        && !p.starts_with("//")
-        && !p.contains('\\')
-        && !p.contains(['\r', '\n']);
-    (ok && p.starts_with(base.as_str())).then(|| p.to_string())
+/// Where a sign-in may send the browser back to, below the base path: the authorization
+/// endpoint, the device page, the account and admin pages, or exactly the home page.
+const RETURN_PATHS: &[&str] = &["/oauth/authorize", "/device", "/account", "/admin"];
+
+/// The absolute URL to send the browser to after signing in, if `return_to` is one of our own
+/// pages; `None` for anything else (the caller then goes home).
+///
+/// Browsers strip TAB, CR and LF from URLs and read `\` as `/` (WHATWG URL §4.4), so a value
+/// like `/\t/evil.example` becomes `//evil.example`, another origin. Hence: any control
+/// character, whitespace or backslash, raw or percent-encoded in the path, is refused; the
+/// value is resolved against the issuer as a browser would, and must keep the issuer's origin
+/// and land on an allowed path (an open redirector is an attack tool: RFC 9700 §4.11). The
+/// result is the resolved absolute URL, so the browser has nothing left to interpret.
+pub fn return_target(issuer: &str, base_path: &str, return_to: &str) -> Option<String> {
+    const MAX_LEN: usize = 8 * 1024;
+    let bad = |c: char| c.is_control() || c.is_whitespace() || c == '\\';
+    if return_to.is_empty() || return_to.len() > MAX_LEN || return_to.chars().any(bad) {
+        return None;
+    }
+    let path = return_to.split(['?', '#']).next().unwrap_or_default();
+    if percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .chars()
+        .any(bad)
+    {
+        return None;
+    }
+    let issuer = url::Url::parse(issuer).ok()?;
+    let target = issuer.join(return_to).ok()?;
+    if target.origin() != issuer.origin()
+        || !target.username().is_empty()
+        || target.password().is_some()
+    {
+        return None;
+    }
+    let rest = target.path().strip_prefix(base_path)?;
+    let allowed = rest == "/"
+        || RETURN_PATHS.iter().any(|p| {
+            rest.strip_prefix(p)
+                .is_some_and(|tail| tail.is_empty() || tail.starts_with('/'))
+        });
+    allowed.then(|| target.to_string())
+}
+
+/// [`return_target`] for this server.
+pub fn safe_return_path(state: &AppState, return_to: &str) -> Option<String> {
+    return_target(&state.config.issuer, &state.config.base_path, return_to)
 }
 
 #[cfg(test)]
@@ -258,5 +307,81 @@ mod tests {
         );
         assert_eq!(cookie(&h, "kl_session").as_deref(), Some("abc"));
         assert_eq!(cookie(&h, "missing"), None);
+    }
+
+    const ISSUER: &str = "https://idp.example:8443";
+
+    #[test]
+    fn return_target_keeps_our_pages_and_refuses_the_rest() {
+        let ok = |p: &str| return_target(ISSUER, "", p);
+        assert_eq!(
+            ok("/oauth/authorize?client_id=k&scope=openid+email").as_deref(),
+            Some("https://idp.example:8443/oauth/authorize?client_id=k&scope=openid+email")
+        );
+        assert_eq!(
+            ok("/device").as_deref(),
+            Some("https://idp.example:8443/device")
+        );
+        assert_eq!(ok("/").as_deref(), Some("https://idp.example:8443/"));
+        assert!(ok("/account/sessions").is_some());
+        assert!(ok("/admin").is_some());
+        for bad in [
+            "",
+            "/\t/evil.example",
+            "/%09/evil.example",
+            "/%0a/evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "/%5cevil.example",
+            "https://evil.example/oauth/authorize",
+            "https://idp.example:8443@evil.example/device",
+            "http://idp.example:8443/device",
+            "/devices",
+            "/login",
+            "/device/../login",
+            "/%2e%2e/login",
+            "/device\u{a0}",
+        ] {
+            assert_eq!(ok(bad), None, "{bad:?}");
+        }
+        // Under a base path only its pages count.
+        let with_base = |p: &str| return_target("https://h.example/idp", "/idp", p);
+        assert!(with_base("/idp/device").is_some());
+        assert!(with_base("/idp/").is_some());
+        assert_eq!(with_base("/device"), None);
+        assert_eq!(with_base("/idpx/device"), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever a caller sends, an accepted value is an absolute URL on the issuer's origin
+        /// that a browser reads the same way (no character it would strip or reinterpret), and
+        /// resolving it from any of our pages stays on that origin.
+        #[test]
+        fn no_accepted_return_to_leaves_the_issuer(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "/", "//", "\\", "\t", "\n", "\r", " ", "%09", "%0A", "%5C", "%2F", "%2e",
+                    "..", ".", "@", ":", "?", "#", "&", "=", "evil.example", "idp.example",
+                    "https:", "http:", "javascript:", "8443", "oauth", "authorize", "device",
+                    "account", "admin", "idp", "x", "\u{0}", "\u{a0}", "\u{2028}", "\u{feff}",
+                    "%00", "%E2%80%A8", "%", "[", "]",
+                ]),
+                0..12,
+            ),
+            base in proptest::sample::select(vec!["", "/idp"]),
+        ) {
+            let input: String = parts.concat();
+            let issuer = format!("{ISSUER}{base}");
+            if let Some(out) = return_target(&issuer, base, &input) {
+                let origin = url::Url::parse(ISSUER).unwrap().origin();
+                let u = url::Url::parse(&out).unwrap();
+                proptest::prop_assert_eq!(u.origin(), origin.clone(), "{:?} -> {:?}", input, out);
+                proptest::prop_assert!(!out.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\'));
+                for from in ["/login", "/idp/login", "/oauth/authorize/consent"] {
+                    let page = url::Url::parse(ISSUER).unwrap().join(from).unwrap();
+                    proptest::prop_assert_eq!(page.join(&out).unwrap().origin(), origin.clone());
+                }
+            }
+        }
     }
 }

@@ -1,11 +1,14 @@
 //! A real browser for `--browser-command`: headless Chromium, driven by chromedriver over the
 //! W3C WebDriver protocol, signs in on the IdP's pages as a person would and ends when the
-//! browser is back on the plugin's loopback server (or the device page says "Device signed in").
+//! browser is back on the plugin's loopback server (or the device page says "Device signed in",
+//! or, for an out-of-band `redirect_uri` (the keyboard flow), the IdP shows the code to paste).
 //!
 //! Environment: `CHROMIUM_USER`, `CHROMIUM_PASSWORD`; optional `CHROMIUM_SERVER_CERT` (PEM
 //! server certificate(s) of an HTTPS IdP, comma separated), `CHROMIUM_LOG` (each opened URL is
 //! appended, so tests can count browser opens), `CHROMIUM_EXIT_LOG` (the exit status, and the
-//! error if any, is appended once everything is cleaned up), `CHROMEDRIVER_URL` (use a running chromedriver
+//! error if any, is appended once everything is cleaned up), `CHROMIUM_CODE_FILE` (where the code
+//! read off the IdP's code page is written, as a person would copy it; required for the keyboard
+//! flow), `CHROMEDRIVER_URL` (use a running chromedriver
 //! instead of starting one), `CHROMIUM_BINARY`, `CHROMIUM_TIMEOUT_SEC` (default 30).
 //!
 //! Trusting the IdP's local CA: Chromium on Linux reads CAs from an NSS database, which would
@@ -302,6 +305,16 @@ impl<'a> Session<'a> {
         Ok(v.as_str().unwrap_or_default().to_string())
     }
 
+    /// An element's DOM property (an input's `value` is a property, not text).
+    fn property(&self, element: &str, name: &str) -> anyhow::Result<String> {
+        let v = self.cmd(
+            reqwest::Method::GET,
+            &format!("/element/{element}/property/{name}"),
+            None,
+        )?;
+        Ok(v.as_str().unwrap_or_default().to_string())
+    }
+
     fn type_into(&self, element: &str, text: &str) -> anyhow::Result<()> {
         self.cmd(
             reqwest::Method::POST,
@@ -378,15 +391,22 @@ fn drive(
 ) -> anyhow::Result<()> {
     let parsed = url::Url::parse(start).context("the URL to open")?;
     let device = parsed.path().ends_with("/device");
+    let redirect_uri = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.to_string());
+    // The keyboard flow's out-of-band URI is no address: the IdP shows the code instead.
+    let keyboard = redirect_uri
+        .as_deref()
+        .is_some_and(|r| !r.starts_with("http://") && !r.starts_with("https://"));
     // The plugin opens either its loopback URL (which redirects to the IdP) or the IdP's
     // authorization URL carrying the loopback `redirect_uri`.
-    let loopback = if device {
+    let loopback = if device || keyboard {
         None
     } else {
-        parsed
-            .query_pairs()
-            .find(|(k, _)| k == "redirect_uri")
-            .and_then(|(_, v)| origin(&v))
+        redirect_uri
+            .as_deref()
+            .and_then(origin)
             .or_else(|| origin(start))
     };
     let mut left_loopback = false;
@@ -467,6 +487,18 @@ fn step(
     if let Some(allow) = s.find("#allow")? {
         s.click(&allow)?;
         return Ok(false);
+    }
+    if let Some(code) = s.find("input#code")? {
+        // The out-of-band code page: copy the code as a person would.
+        let code = s.property(&code, "value")?;
+        if code.is_empty() {
+            bail!("the code page shows no code");
+        }
+        let path = std::env::var("CHROMIUM_CODE_FILE").map_err(|_| {
+            anyhow!("refused: the IdP shows a code to paste but CHROMIUM_CODE_FILE is not set")
+        })?;
+        std::fs::write(&path, &code).with_context(|| path.clone())?;
+        return Ok(true);
     }
     if let Some(title) = s.find("#title")? {
         let title = s.text(&title)?;
