@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the identity provider.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create a local CA and a server certificate signed by it.
     Certs {
         /// Host name or IP address the certificate is for (repeatable).
