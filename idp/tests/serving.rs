@@ -271,18 +271,18 @@ async fn login(server: &Server, password: &str) -> bool {
         .unwrap();
     let page = http.get(server.url("/login")).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    let csrf = page
+    // The pre-login session cookie, and the CSRF token bound to it from the form.
+    let cookies: Vec<String> = page
         .headers()
         .get_all("set-cookie")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix("kl_csrf="))
-        .and_then(|c| c.split(';').next())
-        .unwrap()
-        .to_string();
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_string))
+        .collect();
+    let body = page.text().await.unwrap();
+    let csrf = idp::testing::form_value(&body, "csrf_token").unwrap();
     let resp = http
         .post(server.url("/login"))
-        .header("cookie", format!("kl_csrf={csrf}"))
+        .header("cookie", cookies.join("; "))
         .form(&[
             ("csrf_token", csrf.as_str()),
             ("username", "admin"),
