@@ -77,6 +77,12 @@ pub async fn check_password(
     // becomes a throttle key; it still counts against the address.
     let account_key = (username.len() <= MAX_USERNAME_LEN)
         .then(|| format!("user {} from {addr}", username.to_lowercase()));
+    // The account across every address: a guesser spread over many addresses (one IPv6 /48
+    // holds 65,536 /64s) locks it, but the lock only holds back addresses that have failed
+    // before, so the owner signing in from a clean address is never locked out.
+    let account_wide = account_key
+        .as_ref()
+        .map(|_| format!("account {}", username.to_lowercase()));
     let blocked = account_key
         .as_deref()
         .and_then(|k| state.throttle.check(k, now).map(|b| (k, b)))
@@ -85,6 +91,13 @@ pub async fn check_password(
                 .throttle
                 .check(&ip_key, now)
                 .map(|b| (ip_key.as_str(), b))
+        })
+        .or_else(|| {
+            let k = account_wide.as_deref()?;
+            if !state.throttle.has_history(&ip_key, now) {
+                return None;
+            }
+            state.throttle.check(k, now).map(|b| (k, b))
         });
     if let Some((key, b)) = blocked {
         let e = audit::Event::new("login_throttled", audit::WARNING)
@@ -130,6 +143,11 @@ pub async fn check_password(
             state
                 .throttle
                 .fail(&ip_key, state.config.login_max_failures_per_ip, now);
+            if let Some(k) = &account_wide {
+                state
+                    .throttle
+                    .fail(k, state.config.login_max_failures_per_ip, now);
+            }
             let why = "wrong username or password";
             record_failure(state, username, client_id, meta, why).await;
             Ok(PasswordCheck::Wrong)
@@ -314,6 +332,15 @@ impl Throttle {
             e.failures = 0;
             e.window_start = now;
         }
+    }
+
+    /// Whether `key` failed recently enough to be remembered (an address with a failure
+    /// history, as opposed to a clean one).
+    pub fn has_history(&self, key: &str, now: u64) -> bool {
+        self.entries
+            .lock()
+            .map(|m| m.get(key).is_some_and(|e| !e.forgettable(now)))
+            .unwrap_or(false)
     }
 
     /// Forgets `key` (after a successful login from that address).

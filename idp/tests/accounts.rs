@@ -241,6 +241,24 @@ async fn an_attacker_cannot_lock_the_owner_out_from_a_clean_address() {
 }
 
 #[tokio::test]
+async fn guesses_spread_over_many_addresses_lock_the_account_for_failing_addresses_only() {
+    let h = harness().await;
+    // 20 addresses, each staying under its own limits (one guess each).
+    for i in 1..=20 {
+        let r = login_from(&h, &format!("203.0.113.{i}"), None, ALICE, "guess").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    // The next guess from any of them is held back, account-wide.
+    let r = login_from(&h, "203.0.113.7", None, ALICE, "guess-again").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    // Other accounts are not affected, and the owner from a clean address still signs in.
+    let r = login_from(&h, "203.0.113.7", None, BOB, "wrong").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = login_from(&h, "198.51.100.7", None, ALICE, ALICE_PASSWORD).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+}
+
+#[tokio::test]
 async fn each_lock_of_an_address_lasts_longer() {
     let h = harness().await;
     let attacker = "203.0.113.66";

@@ -290,7 +290,7 @@ async fn after_signing_in_again_in_the_same_browser_an_old_token_is_refused() {
 }
 
 #[tokio::test]
-async fn https_cookies_use_the_host_prefix_and_a_base_path_the_secure_prefix() {
+async fn https_cookies_use_the_host_prefix_even_under_a_base_path() {
     let h = harness_with(|c| {
         c.issuer = "https://idp.test".into();
         c.secure_cookies = true;
@@ -332,8 +332,15 @@ async fn https_cookies_use_the_host_prefix_and_a_base_path_the_secure_prefix() {
         .unwrap()
         .to_string();
     assert!(
-        set.starts_with("__Secure-kl_presession=") && set.contains("; Path=/idp;"),
+        set.starts_with("__Host-kl_presession-idp=") && set.contains("; Path=/;"),
         "{set}"
+    );
+    let cookies = h.login_at("/idp", ALICE, ALICE_PASSWORD).await;
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("__Host-kl_session-idp=")),
+        "{cookies:?}"
     );
 }
 
@@ -455,6 +462,25 @@ async fn a_logout_with_the_signed_in_users_id_token_hint_signs_out_at_once() {
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     assert_eq!(r.location(), "https://app.example.com/bye?state=z");
     assert!(h.get("/", &cookies).await.body.contains("Not signed in"));
+}
+
+#[tokio::test]
+async fn an_access_token_as_hint_does_not_skip_the_confirmation() {
+    let h = harness().await;
+    let cookies = h.login(ALICE, ALICE_PASSWORD).await;
+    // One of alice's own access tokens, as any resource server that received it holds it.
+    let t = h.tokens_for_alice("openid").await;
+    let at = t["access_token"].as_str().unwrap();
+    let r = h
+        .get(&format!("/oauth/logout?id_token_hint={at}"), &cookies)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("Sign out?"));
+    assert!(h
+        .get("/", &cookies)
+        .await
+        .body
+        .contains("Signed in as alice"));
 }
 
 #[tokio::test]
@@ -633,4 +659,51 @@ async fn the_out_of_band_redirect_uri_shows_errors_as_pages() {
         .await;
     assert!(r.location().is_empty(), "no redirect to {}", r.location());
     assert!(r.body.contains("Access denied"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn signing_in_again_ends_the_previous_session_and_the_pre_login_cookie() {
+    let h = harness().await;
+    let first = h.login(ALICE, ALICE_PASSWORD).await;
+    let session = |c: &[String]| -> Vec<String> {
+        c.iter()
+            .filter(|c| c.starts_with("kl_session="))
+            .cloned()
+            .collect()
+    };
+    let old = session(&first);
+    assert!(h.get("/", &old).await.body.contains("Signed in as alice"));
+    // The same browser signs in again.
+    let page = h.get("/login", &first).await;
+    let mut cookies = first.clone();
+    cookies.extend(page.cookies());
+    let csrf = form_value(&page.body, "csrf_token").unwrap();
+    let r = h
+        .post(
+            "/login",
+            &[
+                ("csrf_token", &csrf),
+                ("return_to", ""),
+                ("username", ALICE),
+                ("password", ALICE_PASSWORD),
+            ],
+            &cookies,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(
+        r.cookies().iter().any(|c| c == "kl_presession="),
+        "the pre-login cookie is cleared: {:?}",
+        r.cookies()
+    );
+    assert!(
+        h.get("/", &old).await.body.contains("Not signed in"),
+        "the previous session ended"
+    );
+    assert!(h
+        .get("/", &session(&r.cookies()))
+        .await
+        .body
+        .contains("Signed in as alice"));
 }

@@ -119,12 +119,17 @@ impl Harness {
 
     /// Signs in through the login page; returns the browser's cookies (CSRF + session).
     pub async fn login(&self, user: &str, password: &str) -> Vec<String> {
-        let page = self.get("/login", &[]).await;
+        self.login_at("", user, password).await
+    }
+
+    /// Signs in through the login page of an IdP served under `base` (e.g. "/idp").
+    pub async fn login_at(&self, base: &str, user: &str, password: &str) -> Vec<String> {
+        let page = self.get(&format!("{base}/login"), &[]).await;
         let mut cookies = page.cookies();
         let csrf = form_value(&page.body, "csrf_token").unwrap();
         let r = self
             .post(
-                "/login",
+                &format!("{base}/login"),
                 &[
                     ("csrf_token", &csrf),
                     ("return_to", ""),

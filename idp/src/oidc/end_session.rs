@@ -27,11 +27,25 @@ pub struct ConfirmPage<'a> {
     pub params: Vec<(String, String)>,
 }
 
-/// What an ID token hint tells (only its signature is checked: it may be expired, §2).
+/// What an ID token hint tells (only its signature is checked: it may be expired, §2). Only an
+/// ID token counts: one audience and `azp` (as we issue them), and none of the access-token
+/// claims (RFC 9068 `client_id`, `scope`), so a resource server holding one of our access tokens
+/// cannot use it to sign the user out without asking.
 #[derive(serde::Deserialize)]
 struct Hint {
     aud: shared::claims::Audience,
     sub: String,
+    azp: Option<String>,
+    client_id: Option<serde_json::Value>,
+    scope: Option<serde_json::Value>,
+}
+
+impl Hint {
+    fn is_id_token(&self) -> bool {
+        matches!(&self.aud, shared::claims::Audience::One(a) if self.azp.as_deref() == Some(a))
+            && self.client_id.is_none()
+            && self.scope.is_none()
+    }
 }
 
 /// GET /oauth/logout[?id_token_hint&post_logout_redirect_uri&state&client_id]
@@ -69,7 +83,10 @@ async fn logout(
     let mut hint_sub = None;
     if let Some(hint) = p.get("id_token_hint").filter(|h| !h.is_empty()) {
         let keys = state.keys().await?;
-        if let Ok(h) = crate::keys::verify_jwt::<Hint>(&keys.published, hint) {
+        if let Ok(h) = crate::keys::verify_jwt::<Hint>(&keys.published, hint)
+            .map_err(|_| ())
+            .and_then(|h| if h.is_id_token() { Ok(h) } else { Err(()) })
+        {
             if let shared::claims::Audience::One(a) = h.aud {
                 // §2: "the OP MUST verify that [client_id] matches the one used when issuing
                 // the ID Token".

@@ -188,8 +188,11 @@ pub fn server_config(
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(config_error)?;
-    // RFC 7301 ALPN, most preferred first; axum serves both.
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // RFC 7301 ALPN: HTTP/1.1 only. hyper bounds an HTTP/1 connection's header read (which also
+    // ends idle keep-alive connections); an HTTP/2 connection whose client answers pings could
+    // stay open with no stream for ever and hold a connection slot. Our clients (kubectl's
+    // plugin, kube-apiserver's JWKS fetch, browsers) all speak HTTP/1.1.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -528,10 +531,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let paths = generate_certs(&hosts(&["localhost"]), tmp.path(), NOW).expect("certs");
         let config = server_config(&paths.server_cert, &paths.server_key).expect("config");
-        assert_eq!(
-            config.alpn_protocols,
-            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-        );
+        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
 
         let missing = tmp.path().join("nope.crt");
         let err = server_config(&missing, &paths.server_key).expect_err("missing");

@@ -105,6 +105,14 @@ pub async fn login_submit(
         }
     };
     let now = state.now();
+    // A new session id at every sign-in (no fixation), and the browser's previous session, if
+    // any, ends here rather than lingering until it expires.
+    if let Some(old) = super::our_cookie(&state, &headers, SESSION_COOKIE) {
+        state
+            .store
+            .delete_session(&crypto::hash_secret(&old))
+            .await?;
+    }
     let sid = crypto::random_token(32);
     state
         .store
@@ -139,6 +147,11 @@ pub async fn login_submit(
             &sid,
             Some(state.config.session_lifetime),
         ),
+    );
+    // The pre-login session has served its purpose: its CSRF token must not outlive the login.
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&state, super::PRE_SESSION_COOKIE, "", Some(0)),
     );
     Ok(resp)
 }

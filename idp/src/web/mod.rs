@@ -89,25 +89,29 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// The name a cookie goes by on this server. On https the name carries a prefix the browser
-/// enforces, so that a cookie planted by a sibling subdomain or by a network attacker on plain
-/// http is never taken for ours (RFC 6265bis §4.1.3):
-/// - served at the root: `__Host-` (Secure, Path=/, no Domain: only this exact origin can set it);
-/// - served under a base path: `__Host-` would force Path=/ and share the cookie with every other
-///   application on the host, so the weaker `__Secure-` is used (only a secure origin can set
-///   it) with Path=<base path>. A planted value still fails: session ids are looked up in the
-///   store and CSRF tokens are HMACs of ids only the server can compute (`csrf.rs`).
+/// The name a cookie goes by on this server. On https the name carries the `__Host-` prefix the
+/// browser enforces (Secure, Path=/, no Domain: only this exact origin can set it), so a cookie
+/// planted by a sibling subdomain or by a network attacker on plain http is never taken for ours
+/// (RFC 6265bis §4.1.3.2). A weaker `__Secure-` cookie could still be planted by a sibling
+/// subdomain with `Domain=`, and a planted pre-login or session id the attacker obtained from us
+/// comes with a valid CSRF token, so it would allow login CSRF. Under a base path the path is
+/// folded into the name instead (`__Host-kl_session-idp`), since `__Host-` requires Path=/.
 ///
 /// On http (a local try-out) the bare name is used: there is nothing to enforce.
 pub fn cookie_name(state: &AppState, base: &str) -> String {
-    match (
-        state.config.secure_cookies,
-        state.config.base_path.is_empty(),
-    ) {
-        (true, true) => format!("__Host-{base}"),
-        (true, false) => format!("__Secure-{base}"),
-        (false, _) => base.to_string(),
+    if !state.config.secure_cookies {
+        return base.to_string();
     }
+    let path = &state.config.base_path;
+    if path.is_empty() {
+        return format!("__Host-{base}");
+    }
+    let folded: String = path
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("__Host-{base}-{folded}")
 }
 
 /// The value of one of our cookies (`base` is its unprefixed name).
@@ -119,7 +123,9 @@ pub fn our_cookie(state: &AppState, headers: &HeaderMap, base: &str) -> Option<S
 /// authorization redirect is a top-level GET from another site, which Lax allows), Secure when
 /// the issuer is https, no Domain. The only place cookies are built.
 pub fn set_cookie(state: &AppState, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
-    let path = if state.config.base_path.is_empty() {
+    // `__Host-` cookies must have Path=/ (see `cookie_name`); on plain http the cookie stays
+    // under the base path.
+    let path = if state.config.base_path.is_empty() || state.config.secure_cookies {
         "/"
     } else {
         &state.config.base_path
