@@ -10,6 +10,11 @@
 //! `state` before anything else (RFC 6749 §10.12), so a stranger can neither abort the login
 //! with `?error=` nor inject a code for their own account.
 //!
+//! The start path is on the browser's command line, which other local users can read in
+//! `/proc`. Whoever fetches it first gets the authorization URL, so a second request for it is
+//! proof that someone else got there too, and the login is aborted (RFC 8252 §8.1: another
+//! program on the same machine may try to intercept the authorization response).
+//!
 //! Served on std sockets: every connection gets its own thread with read and write timeouts
 //! (a browser's idle preconnect cannot stall the login), HTTPS (`--local-server-cert`) uses the
 //! rustls 0.23 the provider connection already links, and the request head is parsed by
@@ -249,7 +254,19 @@ impl Loopback {
                 conn.page(400, "Bad request.");
                 continue;
             };
-            if url.path() == self.start_path && !started {
+            if url.path() == self.start_path {
+                if started {
+                    // The start URL was on the browser's command line, readable by other local
+                    // users; two requests mean someone else holds the authorization URL and
+                    // could log in with their own account into our callback (RFC 6749 §10.12).
+                    conn.page(
+                        409,
+                        "This login URL was already opened once, possibly by another local user. The login was aborted; run the command again.",
+                    );
+                    return Err(Error::Login(
+                        "the login URL was opened twice, possibly by another local user who read it from the browser's command line; the login was aborted for safety, retry it".to_string(),
+                    ));
+                }
                 // One time only: the URL carries state, nonce and the PKCE challenge.
                 started = true;
                 deps.log(1, || "redirecting the browser to the provider".to_string());
@@ -492,6 +509,7 @@ impl Conn {
             400 => "Bad Request",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            409 => "Conflict",
             431 => "Request Header Fields Too Large",
             _ => "Error",
         };
@@ -693,7 +711,7 @@ mod tests {
     }
 
     #[test]
-    fn root_does_not_reveal_the_authorization_url_and_the_start_path_works_once() {
+    fn root_does_not_reveal_the_authorization_url_and_the_start_path_redirects() {
         let fake = FakeDeps::new();
         let (base, start, handle) = serving(&fake, Duration::from_secs(20));
         let c = client();
@@ -704,14 +722,40 @@ mod tests {
         let first = c.get(&start).send().unwrap();
         assert_eq!(first.status(), 302);
         assert_eq!(first.headers()["location"], AUTH_URL);
-        let again = c.get(&start).send().unwrap();
-        assert_eq!(again.status(), 404, "the start path is one-time");
         let ok = c
             .get(format!("{base}/?code=the-code&state=the-state"))
             .send()
             .unwrap();
         assert_eq!(ok.status(), 200);
         assert_eq!(handle.join().unwrap().unwrap().code.expose(), "the-code");
+    }
+
+    /// The start URL is readable on the browser's command line: a second request for it means
+    /// another local user may hold the authorization URL, so the login ends at once with an
+    /// error instead of a 404 and more waiting; not even the right callback is taken after it.
+    #[test]
+    fn start_path_opened_twice_aborts_the_login() {
+        let fake = FakeDeps::new();
+        let (base, start, handle) = serving(&fake, Duration::from_secs(20));
+        let c = client();
+        let first = c.get(&start).send().unwrap();
+        assert_eq!(first.status(), 302);
+        let again = c.get(&start).send().unwrap();
+        assert_eq!(again.status(), 409);
+        assert!(again.headers().get("location").is_none());
+        let page = again.text().unwrap();
+        assert!(page.contains("already opened"), "{page}");
+        assert!(!page.contains("the-state"), "{page}");
+        let err = handle.join().unwrap().unwrap_err().to_string();
+        assert!(err.contains("opened twice"), "{err}");
+        assert!(err.contains("another local user"), "{err}");
+        assert!(err.contains("retry"), "{err}");
+        assert!(!err.contains('\n'), "{err:?}");
+        // The server is gone: a callback now reaches nobody.
+        assert!(c
+            .get(format!("{base}/?code=attacker-code&state=the-state"))
+            .send()
+            .is_err());
     }
 
     /// RFC 6749 §10.12: a stranger's `?error=` (or code) without our state changes nothing;
