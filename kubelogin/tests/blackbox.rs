@@ -360,6 +360,41 @@ fn browser_command_output_goes_to_stderr() {
     assert_eq!(stub.grants("authorization_code"), 1);
 }
 
+/// The start URL fetched twice (another local user read it from the browser's command line,
+/// then the browser came): the binary ends with one `error:` line saying so, exit 1, nothing
+/// on stdout, and no code was exchanged.
+#[test]
+fn start_url_opened_twice_ends_with_one_error_line() {
+    let home = tempfile::tempdir().unwrap();
+    let stub = Stub::start(Arc::new(SystemClock), Config::default());
+    let script = home.path().join("browser.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh
+(curl -s -o /dev/null \"$1\"; curl -s -o /dev/null \"$1\") >/dev/null 2>&1 &
+",
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let o = run(bin(home.path()).args([
+        "get-token",
+        &format!("--oidc-issuer-url={}", stub.issuer),
+        "--oidc-client-id=kubernetes",
+        "--listen-address=127.0.0.1:0",
+        &format!("--browser-command={}", script.display()),
+        "--authentication-timeout-sec=20",
+    ]));
+    assert_bad_input(&o);
+    assert!(o.stderr.contains("opened twice"), "{}", o.stderr);
+    assert!(o.stderr.contains("another local user"), "{}", o.stderr);
+    assert!(o.stderr.contains("retry"), "{}", o.stderr);
+    assert_eq!(stub.grants("authorization_code"), 0);
+}
+
 fn tls_fixture(dir: &Path) -> (String, String, String) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();

@@ -623,11 +623,9 @@ fn the_browser_starts_on_a_one_time_path_not_the_root() {
             let at_root = c.get(root.clone()).send().unwrap();
             let first = c.get(&start).send().unwrap();
             let location = first.headers()["location"].to_str().unwrap().to_string();
-            let again = c.get(&start).send().unwrap();
             sink.lock().unwrap().push((
                 at_root.status().as_u16(),
                 at_root.headers().contains_key("location"),
-                again.status().as_u16(),
             ));
             // Finish the login like a browser: provider, then the callback.
             let mut next = location;
@@ -645,5 +643,47 @@ fn the_browser_starts_on_a_one_time_path_not_the_root() {
     let start = &h.fake.browser.opened()[0];
     let path = url::Url::parse(start).unwrap().path().to_string();
     assert!(path.len() > 40, "not a random path: {start}");
-    assert_eq!(seen.lock().unwrap()[0], (404, false, 404));
+    assert_eq!(seen.lock().unwrap()[0], (404, false));
+}
+
+/// The start URL is on the browser's command line, which other local users can read in
+/// /proc. One of them fetching it first gets the authorization URL (state, PKCE challenge);
+/// when the real browser then asks for it, the login is aborted with a one-line error and no
+/// code is ever exchanged, rather than answering 404 and waiting for the intruder's callback.
+#[test]
+fn start_url_opened_twice_aborts_the_login() {
+    let h = Harness::new(Config::default());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    h.fake.browser.on_open(move |start| {
+        let start = start.to_string();
+        let sink = sink.clone();
+        std::thread::spawn(move || {
+            let c = reqwest::blocking::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap();
+            // The intruder, then the real browser.
+            let intruder = c.get(&start).send().unwrap();
+            let browser = c.get(&start).send().unwrap();
+            sink.lock().unwrap().push((
+                intruder.status().as_u16(),
+                browser.status().as_u16(),
+                browser.text().unwrap(),
+            ));
+        });
+        Ok(())
+    });
+    let err = h.run(&[]).unwrap_err();
+    assert!(matches!(err, Error::Login(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("opened twice"), "{text}");
+    assert!(text.contains("another local user"), "{text}");
+    assert!(text.contains("retry"), "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!((seen[0].0, seen[0].1), (302, 409), "{seen:?}");
+    assert!(seen[0].2.contains("aborted"), "{seen:?}");
+    assert_eq!(h.stub.grants("authorization_code"), 0);
+    assert!(h.cache_entries().is_empty());
 }

@@ -10,11 +10,17 @@
 //! `state` before anything else (RFC 6749 §10.12), so a stranger can neither abort the login
 //! with `?error=` nor inject a code for their own account.
 //!
+//! The start path is on the browser's command line, which other local users can read in
+//! `/proc`. Whoever fetches it first gets the authorization URL, so a second request for it is
+//! proof that someone else got there too, and the login is aborted (RFC 8252 §8.1: another
+//! program on the same machine may try to intercept the authorization response).
+//!
 //! Served on std sockets: every connection gets its own thread with read and write timeouts
-//! (a browser's idle preconnect cannot stall the login), HTTPS (`--local-server-cert`) uses the
-//! rustls 0.23 the provider connection already links, and the request head is parsed by
-//! `httparse`. The waiting loop judges one request at a time and answers with
-//! `Connection: close`.
+//! and one deadline for its whole request head, counted from accept (a browser's idle
+//! preconnect, or a client trickling a byte at a time, cannot hold a slot), HTTPS
+//! (`--local-server-cert`) uses the rustls 0.23 the provider connection already links, and the
+//! request head is parsed by `httparse`. The waiting loop judges one request at a time and
+//! answers with `Connection: close`.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -29,6 +35,9 @@ use crate::secret::Secret;
 
 /// Read and write timeout of every loopback connection, TLS handshake included.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Total time from accept to a complete request head, TLS handshake included. A per-read
+/// timeout alone lets a client send one byte every few seconds and keep its slot forever.
+const HEAD_DEADLINE: Duration = Duration::from_secs(10);
 /// Largest request head read (request line and headers); browsers send 1–2 KB.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Connections served at once; more are closed at once (a local user flooding the port must
@@ -46,6 +55,8 @@ pub struct Loopback {
     pub start_url: String,
     start_path: String,
     callback_path: String,
+    /// [`HEAD_DEADLINE`]; shorter in tests.
+    head_deadline: Duration,
 }
 
 /// What the callback brought.
@@ -164,6 +175,7 @@ impl Loopback {
                     start_url,
                     start_path,
                     callback_path,
+                    head_deadline: HEAD_DEADLINE,
                 });
             }
         }
@@ -197,7 +209,8 @@ impl Loopback {
             }
             let (tx, done, active, tls) =
                 (tx.clone(), done.clone(), active.clone(), self.tls.clone());
-            std::thread::spawn(move || accept_loop(listener, tls, tx, done, active));
+            let head_deadline = self.head_deadline;
+            std::thread::spawn(move || accept_loop(listener, tls, tx, done, active, head_deadline));
         }
         drop(tx);
         let result = self.serve(deps, &rx, auth_url, state, timeout, open_url_after);
@@ -249,7 +262,19 @@ impl Loopback {
                 conn.page(400, "Bad request.");
                 continue;
             };
-            if url.path() == self.start_path && !started {
+            if url.path() == self.start_path {
+                if started {
+                    // The start URL was on the browser's command line, readable by other local
+                    // users; two requests mean someone else holds the authorization URL and
+                    // could log in with their own account into our callback (RFC 6749 §10.12).
+                    conn.page(
+                        409,
+                        "This login URL was already opened once, possibly by another local user. The login was aborted; run the command again.",
+                    );
+                    return Err(Error::Login(
+                        "the login URL was opened twice, possibly by another local user who read it from the browser's command line; the login was aborted for safety, retry it".to_string(),
+                    ));
+                }
                 // One time only: the URL carries state, nonce and the PKCE challenge.
                 started = true;
                 deps.log(1, || "redirecting the browser to the provider".to_string());
@@ -365,6 +390,7 @@ fn accept_loop(
     tx: mpsc::Sender<Incoming>,
     done: Arc<AtomicBool>,
     active: Arc<AtomicUsize>,
+    head_deadline: Duration,
 ) {
     let mut errors = 0u32;
     for stream in listener.incoming() {
@@ -374,7 +400,10 @@ fn accept_loop(
         let stream = match stream {
             Ok(s) => {
                 errors = 0;
-                s
+                Socket {
+                    stream: s,
+                    head_deadline: Instant::now() + head_deadline,
+                }
             }
             // A reset before accept is routine; a persistent failure (out of descriptors)
             // ends the loop rather than spinning, and the login times out with its message.
@@ -400,13 +429,11 @@ fn accept_loop(
 
 /// Reads one request head on its own thread (timeouts set) and hands it to the waiting loop.
 fn read_request(
-    stream: TcpStream,
+    stream: Socket,
     tls: Option<Arc<rustls::ServerConfig>>,
     tx: &mpsc::Sender<Incoming>,
 ) {
-    if stream.set_read_timeout(Some(IO_TIMEOUT)).is_err()
-        || stream.set_write_timeout(Some(IO_TIMEOUT)).is_err()
-    {
+    if stream.stream.set_write_timeout(Some(IO_TIMEOUT)).is_err() {
         return;
     }
     let mut conn = match tls {
@@ -420,7 +447,8 @@ fn read_request(
     let mut chunk = [0u8; 2048];
     let head = loop {
         let n = match conn.read(&mut chunk) {
-            // Closed, timed out, or a failed TLS handshake: nothing to answer.
+            // Closed, timed out (the head deadline passed), or a failed TLS handshake: nothing
+            // to answer.
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
@@ -435,10 +463,45 @@ fn read_request(
     let _ = tx.send(Incoming { head, conn });
 }
 
+/// An accepted socket whose reads share one deadline: before each read its timeout is set to
+/// the time left (capped at [`IO_TIMEOUT`]), and with no time left a read fails at once. Below
+/// TLS, so the handshake counts too, however many socket reads rustls makes for one record.
+struct Socket {
+    stream: TcpStream,
+    head_deadline: Instant,
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self
+            .head_deadline
+            .saturating_duration_since(Instant::now())
+            .min(IO_TIMEOUT);
+        // A zero timeout is refused by set_read_timeout (and would mean "none").
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                "request head deadline passed",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stream.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
+    }
+}
+
 /// A loopback connection, plain or TLS.
 enum Conn {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+    Plain(Socket),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, Socket>>),
 }
 
 impl Read for Conn {
@@ -492,6 +555,7 @@ impl Conn {
             400 => "Bad Request",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            409 => "Conflict",
             431 => "Request Header Fields Too Large",
             _ => "Error",
         };
@@ -510,12 +574,12 @@ impl Conn {
             .and_then(|_| self.flush());
         match self {
             Conn::Plain(s) => {
-                let _ = s.shutdown(Shutdown::Write);
+                let _ = s.stream.shutdown(Shutdown::Write);
             }
             Conn::Tls(s) => {
                 s.conn.send_close_notify();
                 let _ = s.flush();
-                let _ = s.sock.shutdown(Shutdown::Write);
+                let _ = s.sock.stream.shutdown(Shutdown::Write);
             }
         }
     }
@@ -676,6 +740,14 @@ mod tests {
         timeout: Duration,
     ) -> (String, String, std::thread::JoinHandle<Result<Callback>>) {
         let lb = Loopback::bind(&["127.0.0.1:0".to_string()], "", None).unwrap();
+        serving_on(lb, fake, timeout)
+    }
+
+    fn serving_on(
+        lb: Loopback,
+        fake: &FakeDeps,
+        timeout: Duration,
+    ) -> (String, String, std::thread::JoinHandle<Result<Callback>>) {
         let base = format!("http://127.0.0.1:{}", lb.port);
         let start = format!("{base}{}", lb.start_path);
         let deps = fake.deps.clone();
@@ -693,7 +765,7 @@ mod tests {
     }
 
     #[test]
-    fn root_does_not_reveal_the_authorization_url_and_the_start_path_works_once() {
+    fn root_does_not_reveal_the_authorization_url_and_the_start_path_redirects() {
         let fake = FakeDeps::new();
         let (base, start, handle) = serving(&fake, Duration::from_secs(20));
         let c = client();
@@ -704,14 +776,132 @@ mod tests {
         let first = c.get(&start).send().unwrap();
         assert_eq!(first.status(), 302);
         assert_eq!(first.headers()["location"], AUTH_URL);
-        let again = c.get(&start).send().unwrap();
-        assert_eq!(again.status(), 404, "the start path is one-time");
         let ok = c
             .get(format!("{base}/?code=the-code&state=the-state"))
             .send()
             .unwrap();
         assert_eq!(ok.status(), 200);
         assert_eq!(handle.join().unwrap().unwrap().code.expose(), "the-code");
+    }
+
+    /// The start URL is readable on the browser's command line: a second request for it means
+    /// another local user may hold the authorization URL, so the login ends at once with an
+    /// error instead of a 404 and more waiting; not even the right callback is taken after it.
+    #[test]
+    fn start_path_opened_twice_aborts_the_login() {
+        let fake = FakeDeps::new();
+        let (base, start, handle) = serving(&fake, Duration::from_secs(20));
+        let c = client();
+        let first = c.get(&start).send().unwrap();
+        assert_eq!(first.status(), 302);
+        let again = c.get(&start).send().unwrap();
+        assert_eq!(again.status(), 409);
+        assert!(again.headers().get("location").is_none());
+        let page = again.text().unwrap();
+        assert!(page.contains("already opened"), "{page}");
+        assert!(!page.contains("the-state"), "{page}");
+        let err = handle.join().unwrap().unwrap_err().to_string();
+        assert!(err.contains("opened twice"), "{err}");
+        assert!(err.contains("another local user"), "{err}");
+        assert!(err.contains("retry"), "{err}");
+        assert!(!err.contains('\n'), "{err:?}");
+        // The server is gone: a callback now reaches nobody.
+        assert!(c
+            .get(format!("{base}/?code=attacker-code&state=the-state"))
+            .send()
+            .is_err());
+    }
+
+    /// Sends `bytes` one at a time, each followed by up to `every` waiting for the server to
+    /// close (that wait is the trickle's pace); returns how long the server kept the
+    /// connection, or None when it was still open after `give_up`.
+    fn trickle(
+        addr: SocketAddr,
+        bytes: &[u8],
+        every: Duration,
+        give_up: Duration,
+    ) -> Option<Duration> {
+        let began = Instant::now();
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(every)).unwrap();
+        let mut reply = [0u8; 64];
+        for b in bytes.iter().cycle() {
+            if began.elapsed() > give_up {
+                return None;
+            }
+            if s.write_all(std::slice::from_ref(b)).is_err() {
+                return Some(began.elapsed());
+            }
+            match s.read(&mut reply) {
+                Ok(0) => return Some(began.elapsed()),
+                Ok(n) => panic!("the server answered a partial head: {:?}", &reply[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return Some(began.elapsed()),
+            }
+        }
+        None
+    }
+
+    /// A local user trickling a request head a byte at a time (each read well within the
+    /// per-read timeout) is cut off at the head deadline counted from accept, so it cannot
+    /// hold the connection slots; the login goes on and completes.
+    #[test]
+    fn trickled_request_head_is_cut_off_at_the_deadline() {
+        let fake = FakeDeps::new();
+        let mut lb = Loopback::bind(&["127.0.0.1:0".to_string()], "", None).unwrap();
+        lb.head_deadline = Duration::from_millis(500);
+        let addr = SocketAddr::from(([127, 0, 0, 1], lb.port));
+        let (base, _start, handle) = serving_on(lb, &fake, Duration::from_secs(20));
+        let held = trickle(
+            addr,
+            b"GET /?code=x&state=y HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            Duration::from_millis(100),
+            Duration::from_secs(4),
+        );
+        let held = held.expect("a trickling client was still connected after 4 s");
+        assert!(held < Duration::from_secs(3), "held for {held:?}");
+        let ok = client()
+            .get(format!("{base}/?code=the-code&state=the-state"))
+            .send()
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+        assert_eq!(handle.join().unwrap().unwrap().code.expose(), "the-code");
+    }
+
+    /// The same over HTTPS, where rustls makes many socket reads for one TLS record: the
+    /// deadline sits below TLS, so a trickled handshake is cut off too.
+    #[test]
+    fn trickled_tls_handshake_is_cut_off_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let tls = (
+            cert_path.display().to_string(),
+            key_path.display().to_string(),
+        );
+        let fake = FakeDeps::new();
+        let mut lb = Loopback::bind(&["127.0.0.1:0".to_string()], "", Some(&tls)).unwrap();
+        lb.head_deadline = Duration::from_millis(500);
+        let addr = SocketAddr::from(([127, 0, 0, 1], lb.port));
+        let (_base, _start, handle) = serving_on(lb, &fake, Duration::from_secs(6));
+        // A TLS handshake record header announcing 512 bytes, then its body a byte at a time.
+        let mut record = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01];
+        record.extend(std::iter::repeat_n(0u8, 511));
+        let held = trickle(
+            addr,
+            &record,
+            Duration::from_millis(100),
+            Duration::from_secs(4),
+        );
+        let held = held.expect("a trickled TLS handshake was still connected after 4 s");
+        assert!(held < Duration::from_secs(3), "held for {held:?}");
+        assert!(handle.join().unwrap().is_err());
     }
 
     /// RFC 6749 §10.12: a stranger's `?error=` (or code) without our state changes nothing;
