@@ -59,6 +59,53 @@ async fn signed_in(h: &Harness, cookies: &[String]) -> bool {
     h.get("/", cookies).await.body.contains("Signed in as")
 }
 
+/// Starts a device authorization (with an S256 challenge when given) and has alice approve it
+/// in the browser; returns the device code and alice's cookies.
+async fn approved_device(h: &Harness, challenge: Option<&str>) -> (String, Vec<String>) {
+    let mut form = vec![("client_id", "kubelogin"), ("scope", "openid")];
+    if let Some(c) = challenge {
+        form.extend([("code_challenge", c), ("code_challenge_method", "S256")]);
+    }
+    let d = h.post("/oauth/device/code", &form, &[], &[]).await.json();
+    let user_code = d["user_code"].as_str().unwrap().to_string();
+    let cookies = h.login(ALICE, ALICE_PASSWORD).await;
+    let r = decide_device(h, &cookies, &user_code).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    (d["device_code"].as_str().unwrap().to_string(), cookies)
+}
+
+/// Opens the approval page for `user_code` and allows it.
+async fn decide_device(h: &Harness, cookies: &[String], user_code: &str) -> Resp {
+    let page = h
+        .get(&format!("/device?user_code={user_code}"), cookies)
+        .await;
+    let csrf = form_value(&page.body, "csrf_token").unwrap_or_default();
+    h.post(
+        "/device",
+        &[
+            ("csrf_token", &csrf),
+            ("user_code", user_code),
+            ("decision", "allow"),
+        ],
+        cookies,
+        &[],
+    )
+    .await
+}
+
+/// One device-code poll, with a PKCE verifier when given.
+async fn poll_device(h: &Harness, device_code: &str, verifier: Option<&str>) -> Resp {
+    let mut form = vec![
+        ("grant_type", shared::token::grant_type::DEVICE_CODE),
+        ("device_code", device_code),
+        ("client_id", "kubelogin"),
+    ];
+    if let Some(v) = verifier {
+        form.push(("code_verifier", v));
+    }
+    h.token(&form).await
+}
+
 #[tokio::test]
 async fn a_retry_in_the_grace_window_gets_the_same_successor_not_a_sibling() {
     let h = harness().await;
@@ -231,34 +278,7 @@ async fn revoke_all_ends_the_users_sessions_and_consents() {
 #[tokio::test]
 async fn the_device_grant_honours_a_forced_reauthentication() {
     let h = harness().await;
-    let d = h
-        .post(
-            "/oauth/device/code",
-            &[("client_id", "kubelogin"), ("scope", "openid")],
-            &[],
-            &[],
-        )
-        .await
-        .json();
-    let user_code = d["user_code"].as_str().unwrap().to_string();
-    let cookies = h.login(ALICE, ALICE_PASSWORD).await;
-    let page = h
-        .get(&format!("/device?user_code={user_code}"), &cookies)
-        .await;
-    let csrf = form_value(&page.body, "csrf_token").unwrap();
-    let r = h
-        .post(
-            "/device",
-            &[
-                ("csrf_token", &csrf),
-                ("user_code", &user_code),
-                ("decision", "allow"),
-            ],
-            &cookies,
-            &[],
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let (dc, _) = approved_device(&h, None).await;
     // The laptop is stolen: the admin forces re-authentication before the device polls.
     h.clock.advance(1);
     h.state
@@ -267,13 +287,7 @@ async fn the_device_grant_honours_a_forced_reauthentication() {
         .await
         .unwrap();
     h.clock.advance(10);
-    let r = h
-        .token(&[
-            ("grant_type", shared::token::grant_type::DEVICE_CODE),
-            ("device_code", d["device_code"].as_str().unwrap()),
-            ("client_id", "kubelogin"),
-        ])
-        .await;
+    let r = poll_device(&h, &dc, None).await;
     assert_eq!(r.json()["error"], "invalid_grant", "{}", r.body);
 }
 
@@ -281,46 +295,9 @@ async fn the_device_grant_honours_a_forced_reauthentication() {
 async fn the_device_grant_refuses_a_poll_without_the_verifier() {
     let h = harness().await;
     let (verifier, challenge) = pkce_pair();
-    let d = h
-        .post(
-            "/oauth/device/code",
-            &[
-                ("client_id", "kubelogin"),
-                ("scope", "openid"),
-                ("code_challenge", &challenge),
-                ("code_challenge_method", "S256"),
-            ],
-            &[],
-            &[],
-        )
-        .await
-        .json();
-    let user_code = d["user_code"].as_str().unwrap().to_string();
-    let dc = d["device_code"].as_str().unwrap().to_string();
-    let cookies = h.login(ALICE, ALICE_PASSWORD).await;
-    let page = h
-        .get(&format!("/device?user_code={user_code}"), &cookies)
-        .await;
-    let csrf = form_value(&page.body, "csrf_token").unwrap();
-    h.post(
-        "/device",
-        &[
-            ("csrf_token", &csrf),
-            ("user_code", &user_code),
-            ("decision", "allow"),
-        ],
-        &cookies,
-        &[],
-    )
-    .await;
+    let (dc, _) = approved_device(&h, Some(&challenge)).await;
     h.clock.advance(10);
-    let r = h
-        .token(&[
-            ("grant_type", shared::token::grant_type::DEVICE_CODE),
-            ("device_code", &dc),
-            ("client_id", "kubelogin"),
-        ])
-        .await;
+    let r = poll_device(&h, &dc, None).await;
     assert_eq!(
         r.json()["error"],
         "invalid_grant",
@@ -329,14 +306,7 @@ async fn the_device_grant_refuses_a_poll_without_the_verifier() {
     );
     // The refused poll consumed the approval: even the right verifier cannot rescue it now.
     h.clock.advance(10);
-    let r = h
-        .token(&[
-            ("grant_type", shared::token::grant_type::DEVICE_CODE),
-            ("device_code", &dc),
-            ("client_id", "kubelogin"),
-            ("code_verifier", &verifier),
-        ])
-        .await;
+    let r = poll_device(&h, &dc, Some(&verifier)).await;
     assert_eq!(r.json()["error"], "invalid_grant", "{}", r.body);
 }
 
@@ -344,47 +314,10 @@ async fn the_device_grant_refuses_a_poll_without_the_verifier() {
 async fn the_device_grant_refuses_a_wrong_verifier() {
     let h = harness().await;
     let (_, challenge) = pkce_pair();
-    let d = h
-        .post(
-            "/oauth/device/code",
-            &[
-                ("client_id", "kubelogin"),
-                ("scope", "openid"),
-                ("code_challenge", &challenge),
-                ("code_challenge_method", "S256"),
-            ],
-            &[],
-            &[],
-        )
-        .await
-        .json();
-    let user_code = d["user_code"].as_str().unwrap().to_string();
-    let cookies = h.login(ALICE, ALICE_PASSWORD).await;
-    let page = h
-        .get(&format!("/device?user_code={user_code}"), &cookies)
-        .await;
-    let csrf = form_value(&page.body, "csrf_token").unwrap();
-    h.post(
-        "/device",
-        &[
-            ("csrf_token", &csrf),
-            ("user_code", &user_code),
-            ("decision", "allow"),
-        ],
-        &cookies,
-        &[],
-    )
-    .await;
+    let (dc, _) = approved_device(&h, Some(&challenge)).await;
     h.clock.advance(10);
     let wrong = idp::crypto::random_token(32);
-    let r = h
-        .token(&[
-            ("grant_type", shared::token::grant_type::DEVICE_CODE),
-            ("device_code", d["device_code"].as_str().unwrap()),
-            ("client_id", "kubelogin"),
-            ("code_verifier", &wrong),
-        ])
-        .await;
+    let r = poll_device(&h, &dc, Some(&wrong)).await;
     assert_eq!(r.json()["error"], "invalid_grant", "{}", r.body);
     assert!(r.json()["error_description"]
         .as_str()
