@@ -674,23 +674,7 @@ async fn signing_in_again_ends_the_previous_session_and_the_pre_login_cookie() {
     let old = session(&first);
     assert!(h.get("/", &old).await.body.contains("Signed in as alice"));
     // The same browser signs in again.
-    let page = h.get("/login", &first).await;
-    let mut cookies = first.clone();
-    cookies.extend(page.cookies());
-    let csrf = form_value(&page.body, "csrf_token").unwrap();
-    let r = h
-        .post(
-            "/login",
-            &[
-                ("csrf_token", &csrf),
-                ("return_to", ""),
-                ("username", ALICE),
-                ("password", ALICE_PASSWORD),
-            ],
-            &cookies,
-            &[],
-        )
-        .await;
+    let (r, _) = h.login_attempt("", &first, ALICE, ALICE_PASSWORD).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     assert!(
         r.cookies().iter().any(|c| c == "kl_presession="),

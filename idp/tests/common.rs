@@ -124,8 +124,23 @@ impl Harness {
 
     /// Signs in through the login page of an IdP served under `base` (e.g. "/idp").
     pub async fn login_at(&self, base: &str, user: &str, password: &str) -> Vec<String> {
-        let page = self.get(&format!("{base}/login"), &[]).await;
-        let mut cookies = page.cookies();
+        let (r, cookies) = self.login_attempt(base, &[], user, password).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "login failed: {}", r.body);
+        cookies
+    }
+
+    /// One sign-in through the login page by a browser holding `cookies`: the answer, and the
+    /// browser's cookies afterwards (what it held, the page's and the answer's).
+    pub async fn login_attempt(
+        &self,
+        base: &str,
+        cookies: &[String],
+        user: &str,
+        password: &str,
+    ) -> (Resp, Vec<String>) {
+        let page = self.get(&format!("{base}/login"), cookies).await;
+        let mut cookies = cookies.to_vec();
+        cookies.extend(page.cookies());
         let csrf = form_value(&page.body, "csrf_token").unwrap();
         let r = self
             .post(
@@ -140,9 +155,8 @@ impl Harness {
                 &[],
             )
             .await;
-        assert_eq!(r.status, StatusCode::SEE_OTHER, "login failed: {}", r.body);
         cookies.extend(r.cookies());
-        cookies
+        (r, cookies)
     }
 
     /// Runs the authorization request to the end (consenting when asked) and returns the
@@ -205,17 +219,21 @@ impl Harness {
     /// Tokens for alice through authcode + PKCE.
     pub async fn tokens_for_alice(&self, scope: &str) -> serde_json::Value {
         let (code, verifier) = self.code_for_alice(scope).await;
-        let r = self
-            .token(&[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", LOOPBACK),
-                ("client_id", "kubelogin"),
-                ("code_verifier", &verifier),
-            ])
-            .await;
+        let r = self.redeem(&code, &verifier).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         r.json()
+    }
+
+    /// Redeems a code of the public `kubelogin` client (loopback redirect URI, PKCE).
+    pub async fn redeem(&self, code: &str, verifier: &str) -> Resp {
+        self.token(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", LOOPBACK),
+            ("client_id", "kubelogin"),
+            ("code_verifier", verifier),
+        ])
+        .await
     }
 }
 

@@ -192,14 +192,7 @@ async fn a_password_reset_ends_sessions_and_refresh_families() {
 async fn a_code_replay_kills_the_access_token_at_userinfo_and_introspection() {
     let h = harness().await;
     let (code, verifier) = h.code_for_alice("openid").await;
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", LOOPBACK),
-        ("client_id", "kubelogin"),
-        ("code_verifier", verifier.as_str()),
-    ];
-    let redeem = || h.token(&form);
+    let redeem = || h.redeem(&code, &verifier);
     let first = redeem().await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
     let at = first.json()["access_token"].as_str().unwrap().to_string();
@@ -394,24 +387,8 @@ async fn a_disabled_user_gets_nothing_anywhere() {
         .await;
     assert_eq!(r.json()["error"], "invalid_grant", "{}", r.body);
     // The login page refuses the right password.
-    let page = h.get("/login", &[]).await;
-    let mut fresh = page.cookies();
-    let csrf = form_value(&page.body, "csrf_token").unwrap();
-    let r = h
-        .post(
-            "/login",
-            &[
-                ("csrf_token", &csrf),
-                ("return_to", ""),
-                ("username", ALICE),
-                ("password", ALICE_PASSWORD),
-            ],
-            &fresh,
-            &[],
-        )
-        .await;
+    let (r, fresh) = h.login_attempt("", &[], ALICE, ALICE_PASSWORD).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
-    fresh.extend(r.cookies());
     assert!(!signed_in(&h, &fresh).await);
     // The password grant refuses it too.
     let r = h

@@ -77,17 +77,10 @@ async fn id_token_claims_follow_the_granted_scopes() {
 async fn a_replayed_code_is_refused_and_revokes_what_it_issued() {
     let h = harness().await;
     let (code, verifier) = h.code_for_alice("openid").await;
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", LOOPBACK),
-        ("client_id", "kubelogin"),
-        ("code_verifier", verifier.as_str()),
-    ];
-    let first = h.token(&form).await;
+    let first = h.redeem(&code, &verifier).await;
     assert_eq!(first.status, StatusCode::OK);
     let rt = first.json()["refresh_token"].as_str().unwrap().to_string();
-    let second = h.token(&form).await;
+    let second = h.redeem(&code, &verifier).await;
     assert_eq!(second.json()["error"], "invalid_grant");
     assert_eq!(
         refresh(&h, &rt).await.json()["error"],
