@@ -10,8 +10,9 @@
 
 use idp::error::IdpError;
 use idp::store::{
-    AuditEvent, AuditFilter, AuthCode, Client, CodeRedemption, DeviceCode, DevicePoll,
-    DeviceStatus, Family, NewUser, RefreshToken, Rotation, Session, Store, StoredKey, User,
+    AuditEvent, AuditFilter, AuthCode, Client, CodeRedemption, Consent, DeviceCode, DevicePoll,
+    DeviceStatus, Family, FamilyQuery, NewUser, RefreshToken, Rotation, Session, Store, StoredKey,
+    User, UserQuery,
 };
 
 /// An arbitrary "now" well away from zero, so `now - x` never underflows in the tests.
@@ -1684,6 +1685,433 @@ pub async fn server_secret_first_writer_wins(s: &dyn Store) {
     assert_eq!(s.server_secret("other", "x", T0).await.unwrap(), "x");
 }
 
+// ---------------------------------------------------------------------------------------------
+// Admin reads and writes (the use cases of `idp::admin`)
+// ---------------------------------------------------------------------------------------------
+
+pub async fn users_page_searches_and_pages_by_username(s: &dyn Store) {
+    for name in ["dave", "alice", "carol", "bob", "erin"] {
+        user(s, name).await;
+    }
+    let mut odd = new_user("frank");
+    odd.email = "100%_sure@example.com".into();
+    odd.name = "Frank O'Neil".into();
+    s.create_user(odd, T0).await.unwrap();
+    let names = |v: &[User]| v.iter().map(|u| u.username.clone()).collect::<Vec<_>>();
+
+    let page = |after: Option<&str>, search: Option<&str>, limit: u32| UserQuery {
+        after: after.map(str::to_string),
+        search: search.map(str::to_string),
+        limit,
+    };
+    assert_eq!(
+        names(&s.users_page(page(None, None, 2)).await.unwrap()),
+        ["alice", "bob"]
+    );
+    assert_eq!(
+        names(&s.users_page(page(Some("bob"), None, 2)).await.unwrap()),
+        ["carol", "dave"],
+        "keyset: strictly after the cursor"
+    );
+    assert_eq!(
+        names(&s.users_page(page(Some("erin"), None, 2)).await.unwrap()),
+        ["frank"]
+    );
+    assert!(s
+        .users_page(page(Some("frank"), None, 2))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.users_page(page(None, None, 0)).await.unwrap().len(),
+        6,
+        "0 is the default page"
+    );
+
+    // Username, email or display name; ASCII letters without case.
+    assert_eq!(
+        names(&s.users_page(page(None, Some("AR"), 10)).await.unwrap()),
+        ["carol"]
+    );
+    assert_eq!(
+        names(&s.users_page(page(None, Some("erin@"), 10)).await.unwrap()),
+        ["erin"]
+    );
+    assert_eq!(
+        names(&s.users_page(page(None, Some("o'neil"), 10)).await.unwrap()),
+        ["frank"]
+    );
+    // `%` and `_` are themselves, not wildcards.
+    assert_eq!(
+        names(&s.users_page(page(None, Some("%_"), 10)).await.unwrap()),
+        ["frank"]
+    );
+    assert!(s
+        .users_page(page(None, Some("_"), 10))
+        .await
+        .unwrap()
+        .iter()
+        .all(|u| u.username == "frank"));
+    assert_eq!(
+        names(
+            &s.users_page(page(Some("alice"), Some("example"), 2))
+                .await
+                .unwrap()
+        ),
+        ["bob", "carol"],
+        "search and cursor together"
+    );
+}
+
+pub async fn user_update_and_set_groups(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    s.create_group("devs", T0).await.unwrap();
+    s.create_group("ops", T0).await.unwrap();
+    s.update_user(&alice.id, "new@example.com", "Alice A.", T0 + 1)
+        .await
+        .unwrap();
+    let u = s.user_by_id(&alice.id).await.unwrap().unwrap();
+    assert_eq!(
+        (u.email.as_str(), u.name.as_str()),
+        ("new@example.com", "Alice A.")
+    );
+    assert_eq!(u.username, "alice");
+    assert_not_found(s.update_user("nobody", "x@example.com", "", T0).await);
+
+    s.set_user_groups(&alice.id, &["ops".into(), "devs".into()])
+        .await
+        .unwrap();
+    assert_eq!(s.groups_of_user(&alice.id).await.unwrap(), ["devs", "ops"]);
+    s.set_user_groups(&alice.id, &["ops".into()]).await.unwrap();
+    assert_eq!(s.groups_of_user(&alice.id).await.unwrap(), ["ops"]);
+    // An unknown group changes nothing.
+    assert_not_found(
+        s.set_user_groups(&alice.id, &["devs".into(), "nope".into()])
+            .await,
+    );
+    assert_eq!(s.groups_of_user(&alice.id).await.unwrap(), ["ops"]);
+    assert_not_found(s.set_user_groups("nobody", &["ops".into()]).await);
+    s.set_user_groups(&alice.id, &[]).await.unwrap();
+    assert!(s.groups_of_user(&alice.id).await.unwrap().is_empty());
+}
+
+pub async fn sessions_of_user_and_delete_user_session(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    let bob = user(s, "bob").await;
+    s.create_session(session_fixture("a-old", &alice.id, T0, 3600))
+        .await
+        .unwrap();
+    s.create_session(session_fixture("a-new", &alice.id, T0 + 10, 3600))
+        .await
+        .unwrap();
+    s.create_session(session_fixture("a-short", &alice.id, T0, 5))
+        .await
+        .unwrap();
+    s.create_session(session_fixture("b", &bob.id, T0, 3600))
+        .await
+        .unwrap();
+    let ids = |v: Vec<Session>| v.into_iter().map(|x| x.id_hash).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.sessions_of_user(&alice.id, T0 + 20).await.unwrap()),
+        ["a-new", "a-old"],
+        "unexpired only, newest first"
+    );
+    assert_eq!(
+        s.sessions_of_user(&alice.id, T0 + 20).await.unwrap()[1],
+        session_fixture("a-old", &alice.id, T0, 3600)
+    );
+    // Another user's session is not alice's to end.
+    assert!(!s.delete_user_session(&alice.id, "b").await.unwrap());
+    assert!(s.session("b", T0 + 20).await.unwrap().is_some());
+    assert!(s.delete_user_session(&alice.id, "a-old").await.unwrap());
+    assert!(!s.delete_user_session(&alice.id, "a-old").await.unwrap());
+    assert_eq!(
+        ids(s.sessions_of_user(&alice.id, T0 + 20).await.unwrap()),
+        ["a-new"]
+    );
+}
+
+pub async fn consents_of_user_and_revoke_authorization(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    let bob = user(s, "bob").await;
+    client(s, "kubelogin", true).await;
+    client(s, "grafana", false).await;
+    let scopes = vec!["openid".to_string(), "groups".to_string()];
+    s.save_consent(&alice.id, "kubelogin", &scopes, T0)
+        .await
+        .unwrap();
+    s.save_consent(&alice.id, "grafana", &scopes[..1], T0 + 1)
+        .await
+        .unwrap();
+    s.save_consent(&bob.id, "kubelogin", &scopes, T0)
+        .await
+        .unwrap();
+    family(s, "fa1", "kubelogin", &alice.id, "ta1", T0).await;
+    family(s, "fa2", "kubelogin", &alice.id, "ta2", T0).await;
+    family(s, "fg", "grafana", &alice.id, "tg", T0).await;
+    family(s, "fb", "kubelogin", &bob.id, "tb", T0).await;
+
+    let consents = s.consents_of_user(&alice.id).await.unwrap();
+    assert_eq!(
+        consents,
+        [
+            Consent {
+                client_id: "grafana".into(),
+                scopes: scopes[..1].to_vec(),
+                granted_at: T0 + 1
+            },
+            Consent {
+                client_id: "kubelogin".into(),
+                scopes: scopes.clone(),
+                granted_at: T0
+            },
+        ]
+    );
+
+    let now = T0 + 50;
+    assert_eq!(
+        s.revoke_authorization(&alice.id, "kubelogin", now)
+            .await
+            .unwrap(),
+        2
+    );
+    for f in ["fa1", "fa2"] {
+        assert_eq!(s.family(f).await.unwrap().unwrap().revoked_at, Some(now));
+    }
+    assert!(s
+        .consented_scopes(&alice.id, "kubelogin")
+        .await
+        .unwrap()
+        .is_empty());
+    // Other clients and other users are untouched.
+    assert_eq!(s.family("fg").await.unwrap().unwrap().revoked_at, None);
+    assert_eq!(s.family("fb").await.unwrap().unwrap().revoked_at, None);
+    assert_eq!(
+        s.consented_scopes(&bob.id, "kubelogin").await.unwrap(),
+        scopes
+    );
+    assert_eq!(s.consents_of_user(&alice.id).await.unwrap().len(), 1);
+    // A second revocation finds nothing left.
+    assert_eq!(
+        s.revoke_authorization(&alice.id, "kubelogin", now + 1)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+pub async fn live_families_and_their_count(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    let bob = user(s, "bob").await;
+    client(s, "kubelogin", true).await;
+    client(s, "grafana", false).await;
+    family(s, "live-a", "kubelogin", &alice.id, "t1", T0).await;
+    family(s, "live-b", "kubelogin", &bob.id, "t2", T0 + 1).await;
+    family(s, "grafana-a", "grafana", &alice.id, "t3", T0 + 2).await;
+    family(s, "revoked", "kubelogin", &alice.id, "t4", T0).await;
+    s.revoke_family("revoked", T0 + 3).await.unwrap();
+    let short = family_fixture("expired", "kubelogin", &alice.id, T0);
+    s.create_family(short, token("t5", "expired", T0, T0 + 10))
+        .await
+        .unwrap();
+    // A rotated family is live through its successor.
+    family(s, "rotated", "kubelogin", &bob.id, "t6", T0 - 5).await;
+    assert!(matches!(
+        s.rotate_refresh_token(
+            "t6",
+            "kubelogin",
+            token("t7", "rotated", T0 + 4, T0 + 3600),
+            "sealed",
+            T0 + 4,
+            5,
+            None
+        )
+        .await
+        .unwrap(),
+        Rotation::Rotated(_)
+    ));
+
+    let now = T0 + 100;
+    let ids = |v: Vec<Family>| v.into_iter().map(|f| f.id).collect::<Vec<_>>();
+    let q = |user_id: Option<&str>, client_id: Option<&str>| FamilyQuery {
+        user_id: user_id.map(str::to_string),
+        client_id: client_id.map(str::to_string),
+        limit: 0,
+    };
+    assert_eq!(
+        ids(s
+            .live_families(q(None, Some("kubelogin")), now)
+            .await
+            .unwrap()),
+        ["live-b", "live-a", "rotated"],
+        "newest first; revoked and expired ones are not live"
+    );
+    assert_eq!(
+        ids(s
+            .live_families(q(Some(&alice.id), None), now)
+            .await
+            .unwrap()),
+        ["grafana-a", "live-a"]
+    );
+    assert_eq!(
+        ids(s
+            .live_families(q(Some(&alice.id), Some("kubelogin")), now)
+            .await
+            .unwrap()),
+        ["live-a"]
+    );
+    let one = FamilyQuery {
+        limit: 1,
+        ..q(None, None)
+    };
+    assert_eq!(ids(s.live_families(one, now).await.unwrap()), ["grafana-a"]);
+    assert_eq!(
+        s.count_live_families(Some("kubelogin"), now).await.unwrap(),
+        3
+    );
+    assert_eq!(
+        s.count_live_families(Some("grafana"), now).await.unwrap(),
+        1
+    );
+    assert_eq!(s.count_live_families(None, now).await.unwrap(), 4);
+    assert_eq!(
+        s.count_live_families(None, T0 + 5).await.unwrap(),
+        5,
+        "the short family was live before it expired"
+    );
+    assert_eq!(s.count_live_families(Some("nope"), now).await.unwrap(), 0);
+}
+
+pub async fn audit_filters_every_field_and_pages_by_id(s: &dyn Store) {
+    let ev =
+        |at: u64, event: &str, actor: &str, subject: &str, client: &str, ip: &str| AuditEvent {
+            at,
+            event: event.into(),
+            severity: "info".into(),
+            actor: actor.into(),
+            subject: subject.into(),
+            client_id: client.into(),
+            ip: ip.into(),
+            ..Default::default()
+        };
+    let all = [
+        ev(T0, "login_failed", "alice", "", "kubelogin", "192.0.2.1"),
+        ev(
+            T0 + 1,
+            "login_succeeded",
+            "alice",
+            "",
+            "kubelogin",
+            "192.0.2.1",
+        ),
+        ev(T0 + 2, "user_disabled", "root", "alice", "", "198.51.100.9"),
+        ev(T0 + 3, "token_issued", "bob", "", "grafana", "192.0.2.2"),
+        ev(
+            T0 + 4,
+            "client_tokens_revoked",
+            "cli:ops",
+            "grafana",
+            "grafana",
+            "",
+        ),
+    ];
+    for e in &all {
+        s.record_audit(e.clone()).await.unwrap();
+    }
+    let ats = |f: AuditFilter| async move {
+        s.audit_events(f)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.at - T0)
+            .collect::<Vec<_>>()
+    };
+    let f = AuditFilter::default;
+    assert_eq!(
+        ats(AuditFilter {
+            subject: Some("alice".into()),
+            ..f()
+        })
+        .await,
+        [2]
+    );
+    assert_eq!(
+        ats(AuditFilter {
+            client_id: Some("grafana".into()),
+            ..f()
+        })
+        .await,
+        [4, 3]
+    );
+    assert_eq!(
+        ats(AuditFilter {
+            ip: Some("192.0.2.1".into()),
+            ..f()
+        })
+        .await,
+        [1, 0]
+    );
+    assert_eq!(
+        ats(AuditFilter {
+            user: Some("alice".into()),
+            ..f()
+        })
+        .await,
+        [2, 1, 0],
+        "actor or subject"
+    );
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        ats(AuditFilter {
+            event_in: names(&["login_failed", "token_issued"]),
+            ..f()
+        })
+        .await,
+        [3, 0]
+    );
+    assert_eq!(
+        ats(AuditFilter {
+            event_not_in: names(&["login_failed", "token_issued"]),
+            ..f()
+        })
+        .await,
+        [4, 2, 1]
+    );
+    assert_eq!(
+        ats(AuditFilter {
+            user: Some("alice".into()),
+            event_not_in: names(&["login_failed"]),
+            until: Some(T0 + 1),
+            ..f()
+        })
+        .await,
+        [1],
+        "every condition holds at once"
+    );
+
+    // Keyset paging: each page starts below the last id of the one before, and together the
+    // pages hold every event exactly once.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = s
+            .audit_events(AuditFilter {
+                before_id: before,
+                limit: 2,
+                ..f()
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        before = page.last().map(|e| e.id);
+        seen.extend(page.iter().map(|e| e.at - T0));
+    }
+    assert_eq!(seen, [4, 3, 2, 1, 0]);
+}
+
 macro_rules! sqlite_suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1746,6 +2174,12 @@ sqlite_suite!(
     purge_keeps_used_codes_until_expiry,
     purge_drops_audit_events_past_retention,
     audit_aggregated_one_row_per_subject_and_window,
+    users_page_searches_and_pages_by_username,
+    user_update_and_set_groups,
+    sessions_of_user_and_delete_user_session,
+    consents_of_user_and_revoke_authorization,
+    live_families_and_their_count,
+    audit_filters_every_field_and_pages_by_id,
 );
 
 /// A database made by the first release (schema version 1) is brought up to date at open, and

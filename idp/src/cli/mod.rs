@@ -603,9 +603,8 @@ pub async fn run_admin(
                 .audit_events(AuditFilter {
                     event,
                     actor,
-                    since: None,
-                    until: None,
                     limit,
+                    ..Default::default()
                 })
                 .await?;
             if csv {

@@ -235,12 +235,55 @@ pub struct AuditEvent {
     pub details: String,
 }
 
+/// Which audit events to read, newest first. Every condition given must hold; `None` (or an
+/// empty list) places no condition.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub event: Option<String>,
     pub actor: Option<String>,
     pub since: Option<u64>,
     pub until: Option<u64>,
+    /// At most this many events (0: 1000).
+    pub limit: u32,
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    pub ip: Option<String>,
+    /// The actor or the subject is this name (everything a person did or had done to them).
+    pub user: Option<String>,
+    /// The event's name is one of these.
+    pub event_in: Vec<String>,
+    /// The event's name is none of these.
+    pub event_not_in: Vec<String>,
+    /// Keyset paging: only events with an id below this one (the last id of the page before).
+    pub before_id: Option<i64>,
+}
+
+/// A user's standing consent to a client (OpenID Connect Core §3.1.2.4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consent {
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    pub granted_at: u64,
+}
+
+/// One page of the user list: users ordered by username, keyset-paged on it.
+#[derive(Debug, Clone, Default)]
+pub struct UserQuery {
+    /// Only users whose username, email or display name contains this (ASCII letters compared
+    /// without case); `%` and `_` match themselves.
+    pub search: Option<String>,
+    /// Only users whose username sorts after this one (the last of the page before).
+    pub after: Option<String>,
+    /// At most this many users (0: 100).
+    pub limit: u32,
+}
+
+/// Which live refresh token families to read: a user's, a client's, or both conditions.
+#[derive(Debug, Clone, Default)]
+pub struct FamilyQuery {
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    /// At most this many families (0: 100).
     pub limit: u32,
 }
 
@@ -261,6 +304,19 @@ pub trait Store: Send + Sync {
     async fn set_user_disabled(&self, user_id: &str, disabled: bool, now: u64) -> StoreResult<()>;
     async fn delete_user(&self, user_id: &str) -> StoreResult<()>;
     async fn count_users(&self) -> StoreResult<u64>;
+    /// One page of users (see [`UserQuery`]).
+    async fn users_page(&self, query: UserQuery) -> StoreResult<Vec<User>>;
+    /// Replaces a user's email address and display name.
+    async fn update_user(
+        &self,
+        user_id: &str,
+        email: &str,
+        name: &str,
+        now: u64,
+    ) -> StoreResult<()>;
+    /// Makes `groups` exactly the user's groups, in one transaction: an unknown group is
+    /// `NotFound` and changes nothing.
+    async fn set_user_groups(&self, user_id: &str, groups: &[String]) -> StoreResult<()>;
 
     // groups
     async fn create_group(&self, name: &str, now: u64) -> StoreResult<()>;
@@ -279,6 +335,9 @@ pub trait Store: Send + Sync {
     /// Forced re-authentication: every family of the client revoked, older tokens invalid, its
     /// consents forgotten and the browser sessions of every user who used it ended.
     async fn revoke_all_for_client(&self, client_id: &str, now: u64) -> StoreResult<u64>;
+    /// How many live refresh families (see [`Store::live_families`]) there are, of one client
+    /// or of all.
+    async fn count_live_families(&self, client_id: Option<&str>, now: u64) -> StoreResult<u64>;
 
     // consent
     async fn consented_scopes(&self, user_id: &str, client_id: &str) -> StoreResult<Vec<String>>;
@@ -289,6 +348,17 @@ pub trait Store: Send + Sync {
         scopes: &[String],
         now: u64,
     ) -> StoreResult<()>;
+    /// Every consent a user gave, by client id.
+    async fn consents_of_user(&self, user_id: &str) -> StoreResult<Vec<Consent>>;
+    /// Withdraws a user's authorization of a client in one transaction: every refresh family
+    /// of the user at that client is revoked and the consent is forgotten, so the next
+    /// authorization asks again. Returns how many families were live.
+    async fn revoke_authorization(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        now: u64,
+    ) -> StoreResult<u64>;
 
     // authorization codes
     async fn insert_auth_code(&self, code: AuthCode) -> StoreResult<()>;
@@ -317,6 +387,9 @@ pub trait Store: Send + Sync {
     async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<(RefreshToken, Family)>>;
     async fn revoke_family(&self, family_id: &str, now: u64) -> StoreResult<()>;
     async fn families_of_user(&self, user_id: &str) -> StoreResult<Vec<Family>>;
+    /// Families that can still refresh: not revoked, with a current (unrotated) token that has
+    /// not expired at `now`. Newest first.
+    async fn live_families(&self, query: FamilyQuery, now: u64) -> StoreResult<Vec<Family>>;
 
     // access token revocation (RFC 7009 §2: a denylist of JWT ids until they expire)
     async fn revoke_jti(&self, jti: &str, expires_at: u64) -> StoreResult<()>;
@@ -341,6 +414,10 @@ pub trait Store: Send + Sync {
     async fn create_session(&self, session: Session) -> StoreResult<()>;
     async fn session(&self, id_hash: &str, now: u64) -> StoreResult<Option<Session>>;
     async fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
+    /// A user's unexpired browser sessions, newest first.
+    async fn sessions_of_user(&self, user_id: &str, now: u64) -> StoreResult<Vec<Session>>;
+    /// Ends one session if it is the user's; false when the user has no such session.
+    async fn delete_user_session(&self, user_id: &str, id_hash: &str) -> StoreResult<bool>;
 
     // signing keys
     async fn keys(&self) -> StoreResult<Vec<StoredKey>>;

@@ -6,8 +6,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::Row;
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
+use sqlx::{QueryBuilder, Row, Sqlite};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -282,6 +282,85 @@ async fn end_user_access(
     Ok(())
 }
 
+/// The audit query for `f`, with only the conditions it sets, so SQLite can use the index that
+/// fits (a condition written as `?1 IS NULL OR event = ?1` would hide every index from it).
+fn audit_query(f: AuditFilter) -> QueryBuilder<'static, Sqlite> {
+    let mut q = QueryBuilder::new("SELECT * FROM audit_events WHERE 1 = 1");
+    let equal = [
+        ("event", f.event),
+        ("actor", f.actor),
+        ("subject", f.subject),
+        ("client_id", f.client_id),
+        ("ip", f.ip),
+    ];
+    for (column, value) in equal {
+        if let Some(v) = value {
+            q.push(format_args!(" AND {column} = ")).push_bind(v);
+        }
+    }
+    if let Some(u) = f.user {
+        q.push(" AND (actor = ")
+            .push_bind(u.clone())
+            .push(" OR subject = ")
+            .push_bind(u)
+            .push(")");
+    }
+    if !f.event_in.is_empty() {
+        q.push(" AND event IN (SELECT value FROM json_each(")
+            .push_bind(json_list(&f.event_in))
+            .push("))");
+    }
+    if !f.event_not_in.is_empty() {
+        q.push(" AND event NOT IN (SELECT value FROM json_each(")
+            .push_bind(json_list(&f.event_not_in))
+            .push("))");
+    }
+    if let Some(t) = f.since {
+        q.push(" AND at >= ").push_bind(i(t));
+    }
+    if let Some(t) = f.until {
+        q.push(" AND at <= ").push_bind(i(t));
+    }
+    if let Some(id) = f.before_id {
+        q.push(" AND id < ").push_bind(id);
+    }
+    let limit = if f.limit == 0 { 1000 } else { f.limit };
+    q.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(limit));
+    q
+}
+
+/// A `LIKE` pattern matching any text that contains `s` literally (`\` escapes `%`, `_` and
+/// itself).
+fn contains_pattern(s: &str) -> String {
+    let mut p = String::with_capacity(s.len() + 2);
+    p.push('%');
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// A family can still refresh: not revoked, and its current token has not expired at `?1`.
+const LIVE_FAMILY: &str = "f.revoked_at IS NULL AND EXISTS (SELECT 1 FROM refresh_tokens t
+     WHERE t.family_id = f.id AND t.rotated_at IS NULL AND t.expires_at > ?1)";
+
+fn session_from(r: &SqliteRow) -> Result<Session, sqlx::Error> {
+    Ok(Session {
+        id_hash: r.try_get("id_hash")?,
+        user_id: r.try_get("user_id")?,
+        auth_time: u(r.try_get("auth_time")?),
+        created_at: u(r.try_get("created_at")?),
+        expires_at: u(r.try_get("expires_at")?),
+        ip: r.try_get("ip")?,
+        user_agent: r.try_get("user_agent")?,
+    })
+}
+
 const FAMILY_COLS: &str =
     "f.id, f.client_id, f.user_id, f.scope, f.auth_time, f.created_at AS f_created_at, f.revoked_at";
 
@@ -428,6 +507,78 @@ impl Store for SqliteStore {
             .fetch_one(&self.read)
             .await?;
         Ok(u(n))
+    }
+
+    async fn users_page(&self, q: UserQuery) -> StoreResult<Vec<User>> {
+        let limit = if q.limit == 0 { 100 } else { q.limit };
+        let rows = sqlx::query(
+            "SELECT * FROM users
+             WHERE (?1 IS NULL OR username > ?1)
+               AND (?2 IS NULL OR username LIKE ?2 ESCAPE '\\' OR email LIKE ?2 ESCAPE '\\'
+                    OR name LIKE ?2 ESCAPE '\\')
+             ORDER BY username LIMIT ?3",
+        )
+        .bind(q.after)
+        .bind(q.search.as_deref().map(contains_pattern))
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.iter().map(user_from).collect::<Result<_, _>>()?)
+    }
+
+    async fn update_user(
+        &self,
+        user_id: &str,
+        email: &str,
+        name: &str,
+        now: u64,
+    ) -> StoreResult<()> {
+        let r = sqlx::query("UPDATE users SET email = ?, name = ?, updated_at = ? WHERE id = ?")
+            .bind(email)
+            .bind(name)
+            .bind(i(now))
+            .bind(user_id)
+            .execute(&mut *self.write.lock().await)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(IdpError::NotFound("no such user".into()));
+        }
+        Ok(())
+    }
+
+    async fn set_user_groups(&self, user_id: &str, groups: &[String]) -> StoreResult<()> {
+        let mut writer = self.write.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let user: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE id = ?")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if user.is_none() {
+            return Err(IdpError::NotFound("no such user".into()));
+        }
+        for g in groups {
+            let exists: Option<String> =
+                sqlx::query_scalar("SELECT name FROM groups WHERE name = ?")
+                    .bind(g)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if exists.is_none() {
+                return Err(IdpError::NotFound(format!("no group {g:?}")));
+            }
+        }
+        sqlx::query("DELETE FROM group_members WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        for g in groups {
+            sqlx::query("INSERT OR IGNORE INTO group_members (group_name, user_id) VALUES (?, ?)")
+                .bind(g)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn create_group(&self, name: &str, now: u64) -> StoreResult<()> {
@@ -625,6 +776,62 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM consents WHERE client_id = ?")
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn count_live_families(&self, client_id: Option<&str>, now: u64) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM token_families f WHERE (?2 IS NULL OR f.client_id = ?2) AND {LIVE_FAMILY}"
+        ))
+        .bind(i(now))
+        .bind(client_id)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(u(n))
+    }
+
+    async fn consents_of_user(&self, user_id: &str) -> StoreResult<Vec<Consent>> {
+        let rows = sqlx::query(
+            "SELECT client_id, scopes, granted_at FROM consents WHERE user_id = ? ORDER BY client_id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Consent {
+                    client_id: r.try_get("client_id")?,
+                    scopes: parse_list(r.try_get("scopes")?),
+                    granted_at: u(r.try_get("granted_at")?),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    async fn revoke_authorization(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        now: u64,
+    ) -> StoreResult<u64> {
+        let mut writer = self.write.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let n = sqlx::query(
+            "UPDATE token_families SET revoked_at = ? WHERE user_id = ? AND client_id = ? AND revoked_at IS NULL",
+        )
+        .bind(i(now))
+        .bind(user_id)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM consents WHERE user_id = ? AND client_id = ?")
+            .bind(user_id)
             .bind(client_id)
             .execute(&mut *tx)
             .await?;
@@ -873,6 +1080,23 @@ impl Store for SqliteStore {
         Ok(rows.iter().map(family_from).collect::<Result<_, _>>()?)
     }
 
+    async fn live_families(&self, q: FamilyQuery, now: u64) -> StoreResult<Vec<Family>> {
+        let limit = if q.limit == 0 { 100 } else { q.limit };
+        let rows = sqlx::query(&format!(
+            "SELECT {FAMILY_COLS} FROM token_families f
+             WHERE (?2 IS NULL OR f.user_id = ?2) AND (?3 IS NULL OR f.client_id = ?3)
+               AND {LIVE_FAMILY}
+             ORDER BY f.created_at DESC, f.id LIMIT ?4"
+        ))
+        .bind(i(now))
+        .bind(q.user_id)
+        .bind(q.client_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.iter().map(family_from).collect::<Result<_, _>>()?)
+    }
+
     async fn revoke_jti(&self, jti: &str, expires_at: u64) -> StoreResult<()> {
         sqlx::query("INSERT OR IGNORE INTO revoked_jtis (jti, expires_at) VALUES (?, ?)")
             .bind(jti)
@@ -1024,18 +1248,7 @@ impl Store for SqliteStore {
             .bind(i(now))
             .fetch_optional(&self.read)
             .await?;
-        match row {
-            Some(r) => Ok(Some(Session {
-                id_hash: r.try_get("id_hash")?,
-                user_id: r.try_get("user_id")?,
-                auth_time: u(r.try_get("auth_time")?),
-                created_at: u(r.try_get("created_at")?),
-                expires_at: u(r.try_get("expires_at")?),
-                ip: r.try_get("ip")?,
-                user_agent: r.try_get("user_agent")?,
-            })),
-            None => Ok(None),
-        }
+        Ok(row.as_ref().map(session_from).transpose()?)
     }
 
     async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
@@ -1044,6 +1257,26 @@ impl Store for SqliteStore {
             .execute(&mut *self.write.lock().await)
             .await?;
         Ok(())
+    }
+
+    async fn sessions_of_user(&self, user_id: &str, now: u64) -> StoreResult<Vec<Session>> {
+        let rows = sqlx::query(
+            "SELECT * FROM sessions WHERE user_id = ? AND expires_at > ? ORDER BY created_at DESC, id_hash",
+        )
+        .bind(user_id)
+        .bind(i(now))
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.iter().map(session_from).collect::<Result<_, _>>()?)
+    }
+
+    async fn delete_user_session(&self, user_id: &str, id_hash: &str) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM sessions WHERE id_hash = ? AND user_id = ?")
+            .bind(id_hash)
+            .bind(user_id)
+            .execute(&mut *self.write.lock().await)
+            .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     async fn keys(&self) -> StoreResult<Vec<StoredKey>> {
@@ -1147,20 +1380,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit_events(&self, f: AuditFilter) -> StoreResult<Vec<AuditEvent>> {
-        let limit = if f.limit == 0 { 1000 } else { f.limit };
-        let rows = sqlx::query(
-            "SELECT * FROM audit_events
-             WHERE (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR actor = ?2)
-               AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR at <= ?4)
-             ORDER BY id DESC LIMIT ?5",
-        )
-        .bind(f.event)
-        .bind(f.actor)
-        .bind(f.since.map(i))
-        .bind(f.until.map(i))
-        .bind(i64::from(limit))
-        .fetch_all(&self.read)
-        .await?;
+        let rows = audit_query(f).build().fetch_all(&self.read).await?;
         Ok(rows.iter().map(audit_from).collect::<Result<_, _>>()?)
     }
 
