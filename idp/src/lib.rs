@@ -4,6 +4,7 @@
 //! `server::run` adds the listener, TLS and background jobs.
 
 pub mod accounts;
+pub mod admin;
 pub mod audit;
 pub mod bootstrap;
 pub mod cli;

@@ -26,6 +26,8 @@ mod store;
 mod keys;
 // The built binary: admin commands, serve start-up and refusals, certs.
 mod cli;
+// The admin layer on real SQLite: every use case, and one audit event per action.
+mod admin;
 // The built binary as a network service: header timeouts, connection caps, key reload,
 // database file modes.
 mod serving;
