@@ -21,10 +21,10 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one run of the binary produced.
 #[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl From<Output> for Run {
@@ -39,14 +39,14 @@ impl From<Output> for Run {
 
 impl Run {
     /// Asserts success and returns stdout.
-    fn ok(&self) -> &str {
+    pub(crate) fn ok(&self) -> &str {
         assert_eq!(self.code, Some(0), "expected success: {self:#?}");
         &self.stdout
     }
 
     /// Asserts the failure contract of `main`: exit 1, nothing on stdout, exactly one
     /// `error: ...` line on stderr. Returns that line.
-    fn fails(&self) -> &str {
+    pub(crate) fn fails(&self) -> &str {
         assert_eq!(self.code, Some(1), "expected exit 1: {self:#?}");
         assert_eq!(self.stdout, "", "nothing on stdout on failure: {self:#?}");
         let errors: Vec<&str> = self
@@ -61,27 +61,27 @@ impl Run {
 
 /// A throwaway installation: its own working directory (so no stray `.env` is read) and data
 /// directory, and a clean environment (so no `DATA_DIR`, `BASE_URL`, ... leaks in).
-struct Idp {
+pub(crate) struct Idp {
     dir: tempfile::TempDir,
 }
 
 impl Idp {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Idp {
             dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    fn data_dir(&self) -> PathBuf {
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
     /// The binary with a clean environment and the data directory given as `DATA_DIR`.
-    fn bare(&self) -> Command {
+    pub(crate) fn bare(&self) -> Command {
         let mut c = Command::new(BIN);
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -92,17 +92,17 @@ impl Idp {
     }
 
     /// The binary with `--data-dir`.
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = self.bare();
         c.arg("--data-dir").arg(self.data_dir()).args(args);
         c
     }
 
-    fn run(&self, args: &[&str]) -> Run {
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
         self.cmd(args).output().unwrap().into()
     }
 
-    fn run_stdin(&self, args: &[&str], stdin: &str) -> Run {
+    pub(crate) fn run_stdin(&self, args: &[&str], stdin: &str) -> Run {
         let mut child = self
             .cmd(args)
             .stdin(Stdio::piped())
@@ -120,12 +120,12 @@ impl Idp {
     }
 
     /// Runs a command expected to succeed and returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         self.run(args).ok().to_string()
     }
 
     /// Runs a command expected to fail and returns its `error:` line.
-    fn fails(&self, args: &[&str]) -> String {
+    pub(crate) fn fails(&self, args: &[&str]) -> String {
         self.run(args).fails().to_string()
     }
 }
@@ -249,14 +249,14 @@ fn mode(path: &Path) -> u32 {
 }
 
 /// The value after `label` on the line that starts with it.
-fn field<'a>(out: &'a str, label: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(out: &'a str, label: &str) -> Option<&'a str> {
     out.lines()
         .find_map(|l| l.strip_prefix(label))
         .map(str::trim)
 }
 
 /// The rows of `user list` as (username, status).
-fn users(idp: &Idp) -> Vec<(String, String)> {
+pub(crate) fn users(idp: &Idp) -> Vec<(String, String)> {
     idp.ok(&["user", "list"])
         .lines()
         .skip(1)
@@ -704,7 +704,10 @@ fn audit_csv_is_formula_safe() {
     let row: Vec<&str> = lines.next().unwrap().split(',').collect();
     assert_eq!(row.len(), 10, "{csv}");
     assert_eq!(row[2], "user_created");
-    assert_eq!(row[4], "cli");
+    assert!(
+        row[4].starts_with("cli:"),
+        "the actor is cli:<unix user>: {csv}"
+    );
     assert_eq!(
         row[5], "'@SUM",
         "a formula-looking value is prefixed with '"

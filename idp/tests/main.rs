@@ -28,6 +28,9 @@ mod keys;
 mod cli;
 // The admin layer on real SQLite: every use case, and one audit event per action.
 mod admin;
+// The built binary's commands on the admin layer: user edit, sessions, authorizations,
+// client tokens, audit filters, paging and export, the cli:<unix user> actor.
+mod admin_cli;
 // The built binary as a network service: header timeouts, connection caps, key reload,
 // database file modes.
 mod serving;
