@@ -6,7 +6,6 @@
 //! leaf: rustls refuses a CA certificate used as the server's own (CaUsedAsEndEntity).
 
 use std::fs;
-use std::io::Write as _;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -432,40 +431,11 @@ fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
     builder.create(dir).map_err(io_error(dir))
 }
 
-/// Writes via a temporary file and rename, so a server reading the file never sees it half
-/// written, and a key file is never readable by others, not even for a moment.
+/// Writes via a temporary file and rename ([`shared::fs::write_atomic`]), so a server reading
+/// the file never sees it half written, and a key file is never readable by others, not even
+/// for a moment.
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_error(&tmp)(e)),
-    }
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(mode);
-    }
-    let mut file = options.open(&tmp).map_err(io_error(&tmp))?;
-    file.write_all(contents).map_err(io_error(&tmp))?;
-    // The umask may have cleared bits (e.g. 0644 under umask 077); the documented modes win.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io_error(&tmp))?;
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    file.sync_all().map_err(io_error(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(io_error(path))
+    shared::fs::write_atomic(path, contents, mode).map_err(io_error(path))
 }
 
 #[cfg(test)]
