@@ -91,7 +91,11 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"two");
         #[cfg(unix)]
         assert_eq!(mode(&path), 0o644);
-        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1, "no temporary file");
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "no temporary file"
+        );
     }
 
     #[cfg(unix)]
@@ -111,7 +115,11 @@ mod tests {
         let err = create_atomic(&path, b"second", 0o600).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
         assert_eq!(fs::read(&path).unwrap(), b"first");
-        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1, "no temporary file");
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "no temporary file"
+        );
     }
 
     #[cfg(unix)]

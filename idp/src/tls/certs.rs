@@ -3,7 +3,9 @@
 //!
 //! kube-apiserver fetches the issuer's discovery document and JWKS over HTTPS and must trust the
 //! server certificate (`--oidc-ca-file`), so `certs` makes a CA to hand to it and a separate
-//! leaf: rustls refuses a CA certificate used as the server's own (CaUsedAsEndEntity).
+//! leaf: rustls refuses a CA certificate used as the server's own (CaUsedAsEndEntity). A re-run
+//! reuses the CA, read back from ca.crt with rcgen's `x509-parser` feature; files are written
+//! atomically by `shared::fs`.
 
 use std::fs;
 use std::net::{IpAddr, Ipv6Addr};

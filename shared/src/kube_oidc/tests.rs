@@ -1,3 +1,6 @@
+//! Cases for [`super::authenticate`] and [`super::Settings::validate`], each an input and the
+//! outcome kube-apiserver's OIDC authenticator gives for it, one test per rule.
+
 use super::*;
 use crate::jwt::b64url;
 use jsonwebtoken::{EncodingKey, Header};
