@@ -6,7 +6,6 @@ use crate::crypto;
 use crate::error::IdpError;
 use crate::store::{Client, NewUser, Store};
 use shared::token::grant_type;
-use std::io::Write;
 use std::path::Path;
 
 pub const DEFAULT_CLIENT_ID: &str = "kubelogin";
@@ -86,6 +85,8 @@ pub async fn first_boot(
     Ok(true)
 }
 
+/// Writes the first admin's password to `path` (mode 0600), refusing to replace an existing
+/// file: it may be someone else's, or hold the password of an earlier first boot.
 fn write_credentials(path: &Path, password: &str) -> Result<(), IdpError> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
@@ -97,22 +98,15 @@ fn write_credentials(path: &Path, password: &str) -> Result<(), IdpError> {
             })?;
         }
     }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(|e| {
+    let contents = format!(
+        "# kubelogin-idp first-boot credentials. Sign in, change the password (kubelogin-idp user passwd admin), then delete this file.\n\
+         username=admin\n\
+         password={password}\n"
+    );
+    shared::fs::create_atomic(path, contents.as_bytes(), 0o600).map_err(|e| {
         IdpError::Config(format!(
             "cannot create the credentials file {} for the first admin password: {e} (remove a stale file or set CREDENTIALS_FILE)",
             path.display()
         ))
-    })?;
-    writeln!(f, "# kubelogin-idp first-boot credentials. Sign in, change the password (kubelogin-idp user passwd admin), then delete this file.")?;
-    writeln!(f, "username=admin")?;
-    writeln!(f, "password={password}")?;
-    f.sync_all()?;
-    Ok(())
+    })
 }

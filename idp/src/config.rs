@@ -123,43 +123,23 @@ fn bounded_count(name: &str, n: usize) -> Result<usize, IdpError> {
     Ok(n)
 }
 
-/// Parses `90`, `90s`, `15m`, `1h`, `30d` (and combinations like `1h30m`) into seconds.
+/// Parses a duration flag into whole seconds: a bare number of seconds (`3600`, the form the
+/// flags have always documented), else anything `humantime` reads (`90s`, `15m`, `1h30m`,
+/// `30d`, `1h 30m`), as the serving timeouts do. A fraction of a second is refused rather than
+/// rounded (`1500ms` is not a whole number of seconds).
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let s = s.trim();
     if let Ok(n) = s.parse::<u64>() {
         return Ok(n);
     }
-    let mut total: u64 = 0;
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-        num.clear();
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            _ => {
-                return Err(format!(
-                    "invalid duration {s:?} (use e.g. 90s, 15m, 1h, 30d)"
-                ))
-            }
-        };
-        total = total.saturating_add(n.saturating_mul(unit));
-    }
-    if !num.is_empty() {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration {s:?}: {e} (use e.g. 3600, 90s, 15m, 1h, 30d)"))?;
+    if d.subsec_nanos() != 0 {
         return Err(format!(
-            "invalid duration {s:?} (a number needs a unit: s, m, h or d)"
+            "invalid duration {s:?}: give whole seconds (e.g. 90s, 15m, 1h)"
         ));
     }
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    Ok(total)
+    Ok(d.as_secs())
 }
 
 /// The validated runtime configuration.
@@ -349,6 +329,21 @@ mod tests {
         assert_eq!(parse_duration("720h").unwrap(), 2_592_000);
         assert!(parse_duration("1x").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn durations_in_humantime_forms_and_whole_seconds_only() {
+        assert_eq!(parse_duration(" 3600 ").unwrap(), 3600);
+        assert_eq!(parse_duration("0").unwrap(), 0);
+        assert_eq!(parse_duration("30d").unwrap(), 30 * 86_400);
+        assert_eq!(parse_duration("1h 30m").unwrap(), 5400);
+        assert_eq!(parse_duration("2days").unwrap(), 2 * 86_400);
+        for bad in ["1h30", "1500ms", "-5s", "s", "soon"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        let c = parse(&["--session-lifetime=8h", "--audit-retention=90d"]).unwrap();
+        assert_eq!(c.session_lifetime, 8 * 3600);
+        assert_eq!(c.audit_retention, 90 * 86_400);
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod store;
+// A real IdP in-process for tests (this crate's, kubelogin's, e2e); never in the shipped binary.
+#[cfg(feature = "test-support")]
 pub mod testing;
 pub mod tls;
 pub mod token;

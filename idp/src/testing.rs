@@ -1,6 +1,7 @@
 //! A real IdP for tests, in-process on 127.0.0.1 with a throwaway database: seeded users and
 //! clients, and a scripted "browser" that signs in through the real login and consent pages.
-//! Used by this crate's tests and by kubectl-oidc_login's.
+//! Used by this crate's tests, by kubectl-oidc_login's and by the e2e crate, behind the
+//! `test-support` feature: it is never compiled into the shipped `kubelogin-idp`.
 
 use crate::clock::{Clock, ManualClock};
 use crate::config::Config;
@@ -111,74 +112,23 @@ impl TestIdp {
                 .enable_all()
                 .build()
                 .expect("runtime");
-            rt.block_on(async move {
-                let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-                std_listener.set_nonblocking(true).expect("nonblocking");
-                let addr = std_listener.local_addr().expect("addr");
-                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                let scheme = if opts.tls { "https" } else { "http" };
-                let host = if opts.tls { "localhost" } else { "127.0.0.1" };
-                let issuer = format!("{scheme}://{host}:{}", addr.port());
-                let mut config = Config::for_issuer(&issuer).expect("config");
-                config.signing_alg = opts.algorithm.parse().expect("algorithm");
-                config.token_lifetime = opts.token_lifetime;
-                config.refresh_reuse_grace = opts.refresh_reuse_grace;
-                config.device_code_interval = opts.device_code_interval;
-                let url = format!("sqlite://{}", dir2.join("idp.db").display());
-                let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.expect("store"));
-                let clock: Arc<dyn Clock> = Arc::new(SwitchClock {
-                    manual: manual2,
-                    use_manual: opts.manual_clock,
-                });
-                let secret = seed(store.as_ref(), clock.now()).await;
-                let state = AppState::new(config, store, clock).await.expect("state");
-                let app = crate::app(state.clone());
-                let mut ca = None;
-                if opts.tls {
-                    let paths = crate::tls::generate_certs(
-                        &["localhost".into(), "127.0.0.1".into()],
-                        &dir2.join("certs"),
-                        crate::clock::SystemClock.now(),
-                    )
-                    .expect("certs");
-                    let tls = crate::tls::server_config(&paths.server_cert, &paths.server_key)
-                        .expect("tls config");
-                    ca = Some(paths.ca_cert.clone());
-                    tokio::spawn(crate::tls::serve_tls(listener, tls, app, async move {
-                        let _ = stop_rx.await;
-                    }));
-                } else {
-                    tokio::spawn(async move {
-                        let _ = axum::serve(
-                            listener,
-                            app.into_make_service_with_connect_info::<SocketAddr>(),
-                        )
-                        .with_graceful_shutdown(async move {
-                            let _ = stop_rx.await;
-                        })
-                        .await;
-                    });
-                }
-                let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-                tx.send((state, addr, secret, ca, done_tx)).expect("send");
-                let _ = done_rx.await;
-            });
+            rt.block_on(run(opts, dir2, manual2, stop_rx, tx));
         });
-        let (state, addr, confidential_secret, ca_path, done) =
-            rx.recv().expect("the test IdP failed to start");
-        let ca_pem = ca_path
+        let started = rx.recv().expect("the test IdP failed to start");
+        let ca_pem = started
+            .ca_path
             .as_ref()
             .and_then(|p| std::fs::read_to_string(p).ok());
         TestIdp {
-            state,
-            addr,
-            confidential_secret,
+            state: started.state,
+            addr: started.addr,
+            confidential_secret: started.confidential_secret,
             ca_pem,
-            ca_path,
+            ca_path: started.ca_path,
             dir,
             clock: manual,
             shutdown: Some(stop_tx),
-            done: Some(done),
+            done: Some(started.done),
             thread: Some(thread),
         }
     }
@@ -325,6 +275,111 @@ impl TestIdp {
             false,
         )
     }
+}
+
+/// What the runtime thread hands back once the IdP serves.
+struct Started {
+    state: AppState,
+    addr: SocketAddr,
+    confidential_secret: String,
+    ca_path: Option<PathBuf>,
+    /// Dropping this ends the runtime thread.
+    done: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The runtime thread's body: binds 127.0.0.1:0, builds the IdP, serves it until `stop`, reports
+/// on `started`, and returns when the `done` sender it handed over is dropped.
+#[allow(clippy::expect_used)]
+async fn run(
+    opts: TestIdpOptions,
+    dir: PathBuf,
+    manual: Arc<ManualClock>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+    started: std::sync::mpsc::Sender<Started>,
+) {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    std_listener.set_nonblocking(true).expect("nonblocking");
+    let addr = std_listener.local_addr().expect("addr");
+    let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+    let scheme = if opts.tls { "https" } else { "http" };
+    let host = if opts.tls { "localhost" } else { "127.0.0.1" };
+    let issuer = format!("{scheme}://{host}:{}", addr.port());
+    let (state, confidential_secret) = build_state(&opts, &dir, &issuer, manual).await;
+    let app = crate::app(state.clone());
+    let ca_path = spawn_server(opts.tls, &dir, listener, app, stop);
+    let (done, done_rx) = tokio::sync::oneshot::channel::<()>();
+    started
+        .send(Started {
+            state,
+            addr,
+            confidential_secret,
+            ca_path,
+            done,
+        })
+        .expect("send");
+    let _ = done_rx.await;
+}
+
+/// The IdP's state for `issuer` on a fresh SQLite database in `dir`, seeded (see [`seed`]);
+/// returns it with the confidential client's secret.
+#[allow(clippy::expect_used)]
+async fn build_state(
+    opts: &TestIdpOptions,
+    dir: &std::path::Path,
+    issuer: &str,
+    manual: Arc<ManualClock>,
+) -> (AppState, String) {
+    let mut config = Config::for_issuer(issuer).expect("config");
+    config.signing_alg = opts.algorithm.parse().expect("algorithm");
+    config.token_lifetime = opts.token_lifetime;
+    config.refresh_reuse_grace = opts.refresh_reuse_grace;
+    config.device_code_interval = opts.device_code_interval;
+    let url = format!("sqlite://{}", dir.join("idp.db").display());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.expect("store"));
+    let clock: Arc<dyn Clock> = Arc::new(SwitchClock {
+        manual,
+        use_manual: opts.manual_clock,
+    });
+    let secret = seed(store.as_ref(), clock.now()).await;
+    let state = AppState::new(config, store, clock).await.expect("state");
+    (state, secret)
+}
+
+/// Serves `app` on `listener` until `stop`: over HTTPS with a certificate from a fresh local CA
+/// in `dir` (whose path it returns) when `tls`, else plain HTTP.
+#[allow(clippy::expect_used)]
+fn spawn_server(
+    tls: bool,
+    dir: &std::path::Path,
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> Option<PathBuf> {
+    if !tls {
+        tokio::spawn(async move {
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.await;
+            })
+            .await;
+        });
+        return None;
+    }
+    let paths = crate::tls::generate_certs(
+        &["localhost".into(), "127.0.0.1".into()],
+        &dir.join("certs"),
+        crate::clock::SystemClock.now(),
+    )
+    .expect("certs");
+    let config =
+        crate::tls::server_config(&paths.server_cert, &paths.server_key).expect("tls config");
+    tokio::spawn(crate::tls::serve_tls(listener, config, app, async move {
+        let _ = stop.await;
+    }));
+    Some(paths.ca_cert)
 }
 
 impl Drop for TestIdp {

@@ -3,10 +3,11 @@
 //!
 //! kube-apiserver fetches the issuer's discovery document and JWKS over HTTPS and must trust the
 //! server certificate (`--oidc-ca-file`), so `certs` makes a CA to hand to it and a separate
-//! leaf: rustls refuses a CA certificate used as the server's own (CaUsedAsEndEntity).
+//! leaf: rustls refuses a CA certificate used as the server's own (CaUsedAsEndEntity). A re-run
+//! reuses the CA, read back from ca.crt with rcgen's `x509-parser` feature; files are written
+//! atomically by `shared::fs`.
 
 use std::fs;
-use std::io::Write as _;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,8 +18,7 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// The CA certificate's subject. Reusing a CA re-derives the issuer name from this, so a
-/// `ca.crt` with another subject cannot be reused (see `load_ca`).
+/// The CA certificate's subject; `certs` reuses only a CA with this subject (see `load_ca`).
 const CA_COMMON_NAME: &str = "kubelogin-idp local CA";
 /// Ten years: the CA is what kube-apiserver is configured to trust, so it should outlive leaves.
 const CA_VALIDITY_DAYS: i64 = 3652;
@@ -106,7 +106,7 @@ pub fn generate_certs(
         server_key: out_dir.join("server.key"),
     };
     let (ca_cert, ca_key) = match (exists(&paths.ca_cert)?, exists(&paths.ca_key)?) {
-        (true, true) => load_ca(&paths, out_dir, today)?,
+        (true, true) => load_ca(&paths, out_dir)?,
         (false, false) => {
             let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
             let cert = ca_params(today)?.self_signed(&key)?;
@@ -222,15 +222,12 @@ fn read_private_key(key_path: &Path) -> Result<PrivateKeyDer<'static>, TlsError>
     }
 }
 
-/// Reuses the CA on disk. rcgen (without its x509-parser feature) cannot read a certificate
-/// back, so the issuer is re-derived from the CA key and the fixed CA subject; the stored
-/// ca.crt must then have that same subject and public key, or leaves signed here would not
-/// chain to it.
-fn load_ca(
-    paths: &CertPaths,
-    dir: &Path,
-    today: i64,
-) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
+/// Reuses the CA on disk. Its certificate is read back with rcgen's `x509-parser` feature, so
+/// leaves name its subject as their issuer and carry its subjectKeyIdentifier as their
+/// authorityKeyIdentifier (RFC 5280 §4.2.1.1): they chain to the very ca.crt kube-apiserver
+/// holds. ca.key must be ca.crt's key, and ca.crt one that `certs` made (CN=[`CA_COMMON_NAME`]):
+/// a CA made with other tooling stays with that tooling.
+fn load_ca(paths: &CertPaths, dir: &Path) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
     let reuse_error = |reason: String| TlsError::CaReuse {
         dir: dir.to_path_buf(),
         reason,
@@ -244,24 +241,28 @@ fn load_ca(
             path: paths.ca_cert.clone(),
             reason: "no CERTIFICATE PEM block".to_string(),
         })?;
-    let rebuilt = ca_params(today)?.self_signed(&key)?;
-    let (stored_subject, stored_spki) = anchor_of(stored).map_err(|e| TlsError::Pem {
+    let not_a_certificate = |e: &dyn std::fmt::Display| TlsError::Pem {
         path: paths.ca_cert.clone(),
         reason: format!("not a valid certificate: {e}"),
-    })?;
-    let (rebuilt_subject, rebuilt_spki) =
-        anchor_of(rebuilt.der().clone()).map_err(|e| reuse_error(e.to_string()))?;
-    if stored_spki != rebuilt_spki {
+    };
+    let params = CertificateParams::from_ca_cert_der(&stored).map_err(|e| not_a_certificate(&e))?;
+    let (_, stored_spki) = anchor_of(stored).map_err(|e| not_a_certificate(&e))?;
+    let is_ours = params.distinguished_name == ca_name();
+    // rcgen 0.13 signs leaves with a `Certificate` as issuer, of which it uses the parameters
+    // read above and the key; this re-signed copy is never written.
+    let issuer = params.self_signed(&key)?;
+    let (_, key_spki) = anchor_of(issuer.der().clone()).map_err(|e| reuse_error(e.to_string()))?;
+    if stored_spki != key_spki {
         return Err(reuse_error("ca.key is not the key of ca.crt".to_string()));
     }
-    if stored_subject != rebuilt_subject {
+    if !is_ours {
         return Err(reuse_error(format!(
             "ca.crt was not made by `kubelogin-idp certs` (its subject is not CN={CA_COMMON_NAME}); \
              sign the server certificate with that CA's own tooling, or remove ca.crt and ca.key \
              to create a new CA"
         )));
     }
-    Ok((rebuilt, key))
+    Ok((issuer, key))
 }
 
 fn read_ca_key(path: &Path) -> Result<KeyPair, TlsError> {
@@ -286,12 +287,16 @@ fn anchor_of(cert: CertificateDer<'_>) -> Result<(Vec<u8>, Vec<u8>), rustls::Err
     ))
 }
 
+/// The subject of the CA `certs` makes.
+fn ca_name() -> DistinguishedName {
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, CA_COMMON_NAME);
+    name
+}
+
 fn ca_params(today: i64) -> Result<CertificateParams, TlsError> {
     let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, CA_COMMON_NAME);
+    params.distinguished_name = ca_name();
     // Path length 0: this CA signs server certificates directly, never other CAs.
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -432,40 +437,11 @@ fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
     builder.create(dir).map_err(io_error(dir))
 }
 
-/// Writes via a temporary file and rename, so a server reading the file never sees it half
-/// written, and a key file is never readable by others, not even for a moment.
+/// Writes via a temporary file and rename ([`shared::fs::write_atomic`]), so a server reading
+/// the file never sees it half written, and a key file is never readable by others, not even
+/// for a moment.
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_error(&tmp)(e)),
-    }
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(mode);
-    }
-    let mut file = options.open(&tmp).map_err(io_error(&tmp))?;
-    file.write_all(contents).map_err(io_error(&tmp))?;
-    // The umask may have cleared bits (e.g. 0644 under umask 077); the documented modes win.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io_error(&tmp))?;
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    file.sync_all().map_err(io_error(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(io_error(path))
+    shared::fs::write_atomic(path, contents, mode).map_err(io_error(path))
 }
 
 #[cfg(test)]
@@ -677,6 +653,41 @@ mod tests {
         fs::copy(&other_paths.ca_key, &paths.ca_key).expect("copy");
         let err = generate_certs(&hosts(&["localhost"]), tmp.path(), NOW).expect_err("mismatch");
         assert!(matches!(err, TlsError::CaReuse { .. }), "{err}");
+    }
+
+    #[test]
+    fn only_a_ca_made_by_certs_is_reused() {
+        // A CA with another subject, with its key: refused, both files left as they were.
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut params = ca_params(19_723).expect("params");
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Some Other CA");
+        let foreign = params.self_signed(&key).expect("foreign CA");
+        fs::write(tmp.path().join("ca.crt"), foreign.pem()).expect("write");
+        fs::write(tmp.path().join("ca.key"), key.serialize_pem()).expect("write");
+        let err = generate_certs(&hosts(&["localhost"]), tmp.path(), NOW).expect_err("foreign");
+        assert!(matches!(err, TlsError::CaReuse { .. }), "{err}");
+        assert!(err.to_string().contains("not made by"), "{err}");
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("ca.crt")).expect("ca"),
+            foreign.pem()
+        );
+        assert!(!tmp.path().join("server.crt").exists());
+
+        // A ca.crt that is not a certificate names the file.
+        let tmp = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            tmp.path().join("ca.crt"),
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        fs::write(tmp.path().join("ca.key"), key.serialize_pem()).expect("write");
+        let err = generate_certs(&hosts(&["localhost"]), tmp.path(), NOW).expect_err("garbage");
+        assert!(matches!(err, TlsError::Pem { .. }), "{err}");
+        assert!(err.to_string().contains("ca.crt"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Disk storage: one JSON file per key in a 0700 directory, written atomically with mode 0600.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{CacheEntry, TokenStore};
@@ -75,48 +74,15 @@ pub fn check_private(dir: &Path) -> Result<()> {
 }
 
 /// Writes `bytes` to `path` so that a reader sees the old file or the new one, never half of
-/// one: a temporary file in the same directory, fsync, rename, then fsync of the directory so
-/// the rename itself survives a crash.
+/// one, with mode 0600 ([`shared::fs::write_atomic`]: temporary file, fsync, rename, fsync of
+/// the directory).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     ensure_dir(dir)?;
-    let cache_err = |source| Error::Cache {
+    shared::fs::write_atomic(path, bytes, 0o600).map_err(|source| Error::Cache {
         path: path.to_path_buf(),
         source,
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.tmp.{}.{:x}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let result = (|| {
-        let mut file = options.open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
-        #[cfg(unix)]
-        if let Ok(d) = fs::File::open(dir) {
-            // Not every filesystem supports fsync on a directory; the data is already safe.
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(cache_err)
+    })
 }
 
 impl TokenStore for DiskStore {
