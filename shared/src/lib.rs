@@ -6,6 +6,7 @@
 pub mod claims;
 pub mod device;
 pub mod discovery;
+pub mod error_chain;
 pub mod introspection;
 pub mod jwk;
 pub mod jwt;
