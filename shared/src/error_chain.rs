@@ -42,7 +42,10 @@ mod tests {
 
     #[test]
     fn causes_are_appended_in_order() {
-        let e = E("reading the CA", Some(Box::new(E("tls", Some(Box::new(E("bad pem", None)))))));
+        let e = E(
+            "reading the CA",
+            Some(Box::new(E("tls", Some(Box::new(E("bad pem", None)))))),
+        );
         assert_eq!(display(&e), "reading the CA: tls: bad pem");
     }
 
@@ -50,7 +53,10 @@ mod tests {
     fn a_cause_already_in_the_message_is_not_repeated() {
         let e = E(
             "database: disk full",
-            Some(Box::new(E("disk full", Some(Box::new(E("errno 28", None)))))),
+            Some(Box::new(E(
+                "disk full",
+                Some(Box::new(E("errno 28", None))),
+            ))),
         );
         assert_eq!(display(&e), "database: disk full: errno 28");
         assert_eq!(display(&E("alone", None)), "alone");
