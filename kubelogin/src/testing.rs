@@ -1,6 +1,9 @@
 //! Fakes of the [`crate::deps`] traits: a settable clock, a sleeper that advances it, a
 //! recording browser and console, scripted prompts, an in-memory keyring with a size limit,
 //! and a scripted HTTP client. Used by unit tests here and by `tests/`.
+//!
+//! Compiled only for tests (`cfg(test)`, or the `test-support` feature the integration tests
+//! get through the crate's dev-dependency on itself): the shipped binary carries none of it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -5,6 +5,9 @@
 //! a real token passes kube-apiserver's OIDC rules (`shared::kube_oidc`, the same code the test
 //! stand-in for kube-apiserver runs). It ends with the username and groups kube-apiserver will
 //! derive, or the exact reason it will reject the token and the fix.
+//!
+//! Each check is a method of `Doctor`, numbered and run in order by [`run`]; the token it
+//! checks comes from `get_token::obtain`, as get-token would hand it to kubectl.
 
 use shared::kube_oidc::Settings;
 
