@@ -116,15 +116,18 @@ pub enum ExecInfoError {
     NotJson(#[source] serde_json::Error),
     #[error("apiVersion is missing")]
     NoApiVersion,
-    #[error("apiVersion \"{0}\" is not supported (use {v1} or {v1beta1})", v1 = crate::exec_credential::V1, v1beta1 = crate::exec_credential::V1BETA1)]
-    UnsupportedApiVersion(String),
+    #[error("apiVersion \"{found}\" is not supported (use {})", supported.join(" or "))]
+    UnsupportedApiVersion {
+        found: String,
+        supported: [&'static str; 2],
+    },
 }
 
 /// What is wrong with a provider's answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ResponseProblem {
-    /// An unexpected HTTP status; `body` describes what came back
-    /// ([`crate::provider::describe_body`]).
+    /// An unexpected HTTP status; `body` describes what came back (content type and first
+    /// characters).
     #[error("HTTP {status}{body}")]
     Status { status: u16, body: String },
     #[error("expected a JSON document ({source}){body}")]

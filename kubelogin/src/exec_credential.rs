@@ -48,9 +48,10 @@ pub fn parse_exec_info(raw: Option<&str>) -> Result<ExecInfo> {
         V1BETA1 => V1BETA1,
         "" => return Err(Error::ExecInfo(ExecInfoError::NoApiVersion)),
         other => {
-            return Err(Error::ExecInfo(ExecInfoError::UnsupportedApiVersion(
-                other.to_string(),
-            )))
+            return Err(Error::ExecInfo(ExecInfoError::UnsupportedApiVersion {
+                found: other.to_string(),
+                supported: [V1, V1BETA1],
+            }))
         }
     };
     Ok(ExecInfo {

@@ -18,9 +18,7 @@ pub fn run(deps: &Deps, args: &CleanArgs) -> Result<String> {
     if args.revoke || args.provider.oidc_issuer_url.is_some() {
         let r = super::resolve(&args.provider, Some(&args.cache), false).map_err(|e| {
             if args.revoke {
-                Error::usage(format!(
-                    "--revoke needs the provider flags of the login: {e}"
-                ))
+                Error::invalid("--revoke needs the provider flags of the login", e)
             } else {
                 e
             }

@@ -14,9 +14,7 @@ use crate::deps::{Deps, HttpSettings};
 use crate::error::{Error, Result};
 use crate::provider::ProviderConfig;
 use crate::secret::Secret;
-use crate::token_cache::{self, CacheKey, Storage};
-
-use super::get_token::CachePolicy;
+use crate::token_cache::{self, CacheKey, CachePolicy, Storage};
 
 /// The flags, checked and resolved.
 pub struct Resolved {

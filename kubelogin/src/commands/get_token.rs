@@ -4,9 +4,6 @@
 //! Hot path (a valid cached token): parse flags, take the lock, read one file, decode `exp`,
 //! print. No HTTP client, no TLS roots, no threads. Only a miss goes on to refresh, then login.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use crate::auth::{self, opens_browser, Refresh};
 use crate::cli::GetTokenArgs;
 use crate::deps::Deps;
@@ -14,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::exec_credential::{parse_exec_info, render};
 use crate::provider::Provider;
 use crate::token_cache::lock::CacheLock;
-use crate::token_cache::{self, Backoff, CacheEntry, Credential, Storage, TokenStore};
+use crate::token_cache::{self, Backoff, CacheEntry, CachePolicy, Credential, TokenStore};
 
 use super::Resolved;
 
@@ -31,19 +28,6 @@ pub fn run(deps: &Deps, args: &GetTokenArgs) -> Result<String> {
         got.credential.token.expose(),
         got.credential.expiry,
     ))
-}
-
-/// Where the token cache lives and how [`obtain`] uses it.
-#[derive(Debug, Clone)]
-pub struct CachePolicy {
-    pub dir: PathBuf,
-    pub storage: Storage,
-    /// The longest wait for another process holding the key's lock.
-    pub lock_timeout: Duration,
-    /// A cached token expiring sooner than this is refreshed.
-    pub refresh_margin: chrono::Duration,
-    /// `--force-refresh`: never answer from the cache.
-    pub force_refresh: bool,
 }
 
 /// Where an obtained token came from.

@@ -9,6 +9,7 @@ pub mod lock;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -145,6 +146,19 @@ pub enum Storage {
     Keyring,
     /// Nothing is kept: every call refreshes or logs in.
     None,
+}
+
+/// Where the token cache lives and how `commands::get_token::obtain` uses it.
+#[derive(Debug, Clone)]
+pub struct CachePolicy {
+    pub dir: PathBuf,
+    pub storage: Storage,
+    /// The longest wait for another process holding the key's lock.
+    pub lock_timeout: Duration,
+    /// A cached token expiring sooner than this is refreshed.
+    pub refresh_margin: chrono::Duration,
+    /// `--force-refresh`: never answer from the cache.
+    pub force_refresh: bool,
 }
 
 /// Reads and writes entries by hex key.
