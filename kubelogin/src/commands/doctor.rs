@@ -178,7 +178,7 @@ impl<'d> Doctor<'d> {
         self.deps.say(&format!("[note] {what}"));
     }
 
-    /// 1. Discovery, with the client's TLS settings. Without it nothing else can be checked.
+    /// Check 1: Discovery, with the client's TLS settings. Without it nothing else can be checked.
     fn check_discovery(&mut self) -> Option<Provider<'d>> {
         let (deps, r) = (self.deps, self.r);
         let issuer = &r.provider.issuer;
@@ -202,7 +202,7 @@ impl<'d> Doctor<'d> {
         }
     }
 
-    /// 2. The issuer string kube-apiserver compares the token's `iss` against.
+    /// Check 2: The issuer string kube-apiserver compares the token's `iss` against.
     fn check_issuer(&mut self, provider: &Provider) {
         let issuer = &provider.metadata.issuer;
         match issuer_difference(issuer, &self.api_issuer) {
@@ -217,7 +217,7 @@ impl<'d> Doctor<'d> {
         }
     }
 
-    /// 2b. The client id kube-apiserver expects in the token's `aud`.
+    /// Check 2b: The client id kube-apiserver expects in the token's `aud`.
     fn check_client_id(&mut self) {
         let client = &self.r.provider.client_id;
         if &self.api_client != client {
@@ -229,7 +229,7 @@ impl<'d> Doctor<'d> {
         }
     }
 
-    /// 3. Whether kube-apiserver can trust the provider's certificate with what it is given.
+    /// Check 3: Whether kube-apiserver can trust the provider's certificate with what it is given.
     fn check_apiserver_trust(&mut self) {
         if !self.api_issuer.starts_with("https://") {
             return;
@@ -278,7 +278,7 @@ impl<'d> Doctor<'d> {
         }
     }
 
-    /// 4. The redirect URIs the client will use (browser logins only). The authorization
+    /// Check 4: The redirect URIs the client will use (browser logins only). The authorization
     /// endpoint is asked about each without following redirects: a provider that refuses a
     /// redirect URI shows an error page (RFC 6749 §4.1.2.1) instead of its login page.
     fn check_redirects(&mut self, provider: &Provider) -> Result<()> {
@@ -395,7 +395,7 @@ impl<'d> Doctor<'d> {
         }
     }
 
-    /// 5. The signing algorithm: one the provider uses must be one kube-apiserver accepts.
+    /// Check 5: The signing algorithm: one the provider uses must be one kube-apiserver accepts.
     fn check_signing_algs(&mut self, provider: &Provider) {
         let algs = &provider.metadata.id_token_signing_alg_values_supported;
         let (offered, accepted) = (algs.join(","), self.api_algs.join(","));
@@ -413,7 +413,7 @@ impl<'d> Doctor<'d> {
         }
     }
 
-    /// 6. A real token (get-token's, from the cache, a refresh or a login) through
+    /// Check 6: A real token (get-token's, from the cache, a refresh or a login) through
     /// kube-apiserver's OIDC rules; ends with the user kube-apiserver will see.
     fn check_token(&mut self, provider: &Provider, token: Result<Obtained>) -> Result<()> {
         let got = match token {
