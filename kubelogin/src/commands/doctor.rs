@@ -124,6 +124,38 @@ pub fn issuer_difference(client: &str, apiserver: &str) -> Option<String> {
     ))
 }
 
+/// Runs every check in order; the report goes to stderr, the exit code says whether all
+/// passed.
+pub fn run(deps: &Deps, args: &DoctorArgs) -> Result<String> {
+    let api = apiserver_settings(args)?;
+    // The token checked is the one get-token would hand kubectl, so KUBERNETES_EXEC_INFO is
+    // read as get-token reads it; a bad one fails only the token check.
+    let exec_info = parse_exec_info(deps.env.exec_info.as_deref());
+    let interactive = match &exec_info {
+        Ok(info) => super::interactive(deps, info.interactive),
+        Err(_) => deps.prompt.is_terminal(),
+    };
+    let get_token = &args.get_token;
+    let r = super::resolve(&get_token.provider, Some(&get_token.cache), interactive)?;
+    let mut doctor = Doctor::new(deps, &r, api);
+    let Some(provider) = doctor.check_discovery() else {
+        return doctor.finish();
+    };
+    doctor.check_issuer(&provider);
+    doctor.check_client_id();
+    doctor.check_apiserver_trust();
+    if r.login.grant == GrantType::Authcode {
+        doctor.check_redirects(&provider)?;
+    }
+    doctor.check_signing_algs(&provider);
+    let token = exec_info.and_then(|_| {
+        let cache = super::flags::cache_policy(deps, &get_token.cache, get_token.force_refresh);
+        obtain(deps, &r, Some(&cache))
+    });
+    doctor.check_token(&provider, token)?;
+    doctor.finish()
+}
+
 /// The checks, run in order by [`run`]; each says `[ok]`, `[FAIL]` with the fix, or `[note]`
 /// on stderr.
 struct Doctor<'d> {
@@ -510,38 +542,6 @@ fn apiserver_settings(args: &DoctorArgs) -> Result<ApiServerOidc> {
         api.signing_algs = args.apiserver_oidc_signing_algs.clone();
     }
     Ok(api)
-}
-
-/// Runs every check in order; the report goes to stderr, the exit code says whether all
-/// passed.
-pub fn run(deps: &Deps, args: &DoctorArgs) -> Result<String> {
-    let api = apiserver_settings(args)?;
-    // The token checked is the one get-token would hand kubectl, so KUBERNETES_EXEC_INFO is
-    // read as get-token reads it; a bad one fails only the token check.
-    let exec_info = parse_exec_info(deps.env.exec_info.as_deref());
-    let interactive = match &exec_info {
-        Ok(info) => super::interactive(deps, info.interactive),
-        Err(_) => deps.prompt.is_terminal(),
-    };
-    let get_token = &args.get_token;
-    let r = super::resolve(&get_token.provider, Some(&get_token.cache), interactive)?;
-    let mut doctor = Doctor::new(deps, &r, api);
-    let Some(provider) = doctor.check_discovery() else {
-        return doctor.finish();
-    };
-    doctor.check_issuer(&provider);
-    doctor.check_client_id();
-    doctor.check_apiserver_trust();
-    if r.login.grant == GrantType::Authcode {
-        doctor.check_redirects(&provider)?;
-    }
-    doctor.check_signing_algs(&provider);
-    let token = exec_info.and_then(|_| {
-        let cache = super::flags::cache_policy(deps, &get_token.cache, get_token.force_refresh);
-        obtain(deps, &r, Some(&cache))
-    });
-    doctor.check_token(&provider, token)?;
-    doctor.finish()
 }
 
 /// The first value of `name` in the query of `url`, or nothing.
