@@ -16,24 +16,9 @@ fn main() {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     if let Err(e) = run(cli) {
-        eprintln!("error: {}", one_line(&e));
+        eprintln!("error: {}", shared::error_chain::display(&*e));
         std::process::exit(1);
     }
-}
-
-/// The error and its causes on one line. The crate's error types already show their source in
-/// their own message (`database: {0}`), so a cause whose text is already there is skipped;
-/// anyhow's `{:#}` would print it twice.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut msg = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !msg.contains(&c) {
-            msg.push_str(": ");
-            msg.push_str(&c);
-        }
-    }
-    msg
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

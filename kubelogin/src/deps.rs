@@ -295,9 +295,9 @@ pub mod real {
     fn keyring_error(e: keyring::Error) -> Error {
         match e {
             keyring::Error::TooLong(what, max) => {
-                Error::Keyring(format!("too long: {what} > {max}"))
+                Error::keyring(format!("too long: {what} > {max}"))
             }
-            other => Error::Keyring(other.to_string()),
+            other => Error::keyring(other),
         }
     }
 
@@ -350,20 +350,15 @@ pub mod real {
         for data in &s.ca_data {
             let pem = base64::engine::general_purpose::STANDARD
                 .decode(data.trim())
-                .map_err(|e| {
-                    Error::usage(format!("--certificate-authority-data: not base64: {e}"))
-                })?;
+                .map_err(|e| Error::invalid("--certificate-authority-data: not base64", e))?;
             builder = add_pem(builder, &pem, "--certificate-authority-data")?;
         }
         if s.insecure_skip_tls_verify {
             builder = builder.danger_accept_invalid_certs(true);
         }
-        builder.build().map_err(|e| {
-            Error::usage(format!(
-                "cannot set up the HTTP client: {}",
-                error_chain(&e)
-            ))
-        })
+        builder
+            .build()
+            .map_err(|e| Error::invalid("cannot set up the HTTP client", e))
     }
 
     fn add_pem(
@@ -371,8 +366,8 @@ pub mod real {
         pem: &[u8],
         what: &str,
     ) -> Result<reqwest::blocking::ClientBuilder> {
-        let certs = reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| Error::usage(format!("{what}: {}", error_chain(&e))))?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(pem).map_err(|e| Error::invalid(what, e))?;
         if certs.is_empty() {
             return Err(Error::usage(format!("{what}: no PEM certificate found")));
         }
@@ -382,19 +377,31 @@ pub mod real {
         Ok(builder)
     }
 
-    /// The error and its causes on one line (reqwest hides the TLS reason in the sources).
-    pub fn error_chain(e: &dyn std::error::Error) -> String {
-        let mut text = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            let t = s.to_string();
-            if !text.contains(&t) {
-                text.push_str(": ");
-                text.push_str(&t);
+    /// A failed request, shown by its causes (reqwest hides the TLS reason in the sources):
+    /// reqwest's outer message ("error sending request for url (…)") repeats the URL that
+    /// [`Error::Network`] already names, so it is left out, and the chain starts at its cause.
+    #[derive(Debug)]
+    struct RequestFailed(crate::error::Cause);
+
+    impl RequestFailed {
+        fn shown(&self) -> &(dyn std::error::Error + 'static) {
+            match self.0.source() {
+                Some(cause) if self.0.to_string().starts_with("error sending request") => cause,
+                _ => self.0.as_ref(),
             }
-            source = s.source();
         }
-        text
+    }
+
+    impl std::fmt::Display for RequestFailed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&shared::error_chain::display(self.shown()))
+        }
+    }
+
+    impl std::error::Error for RequestFailed {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.shown().source()
+        }
     }
 
     impl Http for ReqwestHttp {
@@ -413,30 +420,10 @@ pub mod real {
             if let Some(form) = &request.form {
                 rb = rb.form(form);
             }
-            let network = |e: &dyn std::error::Error| {
-                // reqwest's outer message repeats the URL we already print; its causes say
-                // what happened (refused, DNS, TLS, timeout).
-                let message = match e.source() {
-                    Some(cause) if e.to_string().starts_with("error sending request") => {
-                        error_chain(cause)
-                    }
-                    _ => error_chain(e),
-                };
-                let lower = message.to_ascii_lowercase();
-                let hint = if lower.contains("certificate")
-                    || lower.contains("tls")
-                    || lower.contains("unknownissuer")
-                {
-                    " (hint: pass the provider's CA with --certificate-authority)"
-                } else {
-                    ""
-                };
-                Error::Network {
-                    url: request.url.clone(),
-                    message: format!("{message}{hint}"),
-                }
-            };
-            let response = rb.send().map_err(|e| network(&e))?;
+            // The causes say what happened (refused, DNS, TLS, timeout).
+            let network =
+                |e: crate::error::Cause| Error::network(request.url.clone(), RequestFailed(e));
+            let response = rb.send().map_err(|e| network(e.into()))?;
             let status = response.status().as_u16();
             let headers = response
                 .headers()
@@ -452,12 +439,12 @@ pub mod real {
             response
                 .take(MAX_BODY_BYTES + 1)
                 .read_to_end(&mut body)
-                .map_err(|e| network(&e))?;
+                .map_err(|e| network(e.into()))?;
             if body.len() as u64 > MAX_BODY_BYTES {
-                return Err(Error::BadResponse {
-                    url: request.url.clone(),
-                    message: format!("response body larger than {MAX_BODY_BYTES} bytes"),
-                });
+                return Err(Error::bad_response(
+                    request.url.clone(),
+                    crate::error::ResponseProblem::TooLarge(MAX_BODY_BYTES),
+                ));
             }
             Ok(HttpResponse {
                 status,

@@ -5,7 +5,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ExecInfoError, Result};
 
 pub const V1: &str = "client.authentication.k8s.io/v1";
 pub const V1BETA1: &str = "client.authentication.k8s.io/v1beta1";
@@ -42,15 +42,16 @@ pub fn parse_exec_info(raw: Option<&str>) -> Result<ExecInfo> {
         });
     };
     let info: RawExecInfo =
-        serde_json::from_str(raw).map_err(|e| Error::ExecInfo(format!("not JSON ({e})")))?;
+        serde_json::from_str(raw).map_err(|e| Error::ExecInfo(ExecInfoError::NotJson(e)))?;
     let api_version = match info.api_version.as_str() {
         V1 => V1,
         V1BETA1 => V1BETA1,
-        "" => return Err(Error::ExecInfo("apiVersion is missing".into())),
+        "" => return Err(Error::ExecInfo(ExecInfoError::NoApiVersion)),
         other => {
-            return Err(Error::ExecInfo(format!(
-                "apiVersion \"{other}\" is not supported (use {V1} or {V1BETA1})"
-            )))
+            return Err(Error::ExecInfo(ExecInfoError::UnsupportedApiVersion {
+                found: other.to_string(),
+                supported: [V1, V1BETA1],
+            }))
         }
     };
     Ok(ExecInfo {

@@ -19,7 +19,9 @@ pub mod provider;
 pub mod secret;
 pub mod token_cache;
 
-/// Fakes of every [`Deps`] trait, for this crate's unit and integration tests.
+/// Fakes of every [`Deps`] trait, for this crate's unit and integration tests: only in a test
+/// build or with the `test-support` feature, never in the shipped binary.
+#[cfg(any(test, feature = "test-support"))]
 #[doc(hidden)]
 pub mod testing;
 

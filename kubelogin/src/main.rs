@@ -1,5 +1,6 @@
 //! `kubectl-oidc_login`: wires the real dependencies and turns errors into `error: <message>`
-//! on stderr with exit code 1. Stdout carries only what `run` returns.
+//! (the error and its causes, `shared::error_chain`) on stderr with exit code 1. Stdout carries
+//! only what `run` returns.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -57,11 +58,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            // One line, and no control character from a provider's text reaches the terminal
-            // (provider.rs and loopback.rs clean what they know is provider text; this is the
-            // net under them).
-            let text: String = e
-                .to_string()
+            // The error and its causes on one line, and no control character from a provider's
+            // text reaches the terminal (provider.rs and loopback.rs clean what they know is
+            // provider text; this is the net under them).
+            let text: String = shared::error_chain::display(&e)
                 .chars()
                 .map(|c| if c.is_control() { ' ' } else { c })
                 .collect();

@@ -5,6 +5,7 @@
 //! is logged by `-v`, and every answer is size-limited; `openidconnect` only verifies.
 
 use std::cell::OnceCell;
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use shared::discovery::ProviderMetadata;
 use shared::token::{ErrorResponse, TokenResponse};
 
 use crate::deps::{Deps, Http, HttpRequest, HttpResponse, HttpSettings, Method};
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, IdTokenError, ResponseProblem, Result};
 use crate::printable::printable;
 use crate::secret::Secret;
 
@@ -29,8 +30,8 @@ pub struct ProviderConfig {
     pub client_id: String,
     pub client_secret: Secret,
     pub extra_scopes: Vec<String>,
-    /// `--oidc-request-header`, in a stable order.
-    pub request_headers: Vec<(String, String)>,
+    /// `--oidc-request-header`, in a stable order (sorted by name).
+    pub request_headers: BTreeMap<String, String>,
     pub http: HttpSettings,
     /// `--oidc-device-authorization-endpoint`, used when discovery has none.
     pub device_authorization_endpoint: Option<String>,
@@ -80,10 +81,10 @@ impl<'d> Provider<'d> {
     /// Fetches the discovery document (OpenID Connect Discovery 1.0 §4) and checks its issuer.
     pub fn discover(deps: &'d Deps, cfg: &'d ProviderConfig) -> Result<Self> {
         url::Url::parse(&cfg.issuer).map_err(|e| {
-            Error::usage(format!(
-                "--oidc-issuer-url \"{}\" is not a URL: {e}",
-                cfg.issuer
-            ))
+            Error::invalid(
+                format!("--oidc-issuer-url \"{}\" is not a URL", cfg.issuer),
+                e,
+            )
         })?;
         let http = deps.http.build(&cfg.http)?;
         let mut p = Provider {
@@ -271,11 +272,8 @@ impl<'d> Provider<'d> {
         access_token: Option<&Secret>,
         nonce: Option<&Secret>,
     ) -> Result<()> {
-        // With the causes: openidconnect puts the reason ("algorithm `HS256` is not one of
-        // ...") in the source of "Signature verification failed".
-        let id_err = |e: &dyn std::error::Error| Error::IdToken(crate::deps::real::error_chain(e));
         let keys = self.jwks()?.clone();
-        let issuer = IssuerUrl::new(self.cfg.issuer.clone()).map_err(|e| id_err(&e))?;
+        let issuer = IssuerUrl::new(self.cfg.issuer.clone()).map_err(rejected)?;
         let clock = self.deps.clock.clone();
         let verifier = CoreIdTokenVerifier::new_public_client(
             ClientId::new(self.cfg.client_id.clone()),
@@ -285,23 +283,21 @@ impl<'d> Provider<'d> {
         .set_allowed_algs(ALLOWED_ALGS)
         .set_time_fn(move || clock.now());
         let token = CoreIdToken::from_str(id_token.expose())
-            .map_err(|e| Error::IdToken(format!("not a valid JWT: {e}")))?;
+            .map_err(|e| Error::IdToken(IdTokenError::NotAJwt(e)))?;
         let claims = match nonce {
             Some(n) => token.claims(&verifier, &Nonce::new(n.expose().to_string())),
             // A refreshed ID token carries no new nonce to compare (Core §12.2).
             None => token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
         }
-        .map_err(|e| id_err(&e))?;
+        .map_err(rejected)?;
         if let (Some(expected), Some(at)) = (claims.access_token_hash(), access_token) {
-            let alg = token.signing_alg().map_err(|e| id_err(&e))?;
-            let key = token.signing_key(&verifier).map_err(|e| id_err(&e))?;
+            let alg = token.signing_alg().map_err(rejected)?;
+            let key = token.signing_key(&verifier).map_err(rejected)?;
             let actual =
                 AccessTokenHash::from_token(&AccessToken::new(at.expose().to_string()), alg, key)
-                    .map_err(|e| id_err(&e))?;
+                    .map_err(rejected)?;
             if &actual != expected {
-                return Err(Error::IdToken(
-                    "at_hash does not match the access token".into(),
-                ));
+                return Err(Error::IdToken(IdTokenError::AtHashMismatch));
             }
         }
         self.deps.log(1, || "ID token verified".to_string());
@@ -324,6 +320,12 @@ pub fn describe_body(response: &HttpResponse) -> String {
     }
 }
 
+/// An ID token `openidconnect` refused; the error keeps its causes, where openidconnect puts
+/// the reason ("algorithm `HS256` is not one of ...") of "Signature verification failed".
+fn rejected(e: impl Into<Cause>) -> Error {
+    Error::IdToken(IdTokenError::Rejected(e.into()))
+}
+
 fn json_get(url: &str) -> HttpRequest {
     HttpRequest {
         method: Method::Get,
@@ -338,11 +340,18 @@ fn expect_ok(url: &str, response: &HttpResponse) -> Result<()> {
     if response.status == 200 {
         Ok(())
     } else {
-        Err(Error::BadResponse {
-            url: url.to_string(),
-            message: format!("HTTP {}{}", response.status, describe_body(response)),
-        })
+        Err(unexpected_status(url, response))
     }
+}
+
+fn unexpected_status(url: &str, response: &HttpResponse) -> Error {
+    Error::bad_response(
+        url,
+        ResponseProblem::Status {
+            status: response.status,
+            body: describe_body(response),
+        },
+    )
 }
 
 /// The discovery answer for `issuer` (OpenID Connect Discovery 1.0 §4.2), fetched from `url`,
@@ -386,9 +395,14 @@ pub fn parse_device_authorization(
 }
 
 fn parse_json<T: DeserializeOwned>(url: &str, response: &HttpResponse) -> Result<T> {
-    serde_json::from_slice(&response.body).map_err(|e| Error::BadResponse {
-        url: url.to_string(),
-        message: format!("expected a JSON document ({e}){}", describe_body(response)),
+    serde_json::from_slice(&response.body).map_err(|source| {
+        Error::bad_response(
+            url,
+            ResponseProblem::NotJson {
+                source,
+                body: describe_body(response),
+            },
+        )
     })
 }
 
@@ -406,10 +420,7 @@ fn oauth_error(url: &str, response: &HttpResponse) -> Error {
                 (None, None) => None,
             },
         },
-        Err(_) => Error::BadResponse {
-            url: url.to_string(),
-            message: format!("HTTP {}{}", response.status, describe_body(response)),
-        },
+        Err(_) => unexpected_status(url, response),
     }
 }
 
@@ -421,10 +432,7 @@ pub fn parse_token_response(url: &str, response: &HttpResponse) -> Result<TokenR
     }
     let token: TokenResponse = parse_json(url, response)?;
     if token.access_token.is_empty() {
-        return Err(Error::BadResponse {
-            url: url.to_string(),
-            message: "token response without access_token (RFC 6749 §5.1)".into(),
-        });
+        return Err(Error::bad_response(url, ResponseProblem::NoAccessToken));
     }
     Ok(token)
 }
@@ -479,7 +487,7 @@ mod tests {
             client_id: "c".into(),
             client_secret: Secret::default(),
             extra_scopes: vec!["email".into(), "openid".into(), "groups".into()],
-            request_headers: vec![],
+            request_headers: BTreeMap::new(),
             http: HttpSettings::default(),
             device_authorization_endpoint: None,
         };

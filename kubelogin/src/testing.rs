@@ -1,6 +1,9 @@
 //! Fakes of the [`crate::deps`] traits: a settable clock, a sleeper that advances it, a
 //! recording browser and console, scripted prompts, an in-memory keyring with a size limit,
 //! and a scripted HTTP client. Used by unit tests here and by `tests/`.
+//!
+//! Compiled only for tests (`cfg(test)`, or the `test-support` feature the integration tests
+//! get through the crate's dev-dependency on itself): the shipped binary carries none of it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -137,7 +140,7 @@ impl Keyring for FakeKeyring {
     fn set(&self, service: &str, account: &str, secret: &str) -> Result<()> {
         if let Some(limit) = *lock(&self.limit) {
             if secret.len() > limit {
-                return Err(Error::Keyring(format!(
+                return Err(Error::keyring(format!(
                     "too long: {} > {limit}",
                     secret.len()
                 )));
@@ -196,20 +199,17 @@ impl Http for FakeHttp {
         let base = request.url.split('?').next().unwrap_or_default();
         let mut routes = lock(&self.routes);
         let Some((_, q)) = routes.iter_mut().find(|(u, _)| u == base) else {
-            return Err(Error::Network {
-                url: request.url.clone(),
-                message: "connection refused (no fake route)".into(),
-            });
+            return Err(Error::network(
+                request.url.clone(),
+                "connection refused (no fake route)",
+            ));
         };
         let resp = if q.len() > 1 {
             q.pop_front()
         } else {
             q.front().cloned()
         };
-        resp.ok_or_else(|| Error::Network {
-            url: request.url.clone(),
-            message: "no answer".into(),
-        })
+        resp.ok_or_else(|| Error::network(request.url.clone(), "no answer"))
     }
 }
 
@@ -294,17 +294,17 @@ pub fn provider_config() -> crate::provider::ProviderConfig {
         client_id: "kubernetes".into(),
         client_secret: crate::secret::Secret::default(),
         extra_scopes: Vec::new(),
-        request_headers: Vec::new(),
+        request_headers: BTreeMap::new(),
         http: HttpSettings::default(),
         device_authorization_endpoint: None,
     }
 }
 
 /// Login options for unit tests: the given grant, no prompts, access token handed out.
-pub fn login_options(grant: crate::cli::GrantType) -> crate::auth::LoginOptions {
+pub fn login_options(grant: crate::auth::GrantType) -> crate::auth::LoginOptions {
     crate::auth::LoginOptions {
         grant,
-        pkce: crate::cli::PkceMethod::Auto,
+        pkce: crate::auth::PkceMethod::Auto,
         redirect_url: String::new(),
         listen_addresses: vec!["127.0.0.1:0".into()],
         timeout: Duration::from_secs(60),
@@ -314,7 +314,7 @@ pub fn login_options(grant: crate::cli::GrantType) -> crate::auth::LoginOptions 
         local_server_tls: None,
         username: String::new(),
         password: crate::secret::Secret::default(),
-        auth_request_extra_params: Vec::new(),
+        auth_request_extra_params: BTreeMap::new(),
         interactive: false,
         use_access_token: true,
     }

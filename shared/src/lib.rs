@@ -7,6 +7,7 @@
 pub mod claims;
 pub mod device;
 pub mod discovery;
+pub mod error_chain;
 pub mod fs;
 pub mod introspection;
 pub mod jwk;

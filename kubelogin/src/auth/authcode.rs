@@ -7,7 +7,7 @@ use openidconnect::Nonce;
 use super::loopback::Loopback;
 use super::{finish, form, open_browser, pkce, LoginOptions};
 use crate::deps::Deps;
-use crate::error::{Error, Result};
+use crate::error::{Error, ResponseProblem, Result};
 use crate::provider::Provider;
 use crate::secret::Secret;
 use crate::token_cache::CacheEntry;
@@ -27,9 +27,14 @@ pub fn auth_request(
     redirect_uri: &str,
 ) -> Result<AuthRequest> {
     let endpoint = &provider.metadata.authorization_endpoint;
-    let mut url = url::Url::parse(endpoint).map_err(|e| Error::BadResponse {
-        url: endpoint.clone(),
-        message: format!("authorization_endpoint is not a URL: {e}"),
+    let mut url = url::Url::parse(endpoint).map_err(|source| {
+        Error::bad_response(
+            endpoint,
+            ResponseProblem::NotAUrl {
+                name: "authorization_endpoint",
+                source,
+            },
+        )
     })?;
     let state = Secret::new(CsrfToken::new_random().secret().clone());
     let nonce = Secret::new(Nonce::new_random().secret().clone());
@@ -48,11 +53,7 @@ pub fn auth_request(
         }
         // kubelogin sends it: Google only issues a refresh token with access_type=offline,
         // and other providers ignore unknown parameters (RFC 6749 §3.1).
-        if !opts
-            .auth_request_extra_params
-            .iter()
-            .any(|(k, _)| k == "access_type")
-        {
+        if !opts.auth_request_extra_params.contains_key("access_type") {
             q.append_pair("access_type", "offline");
         }
         for (k, v) in &opts.auth_request_extra_params {

@@ -32,7 +32,7 @@ pub fn login(deps: &Deps, provider: &Provider, opts: &LoginOptions) -> Result<Ca
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::GrantType;
+    use crate::auth::GrantType;
     use crate::secret::Secret;
     use crate::testing::{login_options, provider_config, FakeDeps, ISSUER};
 

@@ -108,7 +108,7 @@ fn open_browser_quietly(deps: &Deps, opts: &LoginOptions, url: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::GrantType;
+    use crate::auth::GrantType;
     use crate::testing::{login_options, provider_config, FakeDeps, ISSUER};
 
     fn device_answer(fake: &FakeDeps, complete: bool, interval: Option<u64>) {

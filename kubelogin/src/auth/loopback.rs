@@ -75,7 +75,7 @@ fn resolve_listen_address(item: &str) -> Result<SocketAddr> {
     use std::net::ToSocketAddrs;
     let addrs: Vec<SocketAddr> = item
         .to_socket_addrs()
-        .map_err(|e| Error::usage(format!("--listen-address \"{item}\" is not host:port: {e}")))?
+        .map_err(|e| Error::invalid(format!("--listen-address \"{item}\" is not host:port"), e))?
         .collect();
     addrs
         .iter()
@@ -83,6 +83,46 @@ fn resolve_listen_address(item: &str) -> Result<SocketAddr> {
         .or_else(|| addrs.first())
         .copied()
         .ok_or_else(|| Error::usage(format!("--listen-address \"{item}\" resolves to nothing")))
+}
+
+/// Binds `addr` and, for a `localhost` redirect on the IPv4 loopback, the same port on the
+/// IPv6 loopback. `None` (the reason added to `failures`) when the address is taken; with port
+/// 0 a twin taken by someone else is retried on a new port.
+fn bind_address(
+    addr: SocketAddr,
+    localhost: bool,
+    failures: &mut Vec<String>,
+) -> Result<Option<(Vec<TcpListener>, u16)>> {
+    let attempts = if addr.port() == 0 { 3 } else { 1 };
+    for _ in 0..attempts {
+        let v4 = match TcpListener::bind(addr) {
+            Ok(l) => l,
+            Err(e) => {
+                failures.push(format!("{addr}: {e}"));
+                return Ok(None);
+            }
+        };
+        let port = v4
+            .local_addr()
+            .map_err(|e| Error::io("loopback", e))?
+            .port();
+        let mut listeners = vec![v4];
+        if localhost && addr.ip().is_loopback() && addr.is_ipv4() {
+            match TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port))) {
+                Ok(v6) => listeners.push(v6),
+                // Another program answers on [::1]:port; a browser resolving localhost to ::1
+                // would reach it instead of us.
+                Err(e) if e.kind() == ErrorKind::AddrInUse => {
+                    failures.push(format!("[::1]:{port}: {e}"));
+                    continue;
+                }
+                // No IPv6 on this machine: localhost can only be 127.0.0.1.
+                Err(_) => {}
+            }
+        }
+        return Ok(Some((listeners, port)));
+    }
+    Ok(None)
 }
 
 /// A random URL path segment (256 bits, base64url), unguessable by other local users.
@@ -109,80 +149,65 @@ impl Loopback {
             Some((cert, key)) => Some(read_tls(cert, key)?),
             None => None,
         };
-        let scheme = if tls.is_some() { "https" } else { "http" };
         let custom = if redirect_url.is_empty() {
             None
         } else {
             Some(url::Url::parse(redirect_url).map_err(|e| {
-                Error::usage(format!("--oidc-redirect-url \"{redirect_url}\": {e}"))
+                Error::invalid(format!("--oidc-redirect-url \"{redirect_url}\""), e)
             })?)
         };
-        let redirect_is_localhost = custom
+        // A browser may resolve `localhost` to ::1 first (kubelogin #1151).
+        let localhost = custom
             .as_ref()
             .map(|u| u.host_str() == Some("localhost"))
             .unwrap_or(true);
         let mut failures = Vec::new();
         for item in listen {
             let addr = resolve_listen_address(item)?;
-            // With port 0 the IPv6 twin may find its port taken by someone else; try again.
-            let attempts = if addr.port() == 0 { 3 } else { 1 };
-            for _ in 0..attempts {
-                let v4 = match TcpListener::bind(addr) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        failures.push(format!("{addr}: {e}"));
-                        break;
-                    }
-                };
-                let port = v4
-                    .local_addr()
-                    .map_err(|e| Error::io("loopback", e))?
-                    .port();
-                let mut listeners = vec![v4];
-                if redirect_is_localhost && addr.ip().is_loopback() && addr.is_ipv4() {
-                    match TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port))) {
-                        Ok(v6) => listeners.push(v6),
-                        // Another program answers on [::1]:port; a browser resolving
-                        // localhost to ::1 would reach it instead of us.
-                        Err(e) if e.kind() == ErrorKind::AddrInUse => {
-                            failures.push(format!("[::1]:{port}: {e}"));
-                            continue;
-                        }
-                        // No IPv6 on this machine: localhost can only be 127.0.0.1.
-                        Err(_) => {}
-                    }
-                }
-                let start_path = random_path();
-                let (redirect_uri, callback_path, start_url) = match &custom {
-                    Some(u) => {
-                        let mut start = u.clone();
-                        start.set_path(&start_path);
-                        start.set_query(None);
-                        start.set_fragment(None);
-                        (u.to_string(), u.path().to_string(), start.to_string())
-                    }
-                    None => (
-                        format!("{scheme}://localhost:{port}"),
-                        "/".to_string(),
-                        format!("{scheme}://localhost:{port}{start_path}"),
-                    ),
-                };
-                return Ok(Loopback {
-                    listeners,
-                    tls,
-                    port,
-                    redirect_uri,
-                    start_url,
-                    start_path,
-                    callback_path,
-                    head_deadline: HEAD_DEADLINE,
-                });
+            if let Some((listeners, port)) = bind_address(addr, localhost, &mut failures)? {
+                return Ok(Loopback::on(listeners, port, tls, custom.as_ref()));
             }
         }
         Err(Error::Login(format!(
             "could not listen on any --listen-address ({}); free one of these ports or choose others with --listen-address",
             failures.join(", ")
         )))
+    }
+
+    /// The server on `listeners`, with a fresh one-time start path, and the redirect URI and
+    /// callback path of `custom` (`--oidc-redirect-url`) or of `localhost:port`.
+    fn on(
+        listeners: Vec<TcpListener>,
+        port: u16,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        custom: Option<&url::Url>,
+    ) -> Loopback {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let start_path = random_path();
+        let (redirect_uri, callback_path, start_url) = match custom {
+            Some(u) => {
+                let mut start = u.clone();
+                start.set_path(&start_path);
+                start.set_query(None);
+                start.set_fragment(None);
+                (u.to_string(), u.path().to_string(), start.to_string())
+            }
+            None => (
+                format!("{scheme}://localhost:{port}"),
+                "/".to_string(),
+                format!("{scheme}://localhost:{port}{start_path}"),
+            ),
+        };
+        Loopback {
+            listeners,
+            tls,
+            port,
+            redirect_uri,
+            start_url,
+            start_path,
+            callback_path,
+            head_deadline: HEAD_DEADLINE,
+        }
     }
 
     /// Serves until the callback arrives or `timeout` passes. The one-time start path
@@ -222,6 +247,7 @@ impl Loopback {
         result
     }
 
+    /// Judges one request at a time until the callback arrives or `timeout` passes.
     fn serve(
         &self,
         deps: &Deps,
@@ -232,104 +258,157 @@ impl Loopback {
         open_url_after: Option<&str>,
     ) -> Result<Callback> {
         let deadline = Instant::now() + timeout;
-        let mut started = false;
-        let mut wrong_state = 0u32;
+        let mut wait = Wait {
+            deps,
+            loopback: self,
+            auth_url,
+            state,
+            open_url_after,
+            started: false,
+            wrong_state: 0,
+        };
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(Incoming { head, mut conn }) = rx.recv_timeout(left) else {
-                let refused = if wrong_state > 0 {
-                    format!("; {wrong_state} callback(s) with a wrong state were refused (RFC 6749 §10.12)")
-                } else {
-                    String::new()
-                };
-                return Err(Error::Login(format!(
-                    "timed out after {}s waiting for the browser login (--authentication-timeout-sec){refused}",
-                    timeout.as_secs()
-                )));
+            let Ok(incoming) = rx.recv_timeout(left) else {
+                return Err(wait.timed_out(timeout));
             };
-            let head = match head {
-                Ok(h) => h,
-                Err(status) => {
-                    conn.page(status, "Bad request.");
-                    continue;
-                }
-            };
-            if head.method != "GET" {
-                conn.page(405, "Method not allowed.");
-                continue;
+            if let Some(outcome) = wait.answer(incoming) {
+                return outcome;
             }
-            let Ok(url) = url::Url::parse(&format!("http://localhost{}", head.target)) else {
-                conn.page(400, "Bad request.");
-                continue;
-            };
-            if url.path() == self.start_path {
-                if started {
-                    // The start URL was on the browser's command line, readable by other local
-                    // users; two requests mean someone else holds the authorization URL and
-                    // could log in with their own account into our callback (RFC 6749 §10.12).
-                    conn.page(
-                        409,
-                        "This login URL was already opened once, possibly by another local user. The login was aborted; run the command again.",
-                    );
-                    return Err(Error::Login(
-                        "the login URL was opened twice, possibly by another local user who read it from the browser's command line; the login was aborted for safety, retry it".to_string(),
-                    ));
-                }
-                // One time only: the URL carries state, nonce and the PKCE challenge.
-                started = true;
-                deps.log(1, || "redirecting the browser to the provider".to_string());
-                conn.redirect(auth_url);
-                continue;
-            }
-            let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-            let get = |name: &str| {
-                query
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.as_str())
-            };
-            let is_callback = url.path() == self.callback_path
-                && (get("code").is_some() || get("error").is_some());
-            if !is_callback {
-                conn.page(404, "Not found.");
-                continue;
-            }
-            // RFC 6749 §10.12 first: a response without our state comes from someone else
-            // (another local user, a stale tab) and must change nothing, error or code.
-            if !state_matches(get("state"), state) {
-                wrong_state += 1;
-                deps.say("warning: refused a callback with a wrong state (RFC 6749 §10.12); still waiting for the browser login");
-                conn.page(400, "Authentication failed: state does not match.");
-                continue;
-            }
-            deps.log(1, || "received the authorization response".to_string());
-            // RFC 6749 §4.1.2.1: an error response. Provider text is shown without control
-            // characters (no terminal escapes from a URL).
-            if let Some(error) = get("error") {
-                let mut text = printable(error);
-                for field in ["error_description", "error_uri"] {
-                    if let Some(v) = get(field).filter(|v| !v.is_empty()) {
-                        text.push_str(": ");
-                        text.push_str(&printable(v));
-                    }
-                }
-                conn.page(400, &format!("Authentication failed: {text}"));
-                return Err(Error::Login(format!(
-                    "the provider answered the authorization request with {text}"
-                )));
-            }
-            let code = get("code").unwrap_or_default().to_string();
-            match open_url_after {
-                Some(target) => conn.redirect(target),
-                None => conn.page(
-                    200,
-                    "Authenticated. You have logged in to the cluster. You can close this window.",
-                ),
-            }
-            return Ok(Callback {
-                code: Secret::new(code),
-            });
         }
+    }
+}
+
+/// One login's wait for its callback: what the loopback answers with, and what it has seen.
+struct Wait<'a> {
+    deps: &'a Deps,
+    loopback: &'a Loopback,
+    auth_url: &'a str,
+    state: &'a Secret,
+    open_url_after: Option<&'a str>,
+    /// Whether the one-time start path was requested.
+    started: bool,
+    /// Callbacks refused for a wrong state, for the timeout message.
+    wrong_state: u32,
+}
+
+impl Wait<'_> {
+    fn timed_out(&self, timeout: Duration) -> Error {
+        let refused = if self.wrong_state > 0 {
+            format!(
+                "; {} callback(s) with a wrong state were refused (RFC 6749 §10.12)",
+                self.wrong_state
+            )
+        } else {
+            String::new()
+        };
+        Error::Login(format!(
+            "timed out after {}s waiting for the browser login (--authentication-timeout-sec){refused}",
+            timeout.as_secs()
+        ))
+    }
+
+    /// Answers one request; `Some` ends the login (the callback, or why it failed).
+    fn answer(&mut self, Incoming { head, mut conn }: Incoming) -> Option<Result<Callback>> {
+        let head = match head {
+            Ok(h) => h,
+            Err(status) => {
+                conn.page(status, "Bad request.");
+                return None;
+            }
+        };
+        if head.method != "GET" {
+            conn.page(405, "Method not allowed.");
+            return None;
+        }
+        let Ok(url) = url::Url::parse(&format!("http://localhost{}", head.target)) else {
+            conn.page(400, "Bad request.");
+            return None;
+        };
+        if url.path() == self.loopback.start_path {
+            return self.start(conn);
+        }
+        let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        let get = |name: &str| {
+            query
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let is_callback = url.path() == self.loopback.callback_path
+            && (get("code").is_some() || get("error").is_some());
+        if !is_callback {
+            conn.page(404, "Not found.");
+            return None;
+        }
+        self.callback(conn, get)
+    }
+
+    /// The one-time start path: redirects the browser to the authorization URL, once.
+    fn start(&mut self, mut conn: Conn) -> Option<Result<Callback>> {
+        if self.started {
+            // The start URL was on the browser's command line, readable by other local
+            // users; two requests mean someone else holds the authorization URL and could
+            // log in with their own account into our callback (RFC 6749 §10.12).
+            conn.page(
+                409,
+                "This login URL was already opened once, possibly by another local user. The login was aborted; run the command again.",
+            );
+            return Some(Err(Error::Login(
+                "the login URL was opened twice, possibly by another local user who read it from the browser's command line; the login was aborted for safety, retry it".to_string(),
+            )));
+        }
+        // One time only: the URL carries state, nonce and the PKCE challenge.
+        self.started = true;
+        self.deps
+            .log(1, || "redirecting the browser to the provider".to_string());
+        conn.redirect(self.auth_url);
+        None
+    }
+
+    /// The authorization response (RFC 6749 §4.1.2): judged by its state first, then an
+    /// error or the code.
+    fn callback<'q>(
+        &mut self,
+        mut conn: Conn,
+        get: impl Fn(&str) -> Option<&'q str>,
+    ) -> Option<Result<Callback>> {
+        // RFC 6749 §10.12 first: a response without our state comes from someone else
+        // (another local user, a stale tab) and must change nothing, error or code.
+        if !state_matches(get("state"), self.state) {
+            self.wrong_state += 1;
+            self.deps.say("warning: refused a callback with a wrong state (RFC 6749 §10.12); still waiting for the browser login");
+            conn.page(400, "Authentication failed: state does not match.");
+            return None;
+        }
+        self.deps
+            .log(1, || "received the authorization response".to_string());
+        // RFC 6749 §4.1.2.1: an error response. Provider text is shown without control
+        // characters (no terminal escapes from a URL).
+        if let Some(error) = get("error") {
+            let mut text = printable(error);
+            for field in ["error_description", "error_uri"] {
+                if let Some(v) = get(field).filter(|v| !v.is_empty()) {
+                    text.push_str(": ");
+                    text.push_str(&printable(v));
+                }
+            }
+            conn.page(400, &format!("Authentication failed: {text}"));
+            return Some(Err(Error::Login(format!(
+                "the provider answered the authorization request with {text}"
+            ))));
+        }
+        let code = get("code").unwrap_or_default().to_string();
+        match self.open_url_after {
+            Some(target) => conn.redirect(target),
+            None => conn.page(
+                200,
+                "Authenticated. You have logged in to the cluster. You can close this window.",
+            ),
+        }
+        Some(Ok(Callback {
+            code: Secret::new(code),
+        }))
     }
 }
 
@@ -611,9 +690,10 @@ fn read_tls(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>> {
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key_der))
         .map_err(|e| {
-            Error::usage(format!(
-                "--local-server-cert {cert} / --local-server-key {key}: {e}"
-            ))
+            Error::invalid(
+                format!("--local-server-cert {cert} / --local-server-key {key}"),
+                e,
+            )
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))

@@ -1,5 +1,8 @@
 //! Obtaining tokens: one module per grant, plus the refresh grant and what every grant shares
 //! (PKCE, opening the browser, turning a token response into a cache entry).
+//!
+//! The flows take their own option types ([`LoginOptions`], [`GrantType`], [`PkceMethod`]);
+//! `commands::flags` builds them from the command line, so nothing here knows clap.
 
 pub mod authcode;
 pub mod client_credentials;
@@ -8,22 +11,47 @@ pub mod keyboard;
 pub mod loopback;
 pub mod password;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use oauth2::{PkceCodeChallenge, PkceCodeVerifier};
 use shared::token::TokenResponse;
 
-use crate::cli::{GrantType, PkceMethod};
 use crate::deps::Deps;
 use crate::error::{Error, Result};
 use crate::provider::Provider;
 use crate::secret::Secret;
 use crate::token_cache::CacheEntry;
 
+/// The grant a login uses (`--grant-type`, with `auto` already decided).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantType {
+    /// Authorization code through the browser and the loopback server (RFC 6749 §4.1).
+    Authcode,
+    /// Authorization code typed back on the terminal.
+    AuthcodeKeyboard,
+    /// Resource owner password credentials (RFC 6749 §4.3).
+    Password,
+    /// Device authorization (RFC 8628).
+    DeviceCode,
+    /// Client credentials (RFC 6749 §4.4).
+    ClientCredentials,
+}
+
+/// Whether to send a PKCE code challenge (RFC 7636); `plain` is never sent (§7.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PkceMethod {
+    /// S256 when discovery lists it in `code_challenge_methods_supported`.
+    Auto,
+    /// Never.
+    No,
+    /// Always S256.
+    S256,
+}
+
 /// How to log in, from the flags.
 #[derive(Debug, Clone)]
 pub struct LoginOptions {
-    /// Never `Auto`: resolved by [`resolve_grant`].
     pub grant: GrantType,
     pub pkce: PkceMethod,
     pub redirect_url: String,
@@ -36,19 +64,11 @@ pub struct LoginOptions {
     pub local_server_tls: Option<(String, String)>,
     pub username: String,
     pub password: Secret,
-    pub auth_request_extra_params: Vec<(String, String)>,
+    /// `--oidc-auth-request-extra-params`, sorted by name.
+    pub auth_request_extra_params: BTreeMap<String, String>,
     /// Whether stdin may be used for prompts (kubectl's `spec.interactive`, else a terminal).
     pub interactive: bool,
     pub use_access_token: bool,
-}
-
-/// `--grant-type=auto`: password when a username is given, else the browser (kubelogin).
-pub fn resolve_grant(grant: GrantType, username: &str) -> GrantType {
-    match grant {
-        GrantType::Auto if !username.is_empty() => GrantType::Password,
-        GrantType::Auto => GrantType::Authcode,
-        g => g,
-    }
 }
 
 /// Whether the grant may open a browser (and so is subject to the login back-off).
@@ -60,7 +80,7 @@ pub fn opens_browser(grant: GrantType) -> bool {
 pub fn login(deps: &Deps, provider: &Provider, opts: &LoginOptions) -> Result<CacheEntry> {
     deps.log(1, || format!("logging in with the {:?} grant", opts.grant));
     match opts.grant {
-        GrantType::Auto | GrantType::Authcode => authcode::login(deps, provider, opts),
+        GrantType::Authcode => authcode::login(deps, provider, opts),
         GrantType::AuthcodeKeyboard => keyboard::login(deps, provider, opts),
         GrantType::DeviceCode => device_code::login(deps, provider, opts),
         GrantType::Password => password::login(deps, provider, opts),
@@ -240,15 +260,5 @@ mod tests {
         assert_eq!(entry.access_token.expose(), "at2");
         // RFC 6749 §6: no new refresh token, the old one stays.
         assert_eq!(entry.refresh_token.expose(), "old-rt");
-    }
-
-    #[test]
-    fn grant_auto_resolution() {
-        assert_eq!(resolve_grant(GrantType::Auto, ""), GrantType::Authcode);
-        assert_eq!(resolve_grant(GrantType::Auto, "alice"), GrantType::Password);
-        assert_eq!(
-            resolve_grant(GrantType::DeviceCode, "alice"),
-            GrantType::DeviceCode
-        );
     }
 }

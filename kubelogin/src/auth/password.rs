@@ -38,7 +38,7 @@ pub fn login(deps: &Deps, provider: &Provider, opts: &LoginOptions) -> Result<Ca
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::GrantType;
+    use crate::auth::GrantType;
     use crate::testing::{login_options, provider_config, FakeDeps, ISSUER};
 
     const OK: &str = r#"{"access_token":"at","token_type":"Bearer"}"#;

@@ -4,23 +4,21 @@
 
 use std::path::Path;
 
-use crate::cli::{CleanArgs, Storage};
+use crate::cli::CleanArgs;
 use crate::deps::Deps;
 use crate::error::{Error, Result};
 use crate::provider::Provider;
 use crate::token_cache::disk::DiskStore;
-use crate::token_cache::{self, keyring, TokenStore};
+use crate::token_cache::{self, keyring, Storage, TokenStore};
 
 pub fn run(deps: &Deps, args: &CleanArgs) -> Result<String> {
     let dir = token_cache::cache_dir(deps, args.cache.token_cache_dir.as_deref());
-    let storage = args.cache.token_cache_storage;
+    let storage: Storage = args.cache.token_cache_storage.into();
     let mut keys = keys_in(&dir);
     if args.revoke || args.provider.oidc_issuer_url.is_some() {
         let r = super::resolve(&args.provider, Some(&args.cache), false).map_err(|e| {
             if args.revoke {
-                Error::usage(format!(
-                    "--revoke needs the provider flags of the login: {e}"
-                ))
+                Error::invalid("--revoke needs the provider flags of the login", e)
             } else {
                 e
             }

@@ -5,12 +5,21 @@
 //! a real token passes kube-apiserver's OIDC rules (`shared::kube_oidc`, the same code the test
 //! stand-in for kube-apiserver runs). It ends with the username and groups kube-apiserver will
 //! derive, or the exact reason it will reject the token and the fix.
+//!
+//! Each check is a method of `Doctor`, numbered and run in order by [`run`]; the token it
+//! checks comes from `get_token::obtain`, as get-token would hand it to kubectl.
 
-use crate::cli::{DoctorArgs, GrantType};
-use crate::deps::{Deps, HttpRequest, HttpSettings, Method};
-use crate::error::{Error, Result};
-use crate::provider::Provider;
 use shared::kube_oidc::Settings;
+
+use crate::auth::GrantType;
+use crate::cli::DoctorArgs;
+use crate::deps::{Deps, Http, HttpRequest, HttpResponse, HttpSettings, Method};
+use crate::error::{Error, ResponseProblem, Result};
+use crate::exec_credential::parse_exec_info;
+use crate::provider::Provider;
+
+use super::get_token::{obtain, Obtained};
+use super::Resolved;
 
 /// kube-apiserver's `--oidc-*` settings as doctor understands them.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -115,15 +124,80 @@ pub fn issuer_difference(client: &str, apiserver: &str) -> Option<String> {
     ))
 }
 
-struct Report<'d> {
+/// Runs every check in order; the report goes to stderr, the exit code says whether all
+/// passed.
+pub fn run(deps: &Deps, args: &DoctorArgs) -> Result<String> {
+    let api = apiserver_settings(args)?;
+    // The token checked is the one get-token would hand kubectl, so KUBERNETES_EXEC_INFO is
+    // read as get-token reads it; a bad one fails only the token check.
+    let exec_info = parse_exec_info(deps.env.exec_info.as_deref());
+    let interactive = match &exec_info {
+        Ok(info) => super::interactive(deps, info.interactive),
+        Err(_) => deps.prompt.is_terminal(),
+    };
+    let get_token = &args.get_token;
+    let r = super::resolve(&get_token.provider, Some(&get_token.cache), interactive)?;
+    let mut doctor = Doctor::new(deps, &r, api);
+    let Some(provider) = doctor.check_discovery() else {
+        return doctor.finish();
+    };
+    doctor.check_issuer(&provider);
+    doctor.check_client_id();
+    doctor.check_apiserver_trust();
+    if r.login.grant == GrantType::Authcode {
+        doctor.check_redirects(&provider)?;
+    }
+    doctor.check_signing_algs(&provider);
+    let token = exec_info.and_then(|_| {
+        let cache = super::flags::cache_policy(deps, &get_token.cache, get_token.force_refresh);
+        obtain(deps, &r, Some(&cache))
+    });
+    doctor.check_token(&provider, token)?;
+    doctor.finish()
+}
+
+/// The checks, run in order by [`run`]; each says `[ok]`, `[FAIL]` with the fix, or `[note]`
+/// on stderr.
+struct Doctor<'d> {
     deps: &'d Deps,
+    r: &'d Resolved,
+    api: ApiServerOidc,
+    /// kube-apiserver's `--oidc-issuer-url`, else the client's.
+    api_issuer: String,
+    /// kube-apiserver's `--oidc-client-id`, else the client's.
+    api_client: String,
+    /// kube-apiserver's `--oidc-signing-algs`, else its default RS256.
+    api_algs: Vec<String>,
     problems: usize,
 }
 
-impl Report<'_> {
+impl<'d> Doctor<'d> {
+    fn new(deps: &'d Deps, r: &'d Resolved, api: ApiServerOidc) -> Doctor<'d> {
+        Doctor {
+            deps,
+            r,
+            api_issuer: api
+                .issuer_url
+                .clone()
+                .unwrap_or_else(|| r.provider.issuer.clone()),
+            api_client: api
+                .client_id
+                .clone()
+                .unwrap_or_else(|| r.provider.client_id.clone()),
+            api_algs: if api.signing_algs.is_empty() {
+                vec!["RS256".to_string()]
+            } else {
+                api.signing_algs.clone()
+            },
+            api,
+            problems: 0,
+        }
+    }
+
     fn ok(&self, what: &str) {
         self.deps.say(&format!("[ok]   {what}"));
     }
+
     fn fail(&mut self, what: &str, fix: &str) {
         self.problems += 1;
         self.deps.say(&format!("[FAIL] {what}"));
@@ -131,121 +205,84 @@ impl Report<'_> {
             self.deps.say(&format!("       fix: {fix}"));
         }
     }
+
     fn note(&self, what: &str) {
         self.deps.say(&format!("[note] {what}"));
     }
-}
 
-fn get(deps: &Deps, settings: &HttpSettings, url: &str) -> Result<crate::deps::HttpResponse> {
-    let http = deps.http.build(settings)?;
-    http.send(&HttpRequest {
-        method: Method::Get,
-        url: url.to_string(),
-        headers: Vec::new(),
-        form: None,
-        basic_auth: None,
-    })
-}
-
-/// Runs every check; the report goes to stderr, the exit code says whether all passed.
-pub fn run(deps: &Deps, args: &DoctorArgs) -> Result<String> {
-    let mut rep = Report { deps, problems: 0 };
-    let mut api = match &args.k3s_config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::io(format!("--k3s-config {}", path.display()), e))?;
-            parse_k3s_config(&text)
+    /// Check 1: Discovery, with the client's TLS settings. Without it nothing else can be checked.
+    fn check_discovery(&mut self) -> Option<Provider<'d>> {
+        let (deps, r) = (self.deps, self.r);
+        let issuer = &r.provider.issuer;
+        match Provider::discover(deps, &r.provider) {
+            Ok(p) => {
+                self.ok(&format!(
+                    "the provider answers discovery at {} and its issuer is \"{issuer}\"",
+                    shared::discovery::discovery_url(issuer)
+                ));
+                Some(p)
+            }
+            Err(e) => {
+                let fix = match &e {
+                    Error::IssuerMismatch { found, .. } => format!("use --oidc-issuer-url={found} (and the same string in kube-apiserver's --oidc-issuer-url)"),
+                    _ if e.to_string().contains("certificate") => "pass the provider's CA with --certificate-authority=<ca.crt>".into(),
+                    _ => "check that the provider runs and the URL is right".into(),
+                };
+                self.fail(&format!("discovery failed: {e}"), &fix);
+                None
+            }
         }
-        None => ApiServerOidc::default(),
-    };
-    // Flags win over the file.
-    let flag = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
-    api.issuer_url = flag(&args.apiserver_oidc_issuer_url).or(api.issuer_url);
-    api.client_id = flag(&args.apiserver_oidc_client_id).or(api.client_id);
-    api.username_claim = flag(&args.apiserver_oidc_username_claim).or(api.username_claim);
-    api.username_prefix = flag(&args.apiserver_oidc_username_prefix).or(api.username_prefix);
-    api.groups_claim = flag(&args.apiserver_oidc_groups_claim).or(api.groups_claim);
-    api.groups_prefix = flag(&args.apiserver_oidc_groups_prefix).or(api.groups_prefix);
-    api.ca_file = flag(&args.apiserver_oidc_ca_file).or(api.ca_file);
-    if !args.apiserver_oidc_signing_algs.is_empty() {
-        api.signing_algs = args.apiserver_oidc_signing_algs.clone();
     }
 
-    let interactive = deps.prompt.is_terminal();
-    let r = super::resolve(
-        &args.get_token.provider,
-        Some(&args.get_token.cache),
-        interactive,
-    )?;
-    let issuer = r.provider.issuer.clone();
-    let api_issuer = api.issuer_url.clone().unwrap_or_else(|| issuer.clone());
-    let api_client = api
-        .client_id
-        .clone()
-        .unwrap_or_else(|| r.provider.client_id.clone());
-
-    // 1. Discovery, with the client's TLS settings.
-    let provider = match Provider::discover(deps, &r.provider) {
-        Ok(p) => {
-            rep.ok(&format!(
-                "the provider answers discovery at {} and its issuer is \"{issuer}\"",
-                shared::discovery::discovery_url(&issuer)
-            ));
-            p
-        }
-        Err(e) => {
-            let fix = match &e {
-                Error::IssuerMismatch { found, .. } => format!("use --oidc-issuer-url={found} (and the same string in kube-apiserver's --oidc-issuer-url)"),
-                _ if e.to_string().contains("certificate") => "pass the provider's CA with --certificate-authority=<ca.crt>".into(),
-                _ => "check that the provider runs and the URL is right".into(),
-            };
-            rep.fail(&format!("discovery failed: {e}"), &fix);
-            return finish(rep);
-        }
-    };
-
-    // 2. The issuer string kube-apiserver compares against.
-    match issuer_difference(&provider.metadata.issuer, &api_issuer) {
-        None => rep.ok(&format!(
-            "kube-apiserver's --oidc-issuer-url equals the provider's issuer \"{api_issuer}\""
-        )),
-        Some(d) => rep.fail(
-            &format!("issuer mismatch: {d}"),
-            &format!(
-                "set kube-apiserver's --oidc-issuer-url={}",
-                provider.metadata.issuer
+    /// Check 2: The issuer string kube-apiserver compares the token's `iss` against.
+    fn check_issuer(&mut self, provider: &Provider) {
+        let issuer = &provider.metadata.issuer;
+        match issuer_difference(issuer, &self.api_issuer) {
+            None => self.ok(&format!(
+                "kube-apiserver's --oidc-issuer-url equals the provider's issuer \"{}\"",
+                self.api_issuer
+            )),
+            Some(d) => self.fail(
+                &format!("issuer mismatch: {d}"),
+                &format!("set kube-apiserver's --oidc-issuer-url={issuer}"),
             ),
-        ),
-    }
-    if api_client != r.provider.client_id {
-        rep.fail(
-            &format!("kube-apiserver's --oidc-client-id is \"{api_client}\" but the client logs in as \"{}\": the token's aud will not match", r.provider.client_id),
-            &format!("use the same client id on both sides (--oidc-client-id={})", r.provider.client_id),
-        );
+        }
     }
 
-    // 3. Can kube-apiserver trust the provider's certificate with what it is given?
-    if api_issuer.starts_with("https://") {
+    /// Check 2b: The client id kube-apiserver expects in the token's `aud`.
+    fn check_client_id(&mut self) {
+        let client = &self.r.provider.client_id;
+        if &self.api_client != client {
+            let what = format!("kube-apiserver's --oidc-client-id is \"{}\" but the client logs in as \"{client}\": the token's aud will not match", self.api_client);
+            self.fail(
+                &what,
+                &format!("use the same client id on both sides (--oidc-client-id={client})"),
+            );
+        }
+    }
+
+    /// Check 3: Whether kube-apiserver can trust the provider's certificate with what it is given.
+    fn check_apiserver_trust(&mut self) {
+        if !self.api_issuer.starts_with("https://") {
+            return;
+        }
         let settings = HttpSettings {
-            ca_files: api.ca_file.iter().cloned().collect(),
+            ca_files: self.api.ca_file.iter().cloned().collect(),
             ca_data: Vec::new(),
             insecure_skip_tls_verify: false,
-            timeout: r.provider.http.timeout,
+            timeout: self.r.provider.http.timeout,
             no_redirects: false,
         };
-        let via = match &api.ca_file {
+        let via = match &self.api.ca_file {
             Some(f) => format!("--oidc-ca-file={f}"),
             None => "its system roots (no --oidc-ca-file)".to_string(),
         };
-        match get(
-            deps,
-            &settings,
-            &shared::discovery::discovery_url(&api_issuer),
-        ) {
-            Ok(resp) if resp.status == 200 => rep.ok(&format!(
+        let url = shared::discovery::discovery_url(&self.api_issuer);
+        match get(self.deps, &settings, &url) {
+            Ok(resp) if resp.status == 200 => self.ok(&format!(
                 "kube-apiserver can reach and trust the provider with {via}"
             )),
-            Ok(resp) => rep.fail(
+            Ok(resp) => self.fail(
                 &format!(
                     "kube-apiserver's discovery request gets HTTP {}",
                     resp.status
@@ -253,7 +290,7 @@ pub fn run(deps: &Deps, args: &DoctorArgs) -> Result<String> {
                 "check --oidc-issuer-url",
             ),
             Err(e) => {
-                let fix = match (&api.ca_file, r.provider.http.ca_files.first()) {
+                let fix = match (&self.api.ca_file, self.r.provider.http.ca_files.first()) {
                     (None, Some(ca)) => {
                         format!("give kube-apiserver the provider's CA: --oidc-ca-file={ca}")
                     }
@@ -265,7 +302,7 @@ pub fn run(deps: &Deps, args: &DoctorArgs) -> Result<String> {
                             .into()
                     }
                 };
-                rep.fail(
+                self.fail(
                     &format!("kube-apiserver would not trust the provider with {via}: {e}"),
                     &fix,
                 );
@@ -273,169 +310,96 @@ pub fn run(deps: &Deps, args: &DoctorArgs) -> Result<String> {
         }
     }
 
-    // 4. The redirect URIs the client will use (browser grants only).
-    if matches!(r.login.grant, GrantType::Authcode) {
-        check_redirects(deps, &mut rep, &provider, &r)?;
-    }
-
-    // 5. The signing algorithm.
-    let algs = if api.signing_algs.is_empty() {
-        vec!["RS256".to_string()]
-    } else {
-        api.signing_algs.clone()
-    };
-    let offered = &provider.metadata.id_token_signing_alg_values_supported;
-    if offered.is_empty() || offered.iter().any(|a| algs.contains(a)) {
-        rep.ok(&format!(
-            "the provider signs with {} and kube-apiserver accepts {}",
-            offered.join(","),
-            algs.join(",")
-        ));
-    } else {
-        rep.fail(
-            &format!(
-                "the provider signs with {} but kube-apiserver accepts only {}",
-                offered.join(","),
-                algs.join(",")
-            ),
-            &format!(
-                "set kube-apiserver's --oidc-signing-algs={}",
-                offered.join(",")
-            ),
-        );
-    }
-
-    // 6. A real token through kube-apiserver's rules.
-    let cred = match super::get_token::run(deps, &args.get_token) {
-        Ok(c) => c,
-        Err(e) => {
-            rep.fail(
-                &format!("could not get a token to check: {e}"),
-                "fix the problems above, then run doctor again",
-            );
-            return finish(rep);
+    /// Check 4: The redirect URIs the client will use (browser logins only). The authorization
+    /// endpoint is asked about each without following redirects: a provider that refuses a
+    /// redirect URI shows an error page (RFC 6749 §4.1.2.1) instead of its login page.
+    fn check_redirects(&mut self, provider: &Provider) -> Result<()> {
+        let redirects = self.redirect_uris();
+        if redirects.is_empty() {
+            self.note("the loopback port is chosen at login time (--listen-address with port 0): the provider must accept any loopback port (RFC 8252 §7.3)");
+            return Ok(());
         }
-    };
-    let token = serde_json::from_str::<serde_json::Value>(&cred)
-        .ok()
-        .and_then(|v| v["status"]["token"].as_str().map(str::to_string))
-        .ok_or_else(|| Error::Login("get-token returned no token".into()))?;
-    let jwks_resp = get(deps, &r.provider.http, &provider.metadata.jwks_uri)?;
-    let jwks: shared::jwk::JwkSet =
-        serde_json::from_slice(&jwks_resp.body).map_err(|e| Error::BadResponse {
-            url: provider.metadata.jwks_uri.clone(),
-            message: format!("not a JWK set: {e}"),
+        let http = self.deps.http.build(&HttpSettings {
+            no_redirects: true,
+            ..self.r.provider.http.clone()
         })?;
-    let mut settings = Settings::new(&api_issuer, &api_client);
-    if let Some(c) = &api.username_claim {
-        settings.username_claim = c.clone();
-    }
-    settings.username_prefix = api.username_prefix.clone();
-    settings.groups_claim = api.groups_claim.clone();
-    settings.groups_prefix = api.groups_prefix.clone();
-    settings.signing_algs = algs;
-    let now = u64::try_from(deps.clock.now().timestamp()).unwrap_or(0);
-    match shared::kube_oidc::authenticate(&settings, &jwks, &token, now) {
-        Ok(user) => {
-            rep.ok("a real token passes kube-apiserver's OIDC checks");
-            deps.say(&format!(
-                "\nkube-apiserver will see:\n  username: {}\n  groups:   {}",
-                user.username,
-                user.groups_with_authenticated().join(", ")
-            ));
+        for redirect in redirects {
+            let resp = self.ask_authorization(http.as_ref(), provider, &redirect)?;
+            self.judge_redirect(&redirect, &resp);
         }
-        Err(reject) => rep.fail(
-            &format!("kube-apiserver would reject the token: {}", reject.reason),
-            &reject.fix_hint,
-        ),
+        Ok(())
     }
-    finish(rep)
-}
 
-fn finish(rep: Report<'_>) -> Result<String> {
-    if rep.problems == 0 {
-        rep.deps.say("\nall checks passed");
-        Ok(String::new())
-    } else {
-        Err(Error::Usage(format!(
-            "doctor found {} problem(s); the fixes are listed above",
-            rep.problems
-        )))
-    }
-}
-
-/// Asks the authorization endpoint about each redirect URI the client will use, without
-/// following redirects: a provider that refuses a redirect URI shows an error page (RFC 6749
-/// §4.1.2.1) instead of its login page.
-fn check_redirects(
-    deps: &Deps,
-    rep: &mut Report<'_>,
-    provider: &Provider,
-    r: &super::Resolved,
-) -> Result<()> {
-    let redirects: Vec<String> = if !r.login.redirect_url.is_empty() {
-        vec![r.login.redirect_url.clone()]
-    } else {
-        r.login
+    /// `--oidc-redirect-url`, else `http://localhost:PORT` for each fixed loopback port.
+    fn redirect_uris(&self) -> Vec<String> {
+        let login = &self.r.login;
+        if !login.redirect_url.is_empty() {
+            return vec![login.redirect_url.clone()];
+        }
+        login
             .listen_addresses
             .iter()
             .filter_map(|a| a.rsplit_once(':').map(|(_, p)| p.to_string()))
             .filter(|p| p != "0")
             .map(|p| format!("http://localhost:{p}"))
             .collect()
-    };
-    if redirects.is_empty() {
-        rep.note("the loopback port is chosen at login time (--listen-address with port 0): the provider must accept any loopback port (RFC 8252 §7.3)");
-        return Ok(());
     }
-    let http = deps.http.build(&HttpSettings {
-        no_redirects: true,
-        ..r.provider.http.clone()
-    })?;
-    for redirect in redirects {
-        let mut url = url::Url::parse(&provider.metadata.authorization_endpoint).map_err(|e| {
-            Error::BadResponse {
-                url: provider.metadata.authorization_endpoint.clone(),
-                message: e.to_string(),
-            }
+
+    /// An authorization request (with a PKCE challenge, so a provider requiring one answers
+    /// about the redirect URI) for `redirect`; the answer is not followed.
+    fn ask_authorization(
+        &self,
+        http: &dyn Http,
+        provider: &Provider,
+        redirect: &str,
+    ) -> Result<HttpResponse> {
+        let endpoint = &provider.metadata.authorization_endpoint;
+        let mut url = url::Url::parse(endpoint).map_err(|source| {
+            Error::bad_response(
+                endpoint,
+                ResponseProblem::NotAUrl {
+                    name: "authorization_endpoint",
+                    source,
+                },
+            )
         })?;
         url.query_pairs_mut()
             .append_pair("response_type", "code")
-            .append_pair("client_id", &r.provider.client_id)
-            .append_pair("redirect_uri", &redirect)
-            .append_pair("scope", &r.provider.scope())
+            .append_pair("client_id", &self.r.provider.client_id)
+            .append_pair("redirect_uri", redirect)
+            .append_pair("scope", &self.r.provider.scope())
             .append_pair("state", "kubelogin-doctor")
             .append_pair(
                 "code_challenge",
                 &shared::pkce::s256_challenge("kubelogin-doctor-probe-verifier-0123456789abcdef"),
             )
             .append_pair("code_challenge_method", "S256");
-        let resp = http.send(&HttpRequest {
+        http.send(&HttpRequest {
             method: Method::Get,
             url: url.to_string(),
-            headers: r.provider.request_headers.clone(),
+            headers: self
+                .r
+                .provider
+                .request_headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             form: None,
             basic_auth: None,
-        })?;
-        let location = resp.header("location").unwrap_or("").to_string();
+        })
+    }
+
+    /// A redirect back to `redirect` with `error=` means the URI is accepted and something
+    /// else is refused; an error status means the URI itself is refused.
+    fn judge_redirect(&mut self, redirect: &str, resp: &HttpResponse) {
+        let location = resp.header("location").unwrap_or("");
         if (300..400).contains(&resp.status)
-            && location.starts_with(&redirect)
+            && location.starts_with(redirect)
             && location.contains("error=")
         {
-            let q: Vec<(String, String)> = url::Url::parse(&location)
-                .map(|u| u.query_pairs().map(|(k, v)| (k.into(), v.into())).collect())
-                .unwrap_or_default();
-            let err = q
-                .iter()
-                .find(|(k, _)| k == "error")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default();
-            let desc = q
-                .iter()
-                .find(|(k, _)| k == "error_description")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default();
-            rep.fail(
+            let err = query_value(location, "error");
+            let desc = query_value(location, "error_description");
+            self.fail(
                 &format!("the provider accepts {redirect} but refuses the request: {err} {desc}"),
                 "check the client's grant types and scopes at the provider",
             );
@@ -448,21 +412,148 @@ fn check_redirects(
                 .chars()
                 .take(200)
                 .collect();
-            rep.fail(
+            self.fail(
                 &format!(
                     "the provider refuses the redirect URI {redirect} (HTTP {}): {excerpt}",
                     resp.status
                 ),
                 &format!(
                     "register {redirect} for client {} at the provider",
-                    r.provider.client_id
+                    self.r.provider.client_id
                 ),
             );
         } else {
-            rep.ok(&format!("the provider accepts the redirect URI {redirect}"));
+            self.ok(&format!("the provider accepts the redirect URI {redirect}"));
         }
     }
-    Ok(())
+
+    /// Check 5: The signing algorithm: one the provider uses must be one kube-apiserver accepts.
+    fn check_signing_algs(&mut self, provider: &Provider) {
+        let algs = &provider.metadata.id_token_signing_alg_values_supported;
+        let (offered, accepted) = (algs.join(","), self.api_algs.join(","));
+        if algs.is_empty() || algs.iter().any(|a| self.api_algs.contains(a)) {
+            self.ok(&format!(
+                "the provider signs with {offered} and kube-apiserver accepts {accepted}"
+            ));
+        } else {
+            self.fail(
+                &format!(
+                    "the provider signs with {offered} but kube-apiserver accepts only {accepted}"
+                ),
+                &format!("set kube-apiserver's --oidc-signing-algs={offered}"),
+            );
+        }
+    }
+
+    /// Check 6: A real token (get-token's, from the cache, a refresh or a login) through
+    /// kube-apiserver's OIDC rules; ends with the user kube-apiserver will see.
+    fn check_token(&mut self, provider: &Provider, token: Result<Obtained>) -> Result<()> {
+        let got = match token {
+            Ok(got) => got,
+            Err(e) => {
+                self.fail(
+                    &format!("could not get a token to check: {e}"),
+                    "fix the problems above, then run doctor again",
+                );
+                return Ok(());
+            }
+        };
+        let jwks_uri = &provider.metadata.jwks_uri;
+        let jwks_resp = get(self.deps, &self.r.provider.http, jwks_uri)?;
+        let jwks: shared::jwk::JwkSet = serde_json::from_slice(&jwks_resp.body)
+            .map_err(|e| Error::bad_response(jwks_uri, ResponseProblem::NotJwks(e)))?;
+        let now = u64::try_from(self.deps.clock.now().timestamp()).unwrap_or(0);
+        let token = got.credential.token.expose();
+        match shared::kube_oidc::authenticate(&self.kube_settings(), &jwks, token, now) {
+            Ok(user) => {
+                self.ok("a real token passes kube-apiserver's OIDC checks");
+                self.deps.say(&format!(
+                    "\nkube-apiserver will see:\n  username: {}\n  groups:   {}",
+                    user.username,
+                    user.groups_with_authenticated().join(", ")
+                ));
+            }
+            Err(reject) => self.fail(
+                &format!("kube-apiserver would reject the token: {}", reject.reason),
+                &reject.fix_hint,
+            ),
+        }
+        Ok(())
+    }
+
+    /// kube-apiserver's OIDC settings, as `shared::kube_oidc` reads them.
+    fn kube_settings(&self) -> Settings {
+        let mut settings = Settings::new(&self.api_issuer, &self.api_client);
+        if let Some(c) = &self.api.username_claim {
+            settings.username_claim = c.clone();
+        }
+        settings.username_prefix = self.api.username_prefix.clone();
+        settings.groups_claim = self.api.groups_claim.clone();
+        settings.groups_prefix = self.api.groups_prefix.clone();
+        settings.signing_algs = self.api_algs.clone();
+        settings
+    }
+
+    /// The summary line; the exit code says whether every check passed.
+    fn finish(self) -> Result<String> {
+        if self.problems == 0 {
+            self.deps.say("\nall checks passed");
+            Ok(String::new())
+        } else {
+            Err(Error::Usage(format!(
+                "doctor found {} problem(s); the fixes are listed above",
+                self.problems
+            )))
+        }
+    }
+}
+
+fn get(deps: &Deps, settings: &HttpSettings, url: &str) -> Result<HttpResponse> {
+    let http = deps.http.build(settings)?;
+    http.send(&HttpRequest {
+        method: Method::Get,
+        url: url.to_string(),
+        headers: Vec::new(),
+        form: None,
+        basic_auth: None,
+    })
+}
+
+/// kube-apiserver's settings: the `--k3s-config` file's, with the `--apiserver-oidc-*` flags
+/// winning over it.
+fn apiserver_settings(args: &DoctorArgs) -> Result<ApiServerOidc> {
+    let mut api = match &args.k3s_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::io(format!("--k3s-config {}", path.display()), e))?;
+            parse_k3s_config(&text)
+        }
+        None => ApiServerOidc::default(),
+    };
+    let flag = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    api.issuer_url = flag(&args.apiserver_oidc_issuer_url).or(api.issuer_url);
+    api.client_id = flag(&args.apiserver_oidc_client_id).or(api.client_id);
+    api.username_claim = flag(&args.apiserver_oidc_username_claim).or(api.username_claim);
+    api.username_prefix = flag(&args.apiserver_oidc_username_prefix).or(api.username_prefix);
+    api.groups_claim = flag(&args.apiserver_oidc_groups_claim).or(api.groups_claim);
+    api.groups_prefix = flag(&args.apiserver_oidc_groups_prefix).or(api.groups_prefix);
+    api.ca_file = flag(&args.apiserver_oidc_ca_file).or(api.ca_file);
+    if !args.apiserver_oidc_signing_algs.is_empty() {
+        api.signing_algs = args.apiserver_oidc_signing_algs.clone();
+    }
+    Ok(api)
+}
+
+/// The first value of `name` in the query of `url`, or nothing.
+fn query_value(url: &str, name: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_default()
 }
 
 fn strip_tags(html: &str) -> String {

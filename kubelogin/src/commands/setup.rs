@@ -1,26 +1,25 @@
 //! `setup`: log in once (bypassing the cache) and print, in one screen, the claims, the
 //! `kubectl config set-credentials` command, the RBAC commands and the API server flags.
 
-use crate::auth;
-use crate::cli::{GrantType, PkceMethod, ProviderArgs, SetupArgs, DEFAULT_LISTEN_ADDRESS};
+use clap::ValueEnum;
+
+use crate::auth::GrantType;
+use crate::cli::{self, PkceMethod, ProviderArgs, SetupArgs, DEFAULT_LISTEN_ADDRESS};
 use crate::deps::Deps;
 use crate::error::{Error, Result};
-use crate::provider::Provider;
+
+use super::get_token::obtain;
 
 /// Returns the text for stdout.
 pub fn run(deps: &Deps, args: &SetupArgs) -> Result<String> {
     let interactive = deps.prompt.is_terminal();
     let r = super::resolve(&args.provider, None, interactive)?;
-    let provider = Provider::discover(deps, &r.provider)?;
-    let entry = auth::login(deps, &provider, &r.login)?;
-    let token = if entry.id_token.is_empty() {
-        &entry.access_token
-    } else {
-        &entry.id_token
-    };
-    // Verified just now by `auth::login`; decoded again only to print every claim.
-    let claims: serde_json::Value = shared::jwt::decode_claims_unverified(token.expose())
-        .map_err(|e| Error::Login(format!("the token is not a JWT, no claims to show: {e}")))?;
+    // No cache: a login every time, and nothing kept.
+    let got = obtain(deps, &r, None)?;
+    // Verified just now by the login; decoded again only to print every claim.
+    let claims = got
+        .claims()
+        .map_err(|e| Error::invalid("the token is not a JWT, no claims to show", e))?;
     Ok(render(&args.provider, &r.login.grant, &claims))
 }
 
@@ -35,18 +34,46 @@ fn quote(s: &str) -> String {
     }
 }
 
+/// kubelogin's defaults of the numeric flags, left out when unchanged.
+const DEFAULT_AUTHENTICATION_TIMEOUT_SEC: u64 = 180;
+const DEFAULT_HTTP_TIMEOUT_SEC: u64 = 30;
+
 /// Every flag the user set (not the defaults), as `--flag=value`; the password is left out
 /// (it would land in the kubeconfig in clear) and asked for on the terminal instead.
 pub fn given_flags(a: &ProviderArgs) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut push = |name: &str, value: &str| out.push(format!("--{name}={value}"));
-    if let Some(v) = &a.oidc_issuer_url {
-        push("oidc-issuer-url", v);
+    let mut flags: Vec<(&str, String)> = Vec::new();
+    for (name, value) in [
+        ("oidc-issuer-url", &a.oidc_issuer_url),
+        ("oidc-client-id", &a.oidc_client_id),
+    ] {
+        if let Some(v) = value {
+            flags.push((name, v.clone()));
+        }
     }
-    if let Some(v) = &a.oidc_client_id {
-        push("oidc-client-id", v);
+    for (name, value) in string_flags(a) {
+        if !value.is_empty() {
+            flags.push((name, value.clone()));
+        }
     }
-    let strings = [
+    for (name, values) in list_flags(a) {
+        flags.extend(values.iter().map(|v| (name, v.clone())));
+    }
+    for (name, on) in switch_flags(a) {
+        if on {
+            flags.push((name, "true".to_string()));
+        }
+    }
+    flags.extend(choice_flags(a));
+    flags.extend(listen_and_timeout_flags(a));
+    flags
+        .into_iter()
+        .map(|(name, value)| format!("--{name}={value}"))
+        .collect()
+}
+
+/// The string flags, empty when not given.
+fn string_flags(a: &ProviderArgs) -> [(&'static str, &String); 8] {
+    [
         ("oidc-client-secret", &a.oidc_client_secret),
         ("oidc-redirect-url", &a.oidc_redirect_url),
         (
@@ -61,13 +88,12 @@ pub fn given_flags(a: &ProviderArgs) -> Vec<String> {
         ("local-server-cert", &a.local_server_cert),
         ("local-server-key", &a.local_server_key),
         ("username", &a.username),
-    ];
-    for (name, v) in strings {
-        if !v.is_empty() {
-            push(name, v);
-        }
-    }
-    let lists = [
+    ]
+}
+
+/// The repeatable flags.
+fn list_flags(a: &ProviderArgs) -> [(&'static str, &Vec<String>); 5] {
+    [
         ("oidc-extra-scope", &a.oidc_extra_scope),
         ("oidc-request-header", &a.oidc_request_header),
         (
@@ -76,56 +102,62 @@ pub fn given_flags(a: &ProviderArgs) -> Vec<String> {
         ),
         ("certificate-authority", &a.certificate_authority),
         ("certificate-authority-data", &a.certificate_authority_data),
-    ];
-    for (name, vs) in lists {
-        for v in vs {
-            push(name, v);
-        }
-    }
-    if a.oidc_use_access_token {
-        push("oidc-use-access-token", "true");
-    }
-    if a.skip_open_browser {
-        push("skip-open-browser", "true");
-    }
-    if a.insecure_skip_tls_verify {
-        push("insecure-skip-tls-verify", "true");
-    }
+    ]
+}
+
+/// The boolean flags.
+fn switch_flags(a: &ProviderArgs) -> [(&'static str, bool); 3] {
+    [
+        ("oidc-use-access-token", a.oidc_use_access_token),
+        ("skip-open-browser", a.skip_open_browser),
+        ("insecure-skip-tls-verify", a.insecure_skip_tls_verify),
+    ]
+}
+
+/// PKCE and the grant type, by their command-line names; the deprecated `--oidc-use-pkce`
+/// as what it means.
+fn choice_flags(a: &ProviderArgs) -> Vec<(&'static str, String)> {
+    let mut flags = Vec::new();
     if a.oidc_use_pkce {
-        push("oidc-pkce-method", "S256");
+        flags.push(("oidc-pkce-method", "S256".to_string()));
     }
-    match a.oidc_pkce_method {
-        PkceMethod::Auto => {}
-        PkceMethod::No => push("oidc-pkce-method", "no"),
-        PkceMethod::S256 => push("oidc-pkce-method", "S256"),
+    if a.oidc_pkce_method != PkceMethod::Auto {
+        flags.push(("oidc-pkce-method", value_name(a.oidc_pkce_method)));
     }
-    if a.grant_type != GrantType::Auto {
-        let name = match a.grant_type {
-            GrantType::Auto => "auto",
-            GrantType::Authcode => "authcode",
-            GrantType::AuthcodeKeyboard => "authcode-keyboard",
-            GrantType::Password => "password",
-            GrantType::DeviceCode => "device-code",
-            GrantType::ClientCredentials => "client-credentials",
-        };
-        push("grant-type", name);
+    if a.grant_type != cli::GrantType::Auto {
+        flags.push(("grant-type", value_name(a.grant_type)));
     }
+    flags
+}
+
+/// The loopback addresses (the deprecated `--listen-port` as addresses) and the timeouts,
+/// when not the defaults.
+fn listen_and_timeout_flags(a: &ProviderArgs) -> Vec<(&'static str, String)> {
+    let mut flags = Vec::new();
     if a.listen_address.join(",") != DEFAULT_LISTEN_ADDRESS {
-        push("listen-address", &a.listen_address.join(","));
+        flags.push(("listen-address", a.listen_address.join(",")));
     }
     for p in &a.listen_port {
-        push("listen-address", &format!("127.0.0.1:{p}"));
+        flags.push(("listen-address", format!("127.0.0.1:{p}")));
     }
-    if a.authentication_timeout_sec != 180 {
-        push(
+    if a.authentication_timeout_sec != DEFAULT_AUTHENTICATION_TIMEOUT_SEC {
+        flags.push((
             "authentication-timeout-sec",
-            &a.authentication_timeout_sec.to_string(),
-        );
+            a.authentication_timeout_sec.to_string(),
+        ));
     }
-    if a.http_timeout_sec != 30 {
-        push("http-timeout-sec", &a.http_timeout_sec.to_string());
+    if a.http_timeout_sec != DEFAULT_HTTP_TIMEOUT_SEC {
+        flags.push(("http-timeout-sec", a.http_timeout_sec.to_string()));
     }
-    out
+    flags
+}
+
+/// A value's name on the command line, as clap parses it.
+fn value_name(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
 }
 
 fn render(a: &ProviderArgs, grant: &GrantType, claims: &serde_json::Value) -> String {

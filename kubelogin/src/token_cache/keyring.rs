@@ -79,7 +79,7 @@ impl KeyringStore {
             .map(|c| std::str::from_utf8(c).unwrap_or_default())
             .collect();
         if chunks.concat() != json {
-            return Err(Error::Keyring("entry is not ASCII, cannot split it".into()));
+            return Err(Error::keyring("entry is not ASCII, cannot split it"));
         }
         for (i, c) in chunks.iter().enumerate() {
             self.keyring.set(SERVICE, &format!("{account}/{i}"), c)?;
@@ -87,7 +87,7 @@ impl KeyringStore {
         let manifest = serde_json::to_string(&Manifest {
             kubelogin_chunks: chunks.len(),
         })
-        .map_err(|e| Error::Keyring(e.to_string()))?;
+        .map_err(Error::keyring)?;
         self.keyring.set(SERVICE, account, &manifest)
     }
 }
@@ -117,11 +117,11 @@ impl TokenStore for KeyringStore {
 
     fn save(&self, key: &str, entry: &CacheEntry) -> Result<()> {
         let account = account(key);
-        let json = serde_json::to_string(entry).map_err(|e| Error::Keyring(e.to_string()))?;
+        let json = serde_json::to_string(entry).map_err(Error::keyring)?;
         self.delete_chunks(&account)?;
         let too_long = self.entry_limit.is_some_and(|l| json.len() > l);
         let first_try = if too_long {
-            Err(Error::Keyring(format!(
+            Err(Error::keyring(format!(
                 "too long: {} > {} bytes",
                 json.len(),
                 self.chunk_size()

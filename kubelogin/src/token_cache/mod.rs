@@ -1,4 +1,7 @@
 //! The token cache: key, entry, storages (disk, keyring, none), lock and login back-off.
+//!
+//! `commands::flags` derives the [`CacheKey`] from the resolved provider and login options and
+//! picks the [`Storage`]; `commands::get_token::obtain` reads and writes through them.
 
 pub mod disk;
 pub mod keyring;
@@ -6,12 +9,12 @@ pub mod lock;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cli::Storage;
 use crate::deps::Deps;
 use crate::error::Result;
 use crate::secret::Secret;
@@ -135,7 +138,30 @@ impl Credential {
     }
 }
 
-/// Where entries live.
+/// Where entries live (`--token-cache-storage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    Disk,
+    /// The OS keyring, with the disk as the fallback for entries it refuses.
+    Keyring,
+    /// Nothing is kept: every call refreshes or logs in.
+    None,
+}
+
+/// Where the token cache lives and how `commands::get_token::obtain` uses it.
+#[derive(Debug, Clone)]
+pub struct CachePolicy {
+    pub dir: PathBuf,
+    pub storage: Storage,
+    /// The longest wait for another process holding the key's lock.
+    pub lock_timeout: Duration,
+    /// A cached token expiring sooner than this is refreshed.
+    pub refresh_margin: chrono::Duration,
+    /// `--force-refresh`: never answer from the cache.
+    pub force_refresh: bool,
+}
+
+/// Reads and writes entries by hex key.
 pub trait TokenStore {
     fn load(&self, key: &str) -> Result<Option<CacheEntry>>;
     fn save(&self, key: &str, entry: &CacheEntry) -> Result<()>;
