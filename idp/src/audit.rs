@@ -2,10 +2,12 @@
 //! Recording never fails a request: a store error is logged instead. Every field is bounded
 //! here, whoever builds the event: much of it (usernames typed on the login page, user agents,
 //! client ids) comes straight from the request, and an attacker must not fill the table.
+//!
+//! May depend on: `state`, `store`, `error`, `http` (the request's `ClientMeta`).
 
+use crate::http::ClientMeta;
 use crate::state::AppState;
 use crate::store::{AuditEvent, Store};
-use crate::web::ClientMeta;
 
 pub const INFO: &str = "info";
 pub const WARNING: &str = "warning";

@@ -3,10 +3,10 @@
 use crate::audit;
 use crate::crypto;
 use crate::error::OAuthError;
+use crate::http::{ClientMeta, FormParams};
 use crate::state::AppState;
 use crate::store::{DeviceCode, DeviceStatus};
-use crate::token::{authenticate_client, requested_scopes, FormParams};
-use crate::web::ClientMeta;
+use crate::token::{authenticate_client, requested_scopes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};

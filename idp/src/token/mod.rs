@@ -1,6 +1,11 @@
-//! The token endpoint (RFC 6749 §3.2): client authentication, one file per grant, and the
-//! minting of ID, access and refresh tokens shared by all grants.
+//! The token endpoint (RFC 6749 §3.2): client authentication, one file per grant, the minting
+//! of ID, access and refresh tokens shared by all grants, and the check of our access tokens
+//! (`access_token`) that userinfo, introspection and revocation share.
+//!
+//! May depend on: `state`, `store`, `keys`, `crypto`, `error`, `http`, `audit`, `accounts` (the
+//! password grant). Never on `oidc` or `web`, which sit above it.
 
+pub mod access_token;
 pub mod authorization_code;
 pub mod client_credentials;
 pub mod device_code;
@@ -9,65 +14,16 @@ pub mod refresh_token;
 
 use crate::crypto;
 use crate::error::OAuthError;
+use crate::http::{ClientMeta, FormParams};
 use crate::state::AppState;
 use crate::store::{Client, Family, RefreshToken, User};
-use crate::web::ClientMeta;
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use shared::token::{grant_type, TokenResponse};
 use std::collections::BTreeMap;
-
-/// A form body with each parameter at most once (RFC 6749 §3.2: "Parameters sent without a
-/// value MUST be treated as if they were omitted"; "MUST NOT be included more than once").
-pub struct FormParams(pub BTreeMap<String, String>);
-
-impl<S: Send + Sync> FromRequest<S> for FormParams {
-    type Rejection = OAuthError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, OAuthError> {
-        let ct = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !ct.starts_with("application/x-www-form-urlencoded") {
-            return Err(OAuthError::invalid_request(
-                "the body must be application/x-www-form-urlencoded (RFC 6749 §3.2)",
-            ));
-        }
-        let body = Bytes::from_request(req, state).await.map_err(|_| {
-            OAuthError::invalid_request("the request body is too large or unreadable")
-        })?;
-        parse_form(&body).map(FormParams)
-    }
-}
-
-/// Longest parameter name we keep; longer names are refused (no standard name comes close).
-pub const MAX_PARAM_NAME: usize = 64;
-
-/// Parses an `application/x-www-form-urlencoded` body into parameters: empty values dropped,
-/// a repeated parameter refused (RFC 6749 §3.2). Pure, so it can be fuzzed on its own.
-pub fn parse_form(body: &[u8]) -> Result<BTreeMap<String, String>, OAuthError> {
-    let mut m = BTreeMap::new();
-    for (k, v) in url::form_urlencoded::parse(body) {
-        if v.is_empty() {
-            continue;
-        }
-        if k.len() > MAX_PARAM_NAME {
-            return Err(OAuthError::invalid_request("a parameter name is too long"));
-        }
-        if m.insert(k.to_string(), v.to_string()).is_some() {
-            return Err(OAuthError::invalid_request(format!(
-                "the parameter {k:?} appears more than once"
-            )));
-        }
-    }
-    Ok(m)
-}
 
 /// Authenticates the client (RFC 6749 §2.3): `client_secret_basic` (§2.3.1, credentials
 /// form-urlencoded inside Basic), `client_secret_post`, or `none` for a public client
@@ -428,37 +384,4 @@ pub fn requested_scopes(
         )));
     }
     Ok(scopes)
-}
-
-#[cfg(test)]
-mod properties {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// Any body gives parameters or an OAuth error; accepted parameters are non-empty,
-        /// unique and bounded.
-        #[test]
-        fn any_body_parses_or_errs(body in proptest::collection::vec(any::<u8>(), 0..512)) {
-            if let Ok(m) = parse_form(&body) {
-                prop_assert!(m.values().all(|v| !v.is_empty()));
-                prop_assert!(m.keys().all(|k| k.len() <= MAX_PARAM_NAME));
-            }
-        }
-
-        /// Encoded parameters come back exactly, and a repeated one is refused.
-        #[test]
-        fn encoded_parameters_round_trip(
-            params in proptest::collection::btree_map("[a-z_]{1,20}", ".{1,40}", 0..8)
-        ) {
-            let body = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(&params)
-                .finish();
-            prop_assert_eq!(parse_form(body.as_bytes()).unwrap(), params.clone());
-            if let Some((k, v)) = params.iter().next() {
-                let doubled = format!("{body}&{}", url::form_urlencoded::Serializer::new(String::new()).append_pair(k, v).finish());
-                prop_assert!(parse_form(doubled.as_bytes()).is_err());
-            }
-        }
-    }
 }

@@ -1,10 +1,15 @@
-//! The login page and sign-out. The password check and its throttling live in `accounts`.
+//! The login page and the home page. The password check and its throttling live in
+//! `accounts`; signing out in `logout.rs`.
+//!
+//! May depend on: `accounts`, `audit`, `crypto`, `http`, `state`, `store`, `error`.
 
-use super::{csrf, page, safe_return_path, set_cookie, ClientMeta, SESSION_COOKIE};
+use super::{csrf, current_user, message_page, page, safe_return_path};
+use super::{PRE_SESSION_COOKIE, SESSION_COOKIE};
 use crate::accounts::{check_password, PasswordCheck, MAX_USERNAME_LEN};
 use crate::audit;
 use crate::crypto;
 use crate::error::PageError;
+use crate::http::{our_cookie, set_cookie, ClientMeta};
 use crate::state::AppState;
 use crate::store::Session;
 use askama::Template;
@@ -107,7 +112,7 @@ pub async fn login_submit(
     let now = state.now();
     // A new session id at every sign-in (no fixation), and the browser's previous session, if
     // any, ends here rather than lingering until it expires.
-    if let Some(old) = super::our_cookie(&state, &headers, SESSION_COOKIE) {
+    if let Some(old) = our_cookie(&state, &headers, SESSION_COOKIE) {
         state
             .store
             .delete_session(&crypto::hash_secret(&old))
@@ -151,56 +156,9 @@ pub async fn login_submit(
     // The pre-login session has served its purpose: its CSRF token must not outlive the login.
     resp.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(&state, super::PRE_SESSION_COOKIE, "", Some(0)),
+        set_cookie(&state, PRE_SESSION_COOKIE, "", Some(0)),
     );
     Ok(resp)
-}
-
-#[derive(Deserialize)]
-pub struct LogoutForm {
-    #[serde(default)]
-    pub csrf_token: String,
-}
-
-/// Signs the browser out (POST with CSRF, so another site cannot sign a user out).
-pub async fn logout(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    meta: ClientMeta,
-    Form(form): Form<LogoutForm>,
-) -> Result<Response, PageError> {
-    csrf::check_session(&state, &headers, &form.csrf_token).await?;
-    end_session(&state, &headers, &meta).await?;
-    let mut r = super::message_page(
-        &state,
-        StatusCode::OK,
-        "Signed out",
-        "You are signed out of kubelogin-idp.",
-    );
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(&state, SESSION_COOKIE, "", Some(0)),
-    );
-    Ok(r)
-}
-
-/// Deletes the browser's session, if any, with an audit event.
-pub async fn end_session(
-    state: &AppState,
-    headers: &HeaderMap,
-    meta: &ClientMeta,
-) -> Result<(), crate::error::IdpError> {
-    if let Some((s, u)) = super::current_user(state, headers).await? {
-        state.store.delete_session(&s.id_hash).await?;
-        audit::record(
-            state,
-            audit::Event::new("logout", audit::INFO)
-                .actor(&u.username)
-                .meta(meta),
-        )
-        .await;
-    }
-    Ok(())
 }
 
 /// `/`: who is signed in, with a sign-out button.
@@ -208,15 +166,10 @@ pub async fn home(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    let who = super::current_user(&state, &headers).await?;
+    let who = current_user(&state, &headers).await?;
     let msg = match who {
         Some((_, u)) => format!("Signed in as {}.", u.username),
         None => "Not signed in.".to_string(),
     };
-    Ok(super::message_page(
-        &state,
-        StatusCode::OK,
-        "kubelogin-idp",
-        &msg,
-    ))
+    Ok(message_page(&state, StatusCode::OK, "kubelogin-idp", &msg))
 }
