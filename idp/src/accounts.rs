@@ -1,12 +1,17 @@
 //! Accounts: the password check shared by the login page and the password grant, the
 //! throttling of wrong guesses (passwords, and device user codes on the approval page), and the
-//! browser sessions.
+//! browser sessions a sign-in starts.
+//!
+//! Signing in is a sequence of steps, each its own function: the password (`check_password`),
+//! then the session (`start_session`). A second factor joins between the two.
 //!
 //! Throttle keys, all of bounded length so that long input cannot grow the map:
 //! - `ip <address>`: every failed login from one address;
 //! - `user <name> from <address>`: failed logins for one account from one address. An account
 //!   is never locked as a whole: whatever an attacker's address does, the owner signing in with
 //!   the right password from an address that has not failed gets in;
+//! - `account <name>`: the account across addresses, holding back only addresses that have
+//!   failed before;
 //! - `device-session <id>` and `device-ip <address>`: wrong user codes per browser session and
 //!   per address.
 //!
@@ -23,7 +28,7 @@ use crate::error::IdpError;
 use crate::http::ClientMeta;
 use crate::state::AppState;
 use crate::store::{Session, User};
-use crate::throttle::Blocked;
+use crate::throttle::{Blocked, Throttle};
 use std::net::{IpAddr, Ipv6Addr};
 
 /// The longest username an account can have (the CLI's rule for `user add`).
@@ -51,8 +56,70 @@ pub fn address_key(ip: &str) -> String {
     }
 }
 
+/// The throttle keys a login attempt counts against (see the module comment).
+struct LoginKeys {
+    /// `ip <address>`: every failed login from one address.
+    ip: String,
+    /// `user <name> from <address>`; none for a name longer than any account's, which is wrong
+    /// without asking the store or argon2 and never becomes a key (it still counts against
+    /// the address).
+    account: Option<String>,
+    /// `account <name>`: the account across every address. A guesser spread over many
+    /// addresses (one IPv6 /48 holds 65,536 /64s) locks it, but the lock only holds back
+    /// addresses that have failed before, so the owner signing in from a clean address is never
+    /// locked out.
+    account_wide: Option<String>,
+}
+
+impl LoginKeys {
+    fn new(username: &str, meta: &ClientMeta) -> Self {
+        let addr = address_key(&meta.ip);
+        let account = (username.len() <= MAX_USERNAME_LEN)
+            .then(|| format!("user {} from {addr}", username.to_lowercase()));
+        let account_wide = account
+            .as_ref()
+            .map(|_| format!("account {}", username.to_lowercase()));
+        LoginKeys {
+            ip: format!("ip {addr}"),
+            account,
+            account_wide,
+        }
+    }
+
+    /// The first of the keys that is locked now, with its lock: the account from this address,
+    /// the address, then the whole account if this address has failed before.
+    fn locked(&self, throttle: &Throttle, now: u64) -> Option<(&str, Blocked)> {
+        self.account
+            .as_deref()
+            .and_then(|k| throttle.check(k, now).map(|b| (k, b)))
+            .or_else(|| throttle.check(&self.ip, now).map(|b| (self.ip.as_str(), b)))
+            .or_else(|| {
+                let k = self.account_wide.as_deref()?;
+                if !throttle.has_history(&self.ip, now) {
+                    return None;
+                }
+                throttle.check(k, now).map(|b| (k, b))
+            })
+    }
+
+    /// Counts a wrong password against every key.
+    fn fail(&self, state: &AppState, now: u64) {
+        let c = &state.config;
+        if let Some(k) = &self.account {
+            state.throttle.fail(k, c.login_max_failures, now);
+        }
+        state
+            .throttle
+            .fail(&self.ip, c.login_max_failures_per_ip, now);
+        if let Some(k) = &self.account_wide {
+            state.throttle.fail(k, c.login_max_failures_per_ip, now);
+        }
+    }
+}
+
 /// Verifies a username and password with throttling and audit. Shared by the login page and the
-/// password grant.
+/// password grant. The steps: refuse a locked key; refuse a name no account can have; verify the
+/// password (argon2id, one check per core at a time); count a failure against every key.
 pub async fn check_password(
     state: &AppState,
     username: &str,
@@ -61,35 +128,8 @@ pub async fn check_password(
     client_id: &str,
 ) -> Result<PasswordCheck, IdpError> {
     let now = state.now();
-    let addr = address_key(&meta.ip);
-    let ip_key = format!("ip {addr}");
-    // A name longer than any account's is wrong without asking the store or argon2, and it never
-    // becomes a throttle key; it still counts against the address.
-    let account_key = (username.len() <= MAX_USERNAME_LEN)
-        .then(|| format!("user {} from {addr}", username.to_lowercase()));
-    // The account across every address: a guesser spread over many addresses (one IPv6 /48
-    // holds 65,536 /64s) locks it, but the lock only holds back addresses that have failed
-    // before, so the owner signing in from a clean address is never locked out.
-    let account_wide = account_key
-        .as_ref()
-        .map(|_| format!("account {}", username.to_lowercase()));
-    let blocked = account_key
-        .as_deref()
-        .and_then(|k| state.throttle.check(k, now).map(|b| (k, b)))
-        .or_else(|| {
-            state
-                .throttle
-                .check(&ip_key, now)
-                .map(|b| (ip_key.as_str(), b))
-        })
-        .or_else(|| {
-            let k = account_wide.as_deref()?;
-            if !state.throttle.has_history(&ip_key, now) {
-                return None;
-            }
-            state.throttle.check(k, now).map(|b| (k, b))
-        });
-    if let Some((key, b)) = blocked {
+    let keys = LoginKeys::new(username, meta);
+    if let Some((key, b)) = keys.locked(&state.throttle, now) {
         let e = audit::Event::new("login_throttled", audit::WARNING)
             .actor(username)
             .client(client_id)
@@ -97,14 +137,38 @@ pub async fn check_password(
         record_refusal(state, e, key, &b).await;
         return Ok(PasswordCheck::Throttled(b.wait));
     }
-    let Some(account_key) = account_key else {
-        state
-            .throttle
-            .fail(&ip_key, state.config.login_max_failures_per_ip, now);
+    let Some(account_key) = &keys.account else {
+        keys.fail(state, now);
         let why = "username longer than any account's";
         record_failure(state, username, client_id, meta, why).await;
         return Ok(PasswordCheck::Wrong);
     };
+    let (user, ok) = verify_password(state, username, password).await?;
+    match user {
+        Some(u) if ok && !u.disabled => {
+            state.throttle.reset(account_key);
+            Ok(PasswordCheck::Ok(u))
+        }
+        Some(u) if ok => {
+            record_failure(state, &u.username, client_id, meta, "account disabled").await;
+            Ok(PasswordCheck::Disabled)
+        }
+        _ => {
+            keys.fail(state, now);
+            let why = "wrong username or password";
+            record_failure(state, username, client_id, meta, why).await;
+            Ok(PasswordCheck::Wrong)
+        }
+    }
+}
+
+/// The account called `username`, if any, and whether `password` is its password. An unknown
+/// name is checked against a dummy hash, so the answer takes as long either way.
+async fn verify_password(
+    state: &AppState,
+    username: &str,
+    password: &str,
+) -> Result<(Option<User>, bool), IdpError> {
     let user = state.store.user_by_username(username).await?;
     let hash = user
         .as_ref()
@@ -117,32 +181,7 @@ pub async fn check_password(
             .await
             .unwrap_or(false)
     };
-    match user {
-        Some(u) if ok && !u.disabled => {
-            state.throttle.reset(&account_key);
-            Ok(PasswordCheck::Ok(u))
-        }
-        Some(u) if ok => {
-            record_failure(state, &u.username, client_id, meta, "account disabled").await;
-            Ok(PasswordCheck::Disabled)
-        }
-        _ => {
-            state
-                .throttle
-                .fail(&account_key, state.config.login_max_failures, now);
-            state
-                .throttle
-                .fail(&ip_key, state.config.login_max_failures_per_ip, now);
-            if let Some(k) = &account_wide {
-                state
-                    .throttle
-                    .fail(k, state.config.login_max_failures_per_ip, now);
-            }
-            let why = "wrong username or password";
-            record_failure(state, username, client_id, meta, why).await;
-            Ok(PasswordCheck::Wrong)
-        }
-    }
+    Ok((user, ok))
 }
 
 async fn record_failure(
@@ -205,6 +244,46 @@ pub fn user_code_failed(state: &AppState, session_id_hash: &str, meta: &ClientMe
     state
         .throttle
         .fail(&ip_key, c.login_max_failures_per_ip, now);
+}
+
+/// Starts a browser session for `user`, who just signed in, and returns its id (for the
+/// cookie; only its hash is stored). A new id at every sign-in (no fixation), and the browser's
+/// previous session (`previous`, its cookie), if any, ends here rather than lingering until it
+/// expires.
+pub async fn start_session(
+    state: &AppState,
+    user: &User,
+    meta: &ClientMeta,
+    previous: Option<&str>,
+) -> Result<String, IdpError> {
+    let now = state.now();
+    if let Some(old) = previous {
+        state
+            .store
+            .delete_session(&crypto::hash_secret(old))
+            .await?;
+    }
+    let sid = crypto::random_token(32);
+    state
+        .store
+        .create_session(Session {
+            id_hash: crypto::hash_secret(&sid),
+            user_id: user.id.clone(),
+            auth_time: now,
+            created_at: now,
+            expires_at: now + state.config.session_lifetime,
+            ip: meta.ip.clone(),
+            user_agent: meta.user_agent.clone(),
+        })
+        .await?;
+    audit::record(
+        state,
+        audit::Event::new("login_succeeded", audit::INFO)
+            .actor(&user.username)
+            .meta(meta),
+    )
+    .await;
+    Ok(sid)
 }
 
 /// The live session with id `sid` and its user, if the user is enabled.
