@@ -26,6 +26,8 @@ mod store;
 mod keys;
 // The built binary: admin commands, serve start-up and refusals, certs.
 mod cli;
+// The IdP's top-level modules depend one way: no import cycle, every import down the layers.
+mod module_deps;
 // The built binary as a network service: header timeouts, connection caps, key reload,
 // database file modes.
 mod serving;
