@@ -70,15 +70,18 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) 
         .unwrap_or_else(|| peer.to_string())
 }
 
+/// The value of the first cookie called `name` in the request's `Cookie` headers (RFC 6265
+/// §4.2.1: `name=value` pairs separated by `; `). The first one wins: a browser sends the cookie
+/// with the longest path first (§5.4), which is ours under a base path.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_string())
 }
 
 /// The name a cookie goes by on this server. On https the name carries the `__Host-` prefix the
@@ -114,6 +117,10 @@ pub fn our_cookie(state: &AppState, headers: &HeaderMap, base: &str) -> Option<S
 /// A `Set-Cookie` value for one of our cookies (`name` unprefixed): HttpOnly, SameSite=Lax (the
 /// authorization redirect is a top-level GET from another site, which Lax allows), Secure when
 /// the issuer is https, no Domain. The only place cookies are built.
+///
+/// The line is written here rather than by the `cookie` crate's `Display`, which puts `Path`
+/// after `Secure`: the attribute order below (Path first) is what browsers and our tests have
+/// always seen, and the values are our own base64url ids, which need no encoding.
 pub fn set_cookie(state: &AppState, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
     // `__Host-` cookies must have Path=/ (see `cookie_name`); on plain http the cookie stays
     // under the base path.
