@@ -609,7 +609,7 @@ pub async fn run_admin(
                 })
                 .await?;
             if csv {
-                write!(out, "{}", audit::to_csv(&events))?;
+                write!(out, "{}", audit::to_csv(&events)?)?;
             } else {
                 for e in events {
                     writeln!(
