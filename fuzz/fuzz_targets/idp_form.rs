@@ -6,10 +6,10 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(params) = idp::token::parse_form(data) {
+    if let Ok(params) = idp::http::parse_form(data) {
         for (k, v) in &params {
             assert!(!v.is_empty());
-            assert!(k.len() <= idp::token::MAX_PARAM_NAME);
+            assert!(k.len() <= idp::http::MAX_PARAM_NAME);
         }
     }
 });

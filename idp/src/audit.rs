@@ -2,10 +2,14 @@
 //! Recording never fails a request: a store error is logged instead. Every field is bounded
 //! here, whoever builds the event: much of it (usernames typed on the login page, user agents,
 //! client ids) comes straight from the request, and an attacker must not fill the table.
+//!
+//! May depend on: `state`, `store`, `error`, `http` (the request's `ClientMeta`).
 
+use crate::error::IdpError;
+use crate::http::ClientMeta;
 use crate::state::AppState;
 use crate::store::{AuditEvent, Store};
-use crate::web::ClientMeta;
+use std::borrow::Cow;
 
 pub const INFO: &str = "info";
 pub const WARNING: &str = "warning";
@@ -114,48 +118,75 @@ pub fn retention_cutoff(retention_secs: u64, now: u64) -> u64 {
     }
 }
 
-/// Escapes a CSV field, neutralising spreadsheet formulas (a leading `=`, `+`, `-`, `@`, tab or
-/// carriage return gets a `'` prefix) so an exported audit log cannot run code in a spreadsheet.
-pub fn csv_field(s: &str) -> String {
-    let guarded = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
+/// A field defused for spreadsheets: a leading `=`, `+`, `-`, `@`, tab or carriage return gets a
+/// `'` prefix, so an exported audit log cannot run a formula (OWASP "CSV injection").
+fn defuse(s: &str) -> Cow<'_, str> {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{s}"))
     } else {
-        s.to_string()
-    };
-    if guarded.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", guarded.replace('"', "\"\""))
-    } else {
-        guarded
+        Cow::Borrowed(s)
     }
 }
 
-/// The audit events as CSV, header first.
-pub fn to_csv(events: &[AuditEvent]) -> String {
-    let mut out =
-        String::from("id,at,event,severity,actor,subject,client_id,ip,user_agent,details\n");
+/// The CSV header line: the columns of [`to_csv`] and [`push_csv_rows`].
+pub const CSV_HEADER: &str =
+    "id,at,event,severity,actor,subject,client_id,ip,user_agent,details\n";
+
+/// Appends `events` to `out` as CSV rows, one `\n`-terminated line each. Every field is
+/// defused, then written by the `csv` crate, which quotes a field holding a comma, a quote or a
+/// line break (RFC 4180 §2). The CLI listing, the streamed export and [`to_csv`] all write
+/// their rows here.
+pub fn push_csv_rows(out: &mut String, events: &[AuditEvent]) -> Result<(), IdpError> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::with_capacity(events.len() * 160));
     for e in events {
+        let (id, at) = (e.id.to_string(), e.at.to_string());
         let fields = [
-            e.id.to_string(),
-            e.at.to_string(),
-            e.event.clone(),
-            e.severity.clone(),
-            e.actor.clone(),
-            e.subject.clone(),
-            e.client_id.clone(),
-            e.ip.clone(),
-            e.user_agent.clone(),
-            e.details.clone(),
+            &id,
+            &at,
+            &e.event,
+            &e.severity,
+            &e.actor,
+            &e.subject,
+            &e.client_id,
+            &e.ip,
+            &e.user_agent,
+            &e.details,
         ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        out.push_str(&line.join(","));
-        out.push('\n');
+        w.write_record(fields.map(|f| defuse(f)).iter().map(|f| f.as_bytes()))
+            .map_err(std::io::Error::from)?;
     }
-    out
+    let bytes = w.into_inner().map_err(|e| e.into_error())?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| IdpError::Internal("the CSV export is not UTF-8".into()))?;
+    out.push_str(&text);
+    Ok(())
+}
+
+/// The audit events as CSV, header first.
+pub fn to_csv(events: &[AuditEvent]) -> Result<String, IdpError> {
+    let mut out = String::from(CSV_HEADER);
+    push_csv_rows(&mut out, events)?;
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One field as [`to_csv`] writes it: the `details` column of an event whose other fields
+    /// are empty or zero.
+    fn csv_field(s: &str) -> String {
+        let e = AuditEvent {
+            details: s.into(),
+            ..Default::default()
+        };
+        let out = to_csv(&[e]).unwrap();
+        let (_header, record) = out.split_once('\n').unwrap();
+        let field = record.strip_prefix("0,0,,,,,,,,").unwrap();
+        field.strip_suffix('\n').unwrap().to_string()
+    }
 
     #[test]
     fn csv_neutralises_formulas_and_quotes() {

@@ -1,7 +1,11 @@
-//! The IdP's error type and the one place where errors become HTTP responses.
+//! The IdP's error types, and how protocol errors become responses.
 //!
 //! Protocol errors carry their RFC error code and are shown to the client; internal errors are
-//! logged and become a plain 500 without detail (CONVENTIONS.md §8).
+//! logged and become a plain 500 without detail (CONVENTIONS.md §8). A [`PageError`] is shown to
+//! a person as an HTML page: the page renderer depends on the error, not the other way round, so
+//! its `IntoResponse` lives with the pages (`web`).
+//!
+//! May depend on: `keys`, `tls` (their error types). Everything else may depend on it.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -153,11 +157,5 @@ impl From<IdpError> for PageError {
                 "Something went wrong on the server. The administrator can find details in its log."
                     .into(),
         }
-    }
-}
-
-impl IntoResponse for PageError {
-    fn into_response(self) -> Response {
-        crate::web::render_error_page(self.status, &self.title, &self.message)
     }
 }

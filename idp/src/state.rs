@@ -1,12 +1,15 @@
 //! Shared application state: configuration, store, clock, signing keys and in-memory counters.
+//!
+//! May depend on: `clock`, `config`, `crypto`, `error`, `keys`, `metadata`, `store`, `throttle`.
+//! Everything that handles a request sits above it.
 
-use crate::accounts::Throttle;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::{self, KeyEncryptionKey};
 use crate::error::IdpError;
 use crate::keys::SigningKey;
 use crate::store::{Store, StoredKey};
+use crate::throttle::Throttle;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -47,7 +50,7 @@ pub struct Inner {
     /// `None` only while a first boot generates the signing key in the background.
     keys: tokio::sync::watch::Sender<Option<Arc<KeySet>>>,
     pub grants: GrantCounters,
-    /// Failed-login and user-code counters (see `accounts`).
+    /// Failed-login and user-code counters (keys built by `accounts`).
     pub throttle: Throttle,
     /// argon2id checks in flight at once (each takes 19 MiB and a core for tens of ms): one per
     /// core, so a burst of logins queues instead of exhausting memory.
@@ -116,7 +119,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
         keys: Option<Arc<KeySet>>,
     ) -> Result<Self, IdpError> {
-        let discovery_json = crate::oidc::discovery::document_json(&config)?;
+        let discovery_json = crate::metadata::document_json(&config)?;
         Ok(AppState(Arc::new(Inner {
             config,
             store,

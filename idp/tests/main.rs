@@ -31,6 +31,8 @@ mod admin;
 // The built binary's commands on the admin layer: user edit, sessions, authorizations,
 // client tokens, audit filters, paging and export, the cli:<unix user> actor.
 mod admin_cli;
+// The IdP's top-level modules depend one way: no import cycle, every import down the layers.
+mod module_deps;
 // The built binary as a network service: header timeouts, connection caps, key reload,
 // database file modes.
 mod serving;

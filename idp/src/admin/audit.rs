@@ -4,7 +4,7 @@
 //! memory does not grow with the log.
 
 use super::Admin;
-use crate::audit::{self, csv_field};
+use crate::audit;
 use crate::error::IdpError;
 use crate::store::{AuditEvent, AuditFilter, Store};
 use std::ops::Deref;
@@ -25,8 +25,8 @@ pub const FAILURE_EVENTS: &[&str] = &[
 pub const MAX_PAGE: u32 = 1000;
 /// Rows per CSV chunk (one query each).
 pub const CSV_CHUNK: u32 = 1000;
-/// The CSV header, the columns in the order every row has them.
-pub const CSV_HEADER: &str = "id,at,event,severity,actor,subject,client_id,ip,user_agent,details\n";
+/// The header line of every export.
+pub use crate::audit::CSV_HEADER;
 
 /// Whether an event records a success or a failure (see [`FAILURE_EVENTS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,29 +114,6 @@ pub struct AuditPage {
     pub next: Option<i64>,
 }
 
-/// Appends one event as a CSV row, every field formula-escaped (`audit::csv_field`).
-pub fn push_csv_row(out: &mut String, e: &AuditEvent) {
-    let fields = [
-        &e.id.to_string(),
-        &e.at.to_string(),
-        &e.event,
-        &e.severity,
-        &e.actor,
-        &e.subject,
-        &e.client_id,
-        &e.ip,
-        &e.user_agent,
-        &e.details,
-    ];
-    for (n, f) in fields.into_iter().enumerate() {
-        if n > 0 {
-            out.push(',');
-        }
-        out.push_str(&csv_field(f));
-    }
-    out.push('\n');
-}
-
 impl<'a> Admin<'a> {
     /// The events matching `query` below event id `before` (the previous page's `next`), at
     /// most `limit` (capped at [`MAX_PAGE`]).
@@ -208,9 +185,7 @@ impl<'s, S: Deref<Target = dyn Store + 's>> AuditCsv<S> {
             out.push_str(CSV_HEADER);
             self.started = true;
         }
-        for e in &events {
-            push_csv_row(&mut out, e);
-        }
+        audit::push_csv_rows(&mut out, &events)?;
         self.before = events.last().map(|e| e.id);
         self.done = events.len() < CSV_CHUNK as usize;
         Ok(Some(out))

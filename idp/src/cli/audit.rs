@@ -1,6 +1,7 @@
 //! `kubelogin-idp audit ...`: parse the filters, call `admin`, print a table or CSV.
 
-use crate::admin::audit::{push_csv_row, AuditQuery, Outcome, CSV_HEADER, MAX_PAGE};
+use crate::admin::audit::{AuditQuery, Outcome, MAX_PAGE};
+use crate::audit::{push_csv_rows, CSV_HEADER};
 use crate::admin::Admin;
 use crate::clock::{Clock, SystemClock};
 use crate::error::IdpError;
@@ -150,10 +151,10 @@ async fn list(
             .await?;
         remaining -= page.events.len() as u32;
         let mut text = String::new();
-        for e in &page.events {
-            if csv {
-                push_csv_row(&mut text, e);
-            } else {
+        if csv {
+            push_csv_rows(&mut text, &page.events)?;
+        } else {
+            for e in &page.events {
                 text.push_str(&format!(
                     "{} {} {} actor={} subject={} client={} ip={} {}\n",
                     e.at, e.severity, e.event, e.actor, e.subject, e.client_id, e.ip, e.details

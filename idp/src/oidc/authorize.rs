@@ -1,19 +1,28 @@
-//! The authorization endpoint: RFC 6749 §4.1.1 with PKCE (RFC 7636) and OpenID Connect Core
-//! §3.1.2. Steps are numbered as the checks happen.
+//! The authorization endpoint's protocol: RFC 6749 §4.1.1 with PKCE (RFC 7636) and OpenID
+//! Connect Core §3.1.2. Steps are numbered as the checks happen: the request is validated
+//! (1–6), the next step decided (7 authentication, 8 consent), consent recorded and the code
+//! issued. What the person sees (the login redirect, the consent page, the code or an error) is
+//! chosen and rendered by `web::authorize`; this module never renders a page.
+//!
+//! May depend on: `state`, `store`, `crypto`, `error`, `http`, `audit`.
 
 use crate::audit;
 use crate::crypto;
-use crate::error::PageError;
+use crate::error::{IdpError, PageError};
+use crate::http::{parse_unique, redirect_with, ClientMeta};
 use crate::state::AppState;
-use crate::store::{AuthCode, Client, User};
-use crate::web::{self, ClientMeta};
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
-use serde::Deserialize;
+use crate::store::{AuthCode, Client, Session, User};
+use axum::response::Response;
 use shared::token::error_code;
 use std::collections::BTreeMap;
+
+/// The out-of-band redirect URI kubelogin (and Google's installed-app flow) uses: the code is
+/// shown to the person instead of sent (`web::code`).
+pub const OOB_REDIRECT_URI: &str = "urn:ietf:wg:oauth:2.0:oob";
+
+pub fn is_oob(redirect_uri: &str) -> bool {
+    redirect_uri == OOB_REDIRECT_URI
+}
 
 /// A request that passed every check.
 #[derive(Debug, Clone)]
@@ -34,73 +43,36 @@ pub struct ValidRequest {
 /// after, the client gets an error redirect.
 pub enum AuthzError {
     Page(PageError),
-    Redirect {
-        redirect_uri: String,
-        error: &'static str,
-        description: String,
-        state: Option<String>,
-    },
+    Redirect(ErrorRedirect),
 }
 
-impl From<crate::error::IdpError> for AuthzError {
-    fn from(e: crate::error::IdpError) -> Self {
+/// An error response for the client (RFC 6749 §4.1.2.1), sent to its verified redirect URI.
+pub struct ErrorRedirect {
+    pub redirect_uri: String,
+    pub error: &'static str,
+    pub description: String,
+    pub state: Option<String>,
+}
+
+impl ErrorRedirect {
+    /// The redirect to the client, carrying `iss` (RFC 9207 §2: "in every authorization
+    /// response", error responses included).
+    pub fn to_client(self, issuer: &str) -> Response {
+        let mut pairs = vec![
+            ("error", self.error.to_string()),
+            ("error_description", self.description),
+        ];
+        if let Some(s) = self.state {
+            pairs.push(("state", s));
+        }
+        pairs.push(("iss", issuer.to_string()));
+        redirect_with(&self.redirect_uri, &pairs)
+    }
+}
+
+impl From<IdpError> for AuthzError {
+    fn from(e: IdpError) -> Self {
         AuthzError::Page(e.into())
-    }
-}
-
-impl AuthzError {
-    /// The response: a page, or an error redirect to the client carrying `iss` (RFC 9207 §2:
-    /// "in every authorization response", error responses included), or, for the out-of-band
-    /// redirect URI that a browser cannot follow, the error shown as a page.
-    pub fn respond(self, state: &AppState) -> Response {
-        match self {
-            AuthzError::Page(p) => p.into_response(),
-            AuthzError::Redirect {
-                redirect_uri,
-                error,
-                description,
-                state: st,
-            } => {
-                if web::code::is_oob(&redirect_uri) {
-                    let title = if error == error_code::ACCESS_DENIED {
-                        "Access denied"
-                    } else {
-                        "Sign-in failed"
-                    };
-                    let msg = format!("{description} ({error}). No code was issued; stop the command waiting in your terminal (Ctrl-C).");
-                    return web::message_page(state, StatusCode::BAD_REQUEST, title, &msg);
-                }
-                let mut pairs = vec![
-                    ("error", error.to_string()),
-                    ("error_description", description),
-                ];
-                if let Some(s) = st {
-                    pairs.push(("state", s));
-                }
-                pairs.push(("iss", state.config.issuer.clone()));
-                redirect_with(&redirect_uri, &pairs)
-            }
-        }
-    }
-}
-
-/// A 303 to `uri` with `pairs` added to its query (never built with `format!`).
-pub fn redirect_with(uri: &str, pairs: &[(&str, String)]) -> Response {
-    match url::Url::parse(uri) {
-        Ok(mut u) => {
-            {
-                let mut q = u.query_pairs_mut();
-                for (k, v) in pairs {
-                    q.append_pair(k, v);
-                }
-            }
-            Redirect::to(u.as_str()).into_response()
-        }
-        Err(_) => PageError::bad_request(
-            "Invalid redirect URI",
-            "The redirect URI is not a valid URL.",
-        )
-        .into_response(),
     }
 }
 
@@ -108,54 +80,77 @@ fn page_err(title: &str, msg: impl Into<String>) -> AuthzError {
     AuthzError::Page(PageError::bad_request(title, msg))
 }
 
-/// Human descriptions of the scopes on the consent and device pages.
-pub fn describe_scopes(scopes: &[String]) -> Vec<(String, String)> {
-    scopes
-        .iter()
-        .map(|s| {
-            let d = match s.as_str() {
-                "openid" => "sign you in (your account identifier)",
-                "profile" => "your name and username",
-                "email" => "your email address",
-                "groups" => "your group memberships (used for Kubernetes RBAC)",
-                "offline_access" => "stay signed in (refresh tokens)",
-                _ => "an application-defined permission",
-            };
-            (s.clone(), d.to_string())
-        })
-        .collect()
+/// A refusal once the redirect URI is trusted: the error code and its description.
+type Refusal = (&'static str, String);
+
+fn refuse(error: &'static str, description: impl Into<String>) -> Refusal {
+    (error, description.into())
 }
 
-/// Parses a query string, refusing repeated parameters (RFC 6749 §3.1: "Request and response
-/// parameters MUST NOT be included more than once").
-pub fn parse_unique(raw: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut m = BTreeMap::new();
-    for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
-        if m.insert(k.to_string(), v.to_string()).is_some() {
-            return Err(format!("the parameter {k:?} appears more than once"));
-        }
-    }
-    Ok(m)
+/// A parameter's value; an empty one counts as absent (RFC 6749 §3.1).
+fn param(p: &BTreeMap<String, String>, k: &str) -> Option<String> {
+    p.get(k).filter(|v| !v.is_empty()).cloned()
+}
+
+/// A space-separated list parameter (`scope`, `prompt`).
+fn list_param(p: &BTreeMap<String, String>, k: &str) -> Vec<String> {
+    param(p, k)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Validates an authorization request.
 pub async fn validate(state: &AppState, raw_query: &str) -> Result<ValidRequest, AuthzError> {
     let p = parse_unique(raw_query).map_err(|e| page_err("Invalid request", e))?;
-    let get = |k: &str| p.get(k).filter(|v| !v.is_empty()).cloned();
+    let client = known_client(state, &p).await?;
+    let redirect_uri = registered_redirect_uri(&client, &p)?;
+    let st = param(&p, "state");
+    // From here on, errors go to the client.
+    let checked = redirected_checks(&client, &p).map_err(|(error, description)| {
+        AuthzError::Redirect(ErrorRedirect {
+            redirect_uri: redirect_uri.clone(),
+            error,
+            description,
+            state: st.clone(),
+        })
+    })?;
+    Ok(ValidRequest {
+        client,
+        redirect_uri,
+        scopes: checked.scopes,
+        state: st,
+        nonce: param(&p, "nonce"),
+        code_challenge: checked.code_challenge,
+        prompt: checked.prompt,
+        max_age: checked.max_age,
+        raw_query: raw_query.to_string(),
+    })
+}
 
-    // 1. The client must be known (RFC 6749 §4.1.2.1: shown to the user, not redirected).
-    let client_id =
-        get("client_id").ok_or_else(|| page_err("Invalid request", "client_id is missing."))?;
-    let client = state.store.client(&client_id).await?.ok_or_else(|| {
+/// 1. The client must be known (RFC 6749 §4.1.2.1: shown to the user, not redirected).
+async fn known_client(
+    state: &AppState,
+    p: &BTreeMap<String, String>,
+) -> Result<Client, AuthzError> {
+    let client_id = param(p, "client_id")
+        .ok_or_else(|| page_err("Invalid request", "client_id is missing."))?;
+    state.store.client(&client_id).await?.ok_or_else(|| {
         page_err(
             "Unknown application",
             format!("No client {client_id:?} is registered at this identity provider."),
         )
-    })?;
+    })
+}
 
-    // 2. redirect_uri is required (OpenID Connect Core §3.1.2.1) and must match a registered one
-    //    exactly, except the port of a loopback URI (RFC 8252 §7.3).
-    let redirect_uri = get("redirect_uri")
+/// 2. redirect_uri is required (OpenID Connect Core §3.1.2.1) and must match a registered one
+///    exactly, except the port of a loopback URI (RFC 8252 §7.3).
+fn registered_redirect_uri(
+    client: &Client,
+    p: &BTreeMap<String, String>,
+) -> Result<String, AuthzError> {
+    let redirect_uri = param(p, "redirect_uri")
         .ok_or_else(|| page_err("Invalid request", "redirect_uri is missing."))?;
     if !client
         .redirect_uris
@@ -164,143 +159,148 @@ pub async fn validate(state: &AppState, raw_query: &str) -> Result<ValidRequest,
     {
         return Err(page_err(
             "Redirect URI not registered",
-            format!("{redirect_uri:?} is not a registered redirect URI of client {client_id:?}. An administrator can add it with `kubelogin-idp client add` or use a registered one."),
+            format!("{redirect_uri:?} is not a registered redirect URI of client {:?}. An administrator can add it with `kubelogin-idp client add` or use a registered one.", client.client_id),
         ));
     }
-    let st = get("state");
-    let fail = |error: &'static str, description: String| AuthzError::Redirect {
-        redirect_uri: redirect_uri.clone(),
-        error,
-        description,
-        state: st.clone(),
-    };
+    Ok(redirect_uri)
+}
 
-    // 3. Only the authorization code flow (RFC 6749 §4.1.1; OAuth 2.0 Security BCP §2.1.2).
-    match get("response_type").as_deref() {
+/// What steps 3–6 accepted.
+struct Checked {
+    scopes: Vec<String>,
+    code_challenge: Option<String>,
+    prompt: Vec<String>,
+    max_age: Option<u64>,
+}
+
+/// Steps 3–6, whose errors go to the client's redirect URI.
+fn redirected_checks(client: &Client, p: &BTreeMap<String, String>) -> Result<Checked, Refusal> {
+    check_response_type(client, p)?;
+    let scopes = allowed_scopes(client, p)?;
+    let code_challenge = pkce_challenge(client, p)?;
+    let (prompt, max_age) = prompt_and_max_age(p)?;
+    if param(p, "request").is_some() || param(p, "request_uri").is_some() {
+        return Err(refuse(
+            "request_not_supported",
+            "request objects are not supported",
+        ));
+    }
+    Ok(Checked {
+        scopes,
+        code_challenge,
+        prompt,
+        max_age,
+    })
+}
+
+/// 3. Only the authorization code flow (RFC 6749 §4.1.1; OAuth 2.0 Security BCP §2.1.2).
+fn check_response_type(client: &Client, p: &BTreeMap<String, String>) -> Result<(), Refusal> {
+    match param(p, "response_type").as_deref() {
         Some("code") => {}
         Some(other) => {
-            return Err(fail(
+            return Err(refuse(
                 error_code::UNSUPPORTED_RESPONSE_TYPE,
                 format!("response_type {other:?} is not supported; use \"code\""),
             ))
         }
         None => {
-            return Err(fail(
+            return Err(refuse(
                 error_code::INVALID_REQUEST,
-                "response_type is missing".into(),
+                "response_type is missing",
             ))
         }
     }
     if !client.allows_grant(shared::token::grant_type::AUTHORIZATION_CODE) {
-        return Err(fail(
+        return Err(refuse(
             error_code::UNAUTHORIZED_CLIENT,
-            "this client may not use the authorization code grant".into(),
+            "this client may not use the authorization code grant",
         ));
     }
-    if let Some(mode) = get("response_mode") {
-        if mode != "query" {
-            return Err(fail(
-                error_code::INVALID_REQUEST,
-                format!("response_mode {mode:?} is not supported"),
-            ));
-        }
+    match param(p, "response_mode") {
+        Some(mode) if mode != "query" => Err(refuse(
+            error_code::INVALID_REQUEST,
+            format!("response_mode {mode:?} is not supported"),
+        )),
+        _ => Ok(()),
     }
+}
 
-    // 4. Scopes must all be allowed for the client (RFC 6749 §3.3).
-    let scopes: Vec<String> = get("scope")
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+/// 4. Scopes must all be allowed for the client (RFC 6749 §3.3).
+fn allowed_scopes(client: &Client, p: &BTreeMap<String, String>) -> Result<Vec<String>, Refusal> {
+    let scopes = list_param(p, "scope");
     if let Some(bad) = scopes.iter().find(|s| !client.allows_scope(s)) {
-        return Err(fail(
+        return Err(refuse(
             error_code::INVALID_SCOPE,
             format!("scope {bad:?} is not allowed for this client"),
         ));
     }
+    Ok(scopes)
+}
 
-    // 5. PKCE (RFC 7636 §4.3, §4.4.1): only S256; required of public clients (RFC 9700 §2.1.1).
-    let code_challenge = get("code_challenge");
-    match (get("code_challenge_method").as_deref(), &code_challenge) {
+/// 5. PKCE (RFC 7636 §4.3, §4.4.1): only S256; required of public clients (RFC 9700 §2.1.1).
+fn pkce_challenge(
+    client: &Client,
+    p: &BTreeMap<String, String>,
+) -> Result<Option<String>, Refusal> {
+    let code_challenge = param(p, "code_challenge");
+    let invalid = |d: String| refuse(error_code::INVALID_REQUEST, d);
+    match (
+        param(p, "code_challenge_method").as_deref(),
+        &code_challenge,
+    ) {
         (Some("S256"), Some(_)) | (None, None) => {}
         (None, Some(_)) | (Some("plain"), _) => {
-            return Err(fail(
-                error_code::INVALID_REQUEST,
+            return Err(invalid(
                 "code_challenge_method must be S256 (plain is not accepted)".into(),
             ))
         }
         (Some(m), Some(_)) => {
-            return Err(fail(
-                error_code::INVALID_REQUEST,
-                format!("code_challenge_method {m:?} is not supported; use S256"),
-            ))
+            return Err(invalid(format!(
+                "code_challenge_method {m:?} is not supported; use S256"
+            )))
         }
-        (Some(_), None) => {
-            return Err(fail(
-                error_code::INVALID_REQUEST,
-                "code_challenge is missing".into(),
-            ))
-        }
+        (Some(_), None) => return Err(invalid("code_challenge is missing".into())),
     }
     if let Some(c) = &code_challenge {
         if !shared::pkce::is_s256_challenge(c) {
-            return Err(fail(
-                error_code::INVALID_REQUEST,
+            return Err(invalid(
                 "code_challenge is not a base64url SHA-256 value".into(),
             ));
         }
     } else if client.is_public() {
-        return Err(fail(error_code::INVALID_REQUEST, "PKCE is required for public clients: send code_challenge with code_challenge_method=S256".into()));
+        return Err(invalid("PKCE is required for public clients: send code_challenge with code_challenge_method=S256".into()));
     }
+    Ok(code_challenge)
+}
 
-    // 6. prompt (OpenID Connect Core §3.1.2.1): `none` must stand alone.
-    let prompt: Vec<String> = get("prompt")
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+/// 6. prompt (OpenID Connect Core §3.1.2.1): `none` must stand alone; max_age in seconds.
+fn prompt_and_max_age(p: &BTreeMap<String, String>) -> Result<(Vec<String>, Option<u64>), Refusal> {
+    let prompt = list_param(p, "prompt");
     if prompt.iter().any(|p| p == "none") && prompt.len() > 1 {
-        return Err(fail(
+        return Err(refuse(
             error_code::INVALID_REQUEST,
-            "prompt=none cannot be combined with other values".into(),
+            "prompt=none cannot be combined with other values",
         ));
     }
     if let Some(bad) = prompt
         .iter()
         .find(|p| !matches!(p.as_str(), "none" | "login" | "consent" | "select_account"))
     {
-        return Err(fail(
+        return Err(refuse(
             error_code::INVALID_REQUEST,
             format!("unknown prompt value {bad:?}"),
         ));
     }
-    let max_age = match get("max_age") {
+    let max_age = match param(p, "max_age") {
         Some(m) => Some(m.parse::<u64>().map_err(|_| {
-            fail(
+            refuse(
                 error_code::INVALID_REQUEST,
-                "max_age must be a number of seconds".into(),
+                "max_age must be a number of seconds",
             )
         })?),
         None => None,
     };
-    if get("request").is_some() || get("request_uri").is_some() {
-        return Err(fail(
-            "request_not_supported",
-            "request objects are not supported".into(),
-        ));
-    }
-
-    Ok(ValidRequest {
-        client,
-        redirect_uri,
-        scopes,
-        state: st,
-        nonce: get("nonce"),
-        code_challenge,
-        prompt,
-        max_age,
-        raw_query: raw_query.to_string(),
-    })
+    Ok((prompt, max_age))
 }
 
 /// The request's query with some `prompt` values removed (so that, after the login page, the
@@ -320,29 +320,40 @@ fn without_prompt(raw: &str, drop: &str) -> String {
     out.finish()
 }
 
-/// GET /oauth/authorize
-pub async fn authorize(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    meta: ClientMeta,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    let raw = raw.unwrap_or_default();
-    authorize_request(&state, &headers, &meta, &raw)
-        .await
-        .unwrap_or_else(|e| e.respond(&state))
+/// What a valid request needs next.
+pub enum Next {
+    /// 7. Sign in (again), then come back to `back`: this request without `prompt=login`.
+    SignIn { back: String },
+    /// 8. Ask `user` whether the client may have the scopes.
+    Consent { user: User },
+    /// Signed in and allowed: issue a code.
+    Issue { user: User, auth_time: u64 },
 }
 
-async fn authorize_request(
-    state: &AppState,
-    headers: &HeaderMap,
-    meta: &ClientMeta,
-    raw: &str,
-) -> Result<Response, AuthzError> {
-    let req = validate(state, raw).await?;
-    let now = state.now();
-    let session = web::current_user(state, headers).await?;
+impl ValidRequest {
+    fn prompts(&self, p: &str) -> bool {
+        self.prompt.iter().any(|x| x == p)
+    }
 
+    /// An error for the client, to its (verified) redirect URI.
+    fn refused(&self, error: &'static str, description: &str) -> AuthzError {
+        AuthzError::Redirect(ErrorRedirect {
+            redirect_uri: self.redirect_uri.clone(),
+            error,
+            description: description.into(),
+            state: self.state.clone(),
+        })
+    }
+}
+
+/// Decides the next step for `req` given the browser's session, if any. A second factor would
+/// join step 7: a session without the factors a request needs is not enough.
+pub async fn next_step(
+    state: &AppState,
+    req: &ValidRequest,
+    session: Option<(Session, User)>,
+) -> Result<Next, AuthzError> {
+    let now = state.now();
     // 7. Authentication (OpenID Connect Core §3.1.2.3): a session younger than max_age, unless
     //    prompt=login demands a fresh one.
     let fresh_enough = |auth_time: u64| {
@@ -350,28 +361,20 @@ async fn authorize_request(
             .map(|m| now.saturating_sub(auth_time) <= m)
             .unwrap_or(true)
     };
-    let user = match session {
-        Some((s, u)) if !req.prompt.iter().any(|p| p == "login") && fresh_enough(s.auth_time) => {
-            (s, u)
-        }
+    let (session, user) = match session {
+        Some((s, u)) if !req.prompts("login") && fresh_enough(s.auth_time) => (s, u),
         _ => {
-            if req.prompt.iter().any(|p| p == "none") {
-                return Err(AuthzError::Redirect {
-                    redirect_uri: req.redirect_uri,
-                    error: error_code::LOGIN_REQUIRED,
-                    description: "the user is not signed in".into(),
-                    state: req.state,
-                });
+            if req.prompts("none") {
+                return Err(req.refused(error_code::LOGIN_REQUIRED, "the user is not signed in"));
             }
             let back = format!(
                 "{}/oauth/authorize?{}",
                 state.config.base_path,
-                without_prompt(raw, "login")
+                without_prompt(&req.raw_query, "login")
             );
-            return Ok(web::login_redirect(state, &back));
+            return Ok(Next::SignIn { back });
         }
     };
-    let (session, user) = user;
 
     // 8. Consent (OpenID Connect Core §3.1.2.4), remembered per user and client.
     let granted = state
@@ -379,30 +382,67 @@ async fn authorize_request(
         .consented_scopes(&user.id, &req.client.client_id)
         .await?;
     let covered = req.scopes.iter().all(|s| granted.contains(s));
-    if !covered || req.prompt.iter().any(|p| p == "consent") {
-        if req.prompt.iter().any(|p| p == "none") {
-            return Err(AuthzError::Redirect {
-                redirect_uri: req.redirect_uri,
-                error: error_code::CONSENT_REQUIRED,
-                description: "the user has not yet allowed this client".into(),
-                state: req.state,
-            });
+    if !covered || req.prompts("consent") {
+        if req.prompts("none") {
+            return Err(req.refused(
+                error_code::CONSENT_REQUIRED,
+                "the user has not yet allowed this client",
+            ));
         }
-        return Ok(web::consent::render(state, headers, &req, &user).await?);
+        return Ok(Next::Consent { user });
     }
-    issue_code(state, &req, &user, session.auth_time, meta).await
+    Ok(Next::Issue {
+        user,
+        auth_time: session.auth_time,
+    })
 }
 
-/// Stores a new code and redirects to the client with it, `state` unchanged (RFC 6749 §4.1.2)
-/// and `iss` (RFC 9207 §2, the mix-up defence of RFC 9700 §4.4.2); for the out-of-band
-/// redirect URI the code is shown on a page instead (`web::code`).
+/// The user's answer on the consent page, audited. Allowed: the scopes join those the user
+/// granted the client before. Denied: the client gets `access_denied` (RFC 6749 §4.1.2.1).
+pub async fn record_consent(
+    state: &AppState,
+    req: &ValidRequest,
+    user: &User,
+    meta: &ClientMeta,
+    allowed: bool,
+) -> Result<(), AuthzError> {
+    let event = |name: &str| {
+        audit::Event::new(name, audit::INFO)
+            .actor(&user.username)
+            .client(&req.client.client_id)
+            .meta(meta)
+    };
+    if !allowed {
+        audit::record(state, event("consent_denied")).await;
+        return Err(req.refused(error_code::ACCESS_DENIED, "the user denied the request"));
+    }
+    let mut granted = state
+        .store
+        .consented_scopes(&user.id, &req.client.client_id)
+        .await?;
+    for s in &req.scopes {
+        if !granted.contains(s) {
+            granted.push(s.clone());
+        }
+    }
+    state
+        .store
+        .save_consent(&user.id, &req.client.client_id, &granted, state.now())
+        .await?;
+    let e = event("consent_granted").details(&req.scopes.join(" "));
+    audit::record(state, e).await;
+    Ok(())
+}
+
+/// Stores a new code for `req` (single use, short-lived: RFC 6749 §4.1.2), audited, and returns
+/// it.
 pub async fn issue_code(
     state: &AppState,
     req: &ValidRequest,
     user: &User,
     auth_time: u64,
     meta: &ClientMeta,
-) -> Result<Response, AuthzError> {
+) -> Result<String, IdpError> {
     let now = state.now();
     let code = crypto::random_token(32);
     state
@@ -428,100 +468,18 @@ pub async fn issue_code(
             .meta(meta),
     )
     .await;
-    if web::code::is_oob(&req.redirect_uri) {
-        let name = if req.client.name.is_empty() {
-            &req.client.client_id
-        } else {
-            &req.client.name
-        };
-        return Ok(web::code::render(state, &code, name));
-    }
+    Ok(code)
+}
+
+/// The authorization response: a redirect to the client with the code, `state` unchanged
+/// (RFC 6749 §4.1.2) and `iss` (RFC 9207 §2, the mix-up defence of RFC 9700 §4.4.2).
+pub fn code_redirect(state: &AppState, req: &ValidRequest, code: String) -> Response {
     let mut pairs = vec![("code", code)];
     if let Some(s) = &req.state {
         pairs.push(("state", s.clone()));
     }
     pairs.push(("iss", state.config.issuer.clone()));
-    Ok(redirect_with(&req.redirect_uri, &pairs))
-}
-
-#[derive(Deserialize)]
-pub struct ConsentForm {
-    #[serde(default)]
-    pub csrf_token: String,
-    #[serde(default)]
-    pub request: String,
-    #[serde(default)]
-    pub decision: String,
-}
-
-/// POST /oauth/authorize/consent
-pub async fn consent_submit(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    meta: ClientMeta,
-    Form(form): Form<ConsentForm>,
-) -> Response {
-    consent_decision(&state, &headers, &meta, &form)
-        .await
-        .unwrap_or_else(|e| e.respond(&state))
-}
-
-async fn consent_decision(
-    state: &AppState,
-    headers: &HeaderMap,
-    meta: &ClientMeta,
-    form: &ConsentForm,
-) -> Result<Response, AuthzError> {
-    web::csrf::check_session(state, headers, &form.csrf_token)
-        .await
-        .map_err(AuthzError::Page)?;
-    let req = validate(state, &form.request).await?;
-    let Some((session, user)) = web::current_user(state, headers).await? else {
-        return Err(AuthzError::Page(PageError {
-            status: StatusCode::UNAUTHORIZED,
-            title: "Signed out".into(),
-            message: "Your session ended. Start the sign-in again from your application.".into(),
-        }));
-    };
-    if form.decision != "allow" {
-        audit::record(
-            state,
-            audit::Event::new("consent_denied", audit::INFO)
-                .actor(&user.username)
-                .client(&req.client.client_id)
-                .meta(meta),
-        )
-        .await;
-        return Err(AuthzError::Redirect {
-            redirect_uri: req.redirect_uri,
-            error: error_code::ACCESS_DENIED,
-            description: "the user denied the request".into(),
-            state: req.state,
-        });
-    }
-    let mut granted = state
-        .store
-        .consented_scopes(&user.id, &req.client.client_id)
-        .await?;
-    for s in &req.scopes {
-        if !granted.contains(s) {
-            granted.push(s.clone());
-        }
-    }
-    state
-        .store
-        .save_consent(&user.id, &req.client.client_id, &granted, state.now())
-        .await?;
-    audit::record(
-        state,
-        audit::Event::new("consent_granted", audit::INFO)
-            .actor(&user.username)
-            .client(&req.client.client_id)
-            .meta(meta)
-            .details(&req.scopes.join(" ")),
-    )
-    .await;
-    issue_code(state, &req, &user, session.auth_time, meta).await
+    redirect_with(&req.redirect_uri, &pairs)
 }
 
 #[cfg(test)]
@@ -533,11 +491,5 @@ mod tests {
         let q = without_prompt("a=1&prompt=login+consent&b=2", "login");
         assert_eq!(q, "a=1&prompt=consent&b=2");
         assert_eq!(without_prompt("prompt=login", "login"), "");
-    }
-
-    #[test]
-    fn duplicates_are_refused() {
-        assert!(parse_unique("a=1&a=2").is_err());
-        assert_eq!(parse_unique("a=1&b=2").unwrap().len(), 2);
     }
 }

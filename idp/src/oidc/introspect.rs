@@ -1,10 +1,15 @@
 //! Token introspection, RFC 7662 — for authenticated (confidential) clients only (§2.1: the
 //! endpoint MUST require some form of authorization).
+//!
+//! May depend on: `token` (client authentication, access-token checks), `http`, `state`,
+//! `store`, `crypto`, `error`.
 
 use crate::crypto;
 use crate::error::OAuthError;
+use crate::http::FormParams;
 use crate::state::AppState;
-use crate::token::{authenticate_client, FormParams};
+use crate::token::access_token::check_access_token;
+use crate::token::authenticate_client;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -28,7 +33,7 @@ pub async fn introspect(
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
     let now = state.now();
     let mut out = IntrospectionResponse::default();
-    if let Some((claims, user)) = crate::oidc::userinfo::check_access_token(&state, token).await? {
+    if let Some((claims, user)) = check_access_token(&state, token).await? {
         out = IntrospectionResponse {
             active: true,
             scope: Some(claims.scope),

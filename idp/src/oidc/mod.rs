@@ -1,4 +1,9 @@
-//! OpenID Connect and OAuth endpoints other than the token endpoint.
+//! OpenID Connect and OAuth endpoints other than the token endpoint, and the authorization
+//! endpoint's protocol decisions (`authorize`) and RP-initiated logout's (`end_session`), whose
+//! pages are in `web`.
+//!
+//! May depend on: `token` (client authentication, access-token checks), `audit`, `http`,
+//! `state`, `store`, `keys`, `crypto`, `error`. Never on `web`.
 
 pub mod authorize;
 pub mod device;

@@ -1,11 +1,16 @@
 //! Token revocation, RFC 7009.
+//!
+//! May depend on: `token` (client authentication, access-token checks), `audit`, `http`,
+//! `state`, `store`, `crypto`, `error`.
 
 use crate::audit;
 use crate::crypto;
 use crate::error::OAuthError;
+use crate::http::ClientMeta;
+use crate::http::FormParams;
 use crate::state::AppState;
-use crate::token::{authenticate_client, FormParams};
-use crate::web::ClientMeta;
+use crate::token::access_token::check_access_token;
+use crate::token::authenticate_client;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -48,7 +53,7 @@ pub async fn revoke(
             return Ok(StatusCode::OK.into_response());
         }
     }
-    if let Some((claims, _)) = crate::oidc::userinfo::check_access_token(&state, token).await? {
+    if let Some((claims, _)) = check_access_token(&state, token).await? {
         if claims.client_id == client.client_id {
             state.store.revoke_jti(&claims.jti, claims.exp).await?;
             audit::record(

@@ -1,6 +1,11 @@
-//! The token endpoint (RFC 6749 §3.2): client authentication, one file per grant, and the
-//! minting of ID, access and refresh tokens shared by all grants.
+//! The token endpoint (RFC 6749 §3.2): client authentication, one file per grant, the minting
+//! of ID, access and refresh tokens shared by all grants, and the check of our access tokens
+//! (`access_token`) that userinfo, introspection and revocation share.
+//!
+//! May depend on: `state`, `store`, `keys`, `crypto`, `error`, `http`, `audit`, `accounts` (the
+//! password grant). Never on `oidc` or `web`, which sit above it.
 
+pub mod access_token;
 pub mod authorization_code;
 pub mod client_credentials;
 pub mod device_code;
@@ -8,66 +13,19 @@ pub mod password;
 pub mod refresh_token;
 
 use crate::crypto;
-use crate::error::OAuthError;
+use crate::error::{IdpError, OAuthError};
+use crate::http::{ClientMeta, FormParams};
+use crate::keys::SigningKey;
 use crate::state::AppState;
 use crate::store::{Client, Family, RefreshToken, User};
-use crate::web::ClientMeta;
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use shared::claims::{AccessTokenClaims, Audience, IdTokenClaims};
 use shared::token::{grant_type, TokenResponse};
 use std::collections::BTreeMap;
-
-/// A form body with each parameter at most once (RFC 6749 §3.2: "Parameters sent without a
-/// value MUST be treated as if they were omitted"; "MUST NOT be included more than once").
-pub struct FormParams(pub BTreeMap<String, String>);
-
-impl<S: Send + Sync> FromRequest<S> for FormParams {
-    type Rejection = OAuthError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, OAuthError> {
-        let ct = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !ct.starts_with("application/x-www-form-urlencoded") {
-            return Err(OAuthError::invalid_request(
-                "the body must be application/x-www-form-urlencoded (RFC 6749 §3.2)",
-            ));
-        }
-        let body = Bytes::from_request(req, state).await.map_err(|_| {
-            OAuthError::invalid_request("the request body is too large or unreadable")
-        })?;
-        parse_form(&body).map(FormParams)
-    }
-}
-
-/// Longest parameter name we keep; longer names are refused (no standard name comes close).
-pub const MAX_PARAM_NAME: usize = 64;
-
-/// Parses an `application/x-www-form-urlencoded` body into parameters: empty values dropped,
-/// a repeated parameter refused (RFC 6749 §3.2). Pure, so it can be fuzzed on its own.
-pub fn parse_form(body: &[u8]) -> Result<BTreeMap<String, String>, OAuthError> {
-    let mut m = BTreeMap::new();
-    for (k, v) in url::form_urlencoded::parse(body) {
-        if v.is_empty() {
-            continue;
-        }
-        if k.len() > MAX_PARAM_NAME {
-            return Err(OAuthError::invalid_request("a parameter name is too long"));
-        }
-        if m.insert(k.to_string(), v.to_string()).is_some() {
-            return Err(OAuthError::invalid_request(format!(
-                "the parameter {k:?} appears more than once"
-            )));
-        }
-    }
-    Ok(m)
-}
 
 /// Authenticates the client (RFC 6749 §2.3): `client_secret_basic` (§2.3.1, credentials
 /// form-urlencoded inside Basic), `client_secret_post`, or `none` for a public client
@@ -234,21 +192,12 @@ pub struct Mint<'a> {
 /// nonce); then creates or continues the refresh family.
 pub async fn mint(ctx: GrantContext<'_>, m: Mint<'_>) -> Result<Minted, OAuthError> {
     let state = ctx.state;
-    let client = ctx.client;
     let now = state.now();
-    let exp = now + state.config.token_lifetime;
-    let scopes: Vec<&str> = m.scope.split_whitespace().collect();
-    let has = |s: &str| scopes.contains(&s);
-    let groups = (m.user.is_some() && has("groups")).then(|| m.groups.to_vec());
-    let sub = m
-        .user
-        .map(|u| u.id.as_str())
-        .unwrap_or(client.client_id.as_str());
     let keys = state.keys().await?;
     // The grant the tokens belong to: a rotation continues its family; a fresh authentication
     // that may refresh starts one, named before signing so the access token can carry it.
     let new_family = match (&m.refresh, m.user) {
-        (RefreshPlan::NewFamily, Some(_)) if client.allows_grant(grant_type::REFRESH_TOKEN) => {
+        (RefreshPlan::NewFamily, Some(_)) if ctx.client.allows_grant(grant_type::REFRESH_TOKEN) => {
             Some(crypto::random_token(16))
         }
         _ => None,
@@ -257,103 +206,154 @@ pub async fn mint(ctx: GrantContext<'_>, m: Mint<'_>) -> Result<Minted, OAuthErr
         RefreshPlan::Rotated { family_id, .. } => Some(family_id.clone()),
         _ => new_family.clone(),
     };
-    let access = shared::claims::AccessTokenClaims {
-        iss: state.config.issuer.clone(),
-        sub: sub.to_string(),
-        aud: client.client_id.clone(),
-        exp,
-        iat: now,
-        jti: crypto::random_token(16),
-        client_id: client.client_id.clone(),
-        scope: m.scope.to_string(),
-        auth_time: m.auth_time,
-        email: m.user.filter(|_| has("email")).map(|u| u.email.clone()),
-        email_verified: m.user.filter(|_| has("email")).map(|u| u.email_verified),
-        preferred_username: m
-            .user
-            .filter(|_| has("profile"))
-            .map(|u| u.username.clone()),
-        groups: groups.clone(),
-        grant_id,
-    };
-    let access_token = keys
-        .active
-        .sign_jwt(&access)
-        .map_err(|e| OAuthError::from(crate::error::IdpError::from(e)))?;
-
+    let access_token = sign(&keys.active, &access_claims(ctx, &m, now, grant_id))?;
     let id_token = match m.user {
-        Some(u) if has("openid") => {
-            let claims = shared::claims::IdTokenClaims {
-                iss: state.config.issuer.clone(),
-                sub: u.id.clone(),
-                aud: shared::claims::Audience::One(client.client_id.clone()),
-                exp,
-                iat: now,
-                nbf: None,
-                auth_time: m.auth_time,
-                nonce: m.nonce.map(str::to_string),
-                azp: Some(client.client_id.clone()),
-                at_hash: Some(shared::jwt::at_hash_sha256(&access_token)),
-                email: has("email").then(|| u.email.clone()),
-                email_verified: has("email").then_some(u.email_verified),
-                name: has("profile")
-                    .then(|| u.name.clone())
-                    .filter(|n| !n.is_empty()),
-                preferred_username: has("profile").then(|| u.username.clone()),
-                groups: groups.clone(),
-                jti: None,
-                scope: None,
-                client_id: None,
-            };
-            Some(
-                keys.active
-                    .sign_jwt(&claims)
-                    .map_err(|e| OAuthError::from(crate::error::IdpError::from(e)))?,
-            )
-        }
+        Some(u) if m.has_scope("openid") => Some(sign(
+            &keys.active,
+            &id_claims(ctx, &m, u, now, &access_token),
+        )?),
         _ => None,
     };
-
-    let mut family_id = None;
-    let refresh_token = match (m.refresh, m.user, new_family) {
-        (RefreshPlan::Rotated { token, .. }, _, _) => Some(token),
+    let scope = m.scope.to_string();
+    let auth_time = m.auth_time;
+    let (refresh_token, family_id) = match (m.refresh, m.user, new_family) {
+        (RefreshPlan::Rotated { token, .. }, _, _) => (Some(token), None),
         (RefreshPlan::NewFamily, Some(u), Some(id)) => {
-            let token = crypto::random_token(32);
-            let family = Family {
-                id,
-                client_id: client.client_id.clone(),
-                user_id: u.id.clone(),
-                scope: m.scope.to_string(),
-                auth_time: m.auth_time.unwrap_or(now),
-                created_at: now,
-                revoked_at: None,
-            };
-            let first = RefreshToken {
-                token_hash: crypto::hash_secret(&token),
-                family_id: family.id.clone(),
-                created_at: now,
-                expires_at: now + state.config.refresh_token_lifetime,
-                rotated_at: None,
-            };
-            family_id = Some(family.id.clone());
-            state.store.create_family(family, first).await?;
-            Some(token)
+            let token = start_family(ctx, u, id.clone(), &scope, auth_time, now).await?;
+            (Some(token), Some(id))
         }
-        _ => None,
+        _ => (None, None),
     };
-
     let response = TokenResponse {
         access_token,
         token_type: "Bearer".into(),
         expires_in: Some(state.config.token_lifetime),
         refresh_token,
         id_token,
-        scope: Some(m.scope.to_string()),
+        scope: Some(scope),
     };
     Ok(Minted {
         response,
         family_id,
     })
+}
+
+impl Mint<'_> {
+    fn has_scope(&self, s: &str) -> bool {
+        self.scope.split_whitespace().any(|x| x == s)
+    }
+
+    /// The user's groups, when there is a user and the `groups` scope was granted.
+    fn groups_claim(&self) -> Option<Vec<String>> {
+        (self.user.is_some() && self.has_scope("groups")).then(|| self.groups.to_vec())
+    }
+}
+
+/// The access token's claims (RFC 9068 §2.2): the user, or the client itself for the client
+/// credentials grant.
+fn access_claims(
+    ctx: GrantContext<'_>,
+    m: &Mint<'_>,
+    now: u64,
+    grant_id: Option<String>,
+) -> AccessTokenClaims {
+    let state = ctx.state;
+    let client_id = &ctx.client.client_id;
+    let email = m.user.filter(|_| m.has_scope("email"));
+    AccessTokenClaims {
+        iss: state.config.issuer.clone(),
+        sub: m
+            .user
+            .map(|u| u.id.as_str())
+            .unwrap_or(client_id)
+            .to_string(),
+        aud: client_id.clone(),
+        exp: now + state.config.token_lifetime,
+        iat: now,
+        jti: crypto::random_token(16),
+        client_id: client_id.clone(),
+        scope: m.scope.to_string(),
+        auth_time: m.auth_time,
+        email: email.map(|u| u.email.clone()),
+        email_verified: email.map(|u| u.email_verified),
+        preferred_username: m
+            .user
+            .filter(|_| m.has_scope("profile"))
+            .map(|u| u.username.clone()),
+        groups: m.groups_claim(),
+        grant_id,
+    }
+}
+
+/// The ID token's claims (OpenID Connect Core §2, §3.1.3.6 `at_hash`), with the claims of the
+/// granted `profile`, `email` and `groups` scopes (§5.4).
+fn id_claims(
+    ctx: GrantContext<'_>,
+    m: &Mint<'_>,
+    u: &User,
+    now: u64,
+    access_token: &str,
+) -> IdTokenClaims {
+    let state = ctx.state;
+    let client_id = &ctx.client.client_id;
+    let email = m.has_scope("email");
+    let profile = m.has_scope("profile");
+    IdTokenClaims {
+        iss: state.config.issuer.clone(),
+        sub: u.id.clone(),
+        aud: Audience::One(client_id.clone()),
+        exp: now + state.config.token_lifetime,
+        iat: now,
+        nbf: None,
+        auth_time: m.auth_time,
+        nonce: m.nonce.map(str::to_string),
+        azp: Some(client_id.clone()),
+        at_hash: Some(shared::jwt::at_hash_sha256(access_token)),
+        email: email.then(|| u.email.clone()),
+        email_verified: email.then_some(u.email_verified),
+        name: profile.then(|| u.name.clone()).filter(|n| !n.is_empty()),
+        preferred_username: profile.then(|| u.username.clone()),
+        groups: m.groups_claim(),
+        jti: None,
+        scope: None,
+        client_id: None,
+    }
+}
+
+fn sign<T: serde::Serialize>(key: &SigningKey, claims: &T) -> Result<String, OAuthError> {
+    key.sign_jwt(claims)
+        .map_err(|e| OAuthError::from(IdpError::from(e)))
+}
+
+/// Starts refresh family `id` for a fresh authentication and returns its first refresh token.
+async fn start_family(
+    ctx: GrantContext<'_>,
+    u: &User,
+    id: String,
+    scope: &str,
+    auth_time: Option<u64>,
+    now: u64,
+) -> Result<String, OAuthError> {
+    let state = ctx.state;
+    let token = crypto::random_token(32);
+    let family = Family {
+        id,
+        client_id: ctx.client.client_id.clone(),
+        user_id: u.id.clone(),
+        scope: scope.to_string(),
+        auth_time: auth_time.unwrap_or(now),
+        created_at: now,
+        revoked_at: None,
+    };
+    let first = RefreshToken {
+        token_hash: crypto::hash_secret(&token),
+        family_id: family.id.clone(),
+        created_at: now,
+        expires_at: now + state.config.refresh_token_lifetime,
+        rotated_at: None,
+    };
+    state.store.create_family(family, first).await?;
+    Ok(token)
 }
 
 /// Minted tokens, and the refresh family started for them (if any).
@@ -428,37 +428,4 @@ pub fn requested_scopes(
         )));
     }
     Ok(scopes)
-}
-
-#[cfg(test)]
-mod properties {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// Any body gives parameters or an OAuth error; accepted parameters are non-empty,
-        /// unique and bounded.
-        #[test]
-        fn any_body_parses_or_errs(body in proptest::collection::vec(any::<u8>(), 0..512)) {
-            if let Ok(m) = parse_form(&body) {
-                prop_assert!(m.values().all(|v| !v.is_empty()));
-                prop_assert!(m.keys().all(|k| k.len() <= MAX_PARAM_NAME));
-            }
-        }
-
-        /// Encoded parameters come back exactly, and a repeated one is refused.
-        #[test]
-        fn encoded_parameters_round_trip(
-            params in proptest::collection::btree_map("[a-z_]{1,20}", ".{1,40}", 0..8)
-        ) {
-            let body = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(&params)
-                .finish();
-            prop_assert_eq!(parse_form(body.as_bytes()).unwrap(), params.clone());
-            if let Some((k, v)) = params.iter().next() {
-                let doubled = format!("{body}&{}", url::form_urlencoded::Serializer::new(String::new()).append_pair(k, v).finish());
-                prop_assert!(parse_form(doubled.as_bytes()).is_err());
-            }
-        }
-    }
 }

@@ -7,12 +7,14 @@
 //! keep a session of their own. The successor is kept on the rotated row, sealed with AES-256-GCM
 //! under a key derived (HKDF-SHA256) from the presented token, which the database never holds,
 //! and erased when the window has passed.
+//!
+//! May depend on: `token` (minting), `audit`, `store`, `crypto`, `error`.
 
 use super::{active_user, mint, GrantContext, Mint, RefreshPlan};
 use crate::audit;
 use crate::crypto;
 use crate::error::{IdpError, OAuthError};
-use crate::store::{RefreshToken, Rotation};
+use crate::store::{Family, RefreshToken, Rotation};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
@@ -70,116 +72,25 @@ pub fn open_successor(presented: &str, old_hash: &str, sealed: &str) -> Option<S
     String::from_utf8(plain.to_vec()).ok()
 }
 
+/// The grant, in the order of RFC 6749 §6: the token (rotated), the user and client still
+/// allowed, the scope no wider than granted; then the tokens.
 pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
-    let state = ctx.state;
     let presented = ctx
         .params
         .get("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
-    let now = state.now();
-    let new_token = crypto::random_token(32);
-    let old_hash = crypto::hash_secret(presented);
-
-    // 1. Rotate atomically, in one transaction that also checks the token belongs to the
-    //    authenticated client (§6: "ensure that it was issued to the authenticated client" —
-    //    before anything is written, so a foreign client cannot burn someone else's token) and
-    //    records the audit event: a current token is replaced; one rotated within the grace
-    //    window gets the same successor back; one rotated earlier is reuse and kills the
-    //    family (RFC 9700 §4.14.2).
-    let next = RefreshToken {
-        token_hash: crypto::hash_secret(&new_token),
-        family_id: String::new(),
-        created_at: now,
-        expires_at: now + state.config.refresh_token_lifetime,
-        rotated_at: None,
-    };
-    let audit = audit::Event::new("token_refreshed", audit::INFO)
-        .client(&ctx.client.client_id)
-        .meta(ctx.meta)
-        .into_event();
-    let sealed = seal_successor(presented, &old_hash, &new_token)?;
-    let (family, token) = match state
-        .store
-        .rotate_refresh_token(
-            &old_hash,
-            &ctx.client.client_id,
-            next,
-            &sealed,
-            now,
-            state.config.refresh_reuse_grace,
-            Some(audit),
-        )
-        .await?
-    {
-        Rotation::Rotated(f) => (f, new_token),
-        Rotation::WithinGrace(f, kept) => {
-            let Some(successor) = kept.and_then(|k| open_successor(presented, &old_hash, &k))
-            else {
-                return Err(OAuthError::invalid_grant(
-                    "the refresh token was just rotated; use its successor or sign in again",
-                ));
-            };
-            audit::record(
-                state,
-                audit::Event::new("refresh_token_grace_reuse", audit::WARNING)
-                    .subject(&f.user_id)
-                    .client(&f.client_id)
-                    .meta(ctx.meta)
-                    .details("a just-rotated refresh token was presented again within the grace window; the same successor was returned"),
-            )
-            .await;
-            (f, successor)
-        }
-        Rotation::Reused(f) => {
-            audit::record(
-                state,
-                audit::Event::new("refresh_token_reused", audit::CRITICAL)
-                    .subject(&f.user_id)
-                    .client(&f.client_id)
-                    .meta(ctx.meta)
-                    .details(
-                        "a rotated refresh token was presented again; the whole family is revoked",
-                    ),
-            )
-            .await;
-            return Err(OAuthError::invalid_grant(
-                "the refresh token was already used; this session is revoked, sign in again",
-            ));
-        }
-        Rotation::WrongClient => {
-            return Err(OAuthError::invalid_grant(
-                "the refresh token was issued to another client",
-            ))
-        }
-        Rotation::Invalid => {
-            return Err(OAuthError::invalid_grant(
-                "the refresh token is invalid, expired or revoked",
-            ))
-        }
-    };
+    let (family, token) = rotate(ctx, presented).await?;
 
     // 2. The user must still be enabled (the store refused disabled users' tokens; this read also
     //    brings the claims), and the client not force-reauthenticated since.
-    let (user, groups) = active_user(state, &family.user_id).await?;
+    let (user, groups) = active_user(ctx.state, &family.user_id).await?;
     if family.created_at < ctx.client.tokens_valid_after {
         return Err(OAuthError::invalid_grant(
             "the client's sessions were revoked; sign in again",
         ));
     }
 
-    // 3. A narrower scope may be asked for, never a wider one (§6).
-    let granted: Vec<&str> = family.scope.split_whitespace().collect();
-    let scope = match ctx.params.get("scope") {
-        Some(s) => {
-            if let Some(bad) = s.split_whitespace().find(|x| !granted.contains(x)) {
-                return Err(OAuthError::invalid_scope(format!(
-                    "scope {bad:?} was not granted originally"
-                )));
-            }
-            s.clone()
-        }
-        None => family.scope.clone(),
-    };
+    let scope = narrowed_scope(&family, ctx.params.get("scope"))?;
     let minted = mint(
         ctx,
         Mint {
@@ -196,6 +107,100 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
     )
     .await?;
     Ok(minted.response)
+}
+
+/// 1. Rotates the presented token atomically, in one transaction that also checks the token
+///    belongs to the authenticated client (§6: "ensure that it was issued to the authenticated
+///    client" — before anything is written, so a foreign client cannot burn someone else's
+///    token) and records the audit event: a current token is replaced; one rotated within the
+///    grace window gets the same successor back; one rotated earlier is reuse and kills the
+///    family (RFC 9700 §4.14.2). Returns the family and the refresh token to hand out.
+async fn rotate(ctx: GrantContext<'_>, presented: &str) -> Result<(Family, String), OAuthError> {
+    let state = ctx.state;
+    let now = state.now();
+    let new_token = crypto::random_token(32);
+    let old_hash = crypto::hash_secret(presented);
+    let next = RefreshToken {
+        token_hash: crypto::hash_secret(&new_token),
+        family_id: String::new(),
+        created_at: now,
+        expires_at: now + state.config.refresh_token_lifetime,
+        rotated_at: None,
+    };
+    let audit = audit::Event::new("token_refreshed", audit::INFO)
+        .client(&ctx.client.client_id)
+        .meta(ctx.meta)
+        .into_event();
+    let sealed = seal_successor(presented, &old_hash, &new_token)?;
+    let rotation = state
+        .store
+        .rotate_refresh_token(
+            &old_hash,
+            &ctx.client.client_id,
+            next,
+            &sealed,
+            now,
+            state.config.refresh_reuse_grace,
+            Some(audit),
+        )
+        .await?;
+    match rotation {
+        Rotation::Rotated(f) => Ok((f, new_token)),
+        Rotation::WithinGrace(f, kept) => {
+            let Some(successor) = kept.and_then(|k| open_successor(presented, &old_hash, &k))
+            else {
+                return Err(OAuthError::invalid_grant(
+                    "the refresh token was just rotated; use its successor or sign in again",
+                ));
+            };
+            audit::record(
+                state,
+                audit::Event::new("refresh_token_grace_reuse", audit::WARNING)
+                    .subject(&f.user_id)
+                    .client(&f.client_id)
+                    .meta(ctx.meta)
+                    .details("a just-rotated refresh token was presented again within the grace window; the same successor was returned"),
+            )
+            .await;
+            Ok((f, successor))
+        }
+        Rotation::Reused(f) => {
+            audit::record(
+                state,
+                audit::Event::new("refresh_token_reused", audit::CRITICAL)
+                    .subject(&f.user_id)
+                    .client(&f.client_id)
+                    .meta(ctx.meta)
+                    .details(
+                        "a rotated refresh token was presented again; the whole family is revoked",
+                    ),
+            )
+            .await;
+            Err(OAuthError::invalid_grant(
+                "the refresh token was already used; this session is revoked, sign in again",
+            ))
+        }
+        Rotation::WrongClient => Err(OAuthError::invalid_grant(
+            "the refresh token was issued to another client",
+        )),
+        Rotation::Invalid => Err(OAuthError::invalid_grant(
+            "the refresh token is invalid, expired or revoked",
+        )),
+    }
+}
+
+/// 3. A narrower scope may be asked for, never a wider one (§6).
+fn narrowed_scope(family: &Family, asked: Option<&String>) -> Result<String, OAuthError> {
+    let Some(s) = asked else {
+        return Ok(family.scope.clone());
+    };
+    let granted: Vec<&str> = family.scope.split_whitespace().collect();
+    if let Some(bad) = s.split_whitespace().find(|x| !granted.contains(x)) {
+        return Err(OAuthError::invalid_scope(format!(
+            "scope {bad:?} was not granted originally"
+        )));
+    }
+    Ok(s.clone())
 }
 
 #[cfg(test)]

@@ -2,20 +2,16 @@
 //! `--grant-type=authcode-keyboard`) sends `redirect_uri=urn:ietf:wg:oauth:2.0:oob`; a browser
 //! cannot follow a redirect to that URN (it names no address: "out of band" in early OAuth 2.0
 //! drafts; Chromium aborts the navigation and stays put), so the authorization response is
-//! shown to the person instead, who pastes the code into the terminal.
+//! shown to the person instead, who pastes the code into the terminal
+//! (`oidc::authorize::OOB_REDIRECT_URI`).
+//!
+//! May depend on: `state` (the page renderer is in `web`).
 
 use super::page;
 use crate::state::AppState;
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::Response;
-
-/// The out-of-band redirect URI kubelogin (and Google's installed-app flow) uses.
-pub const OOB_REDIRECT_URI: &str = "urn:ietf:wg:oauth:2.0:oob";
-
-pub fn is_oob(redirect_uri: &str) -> bool {
-    redirect_uri == OOB_REDIRECT_URI
-}
 
 #[derive(Template)]
 #[template(path = "code.html")]

@@ -12,10 +12,13 @@
 //! store (`Store::server_secret`), so every replica on one database checks every replica's
 //! tokens. After signing in the session id changes, so pages after login carry the new
 //! session's tokens.
+//!
+//! May depend on: `http` (cookies), `state`, `store`, `crypto`, `error`.
 
-use super::{our_cookie, set_cookie, PRE_SESSION_COOKIE, SESSION_COOKIE};
+use super::{PRE_SESSION_COOKIE, SESSION_COOKIE};
 use crate::crypto;
 use crate::error::{IdpError, PageError};
+use crate::http::{our_cookie, set_cookie};
 use crate::state::AppState;
 use axum::http::{HeaderMap, HeaderValue};
 use ring::hmac;

@@ -1,14 +1,16 @@
 //! The `/device` page (RFC 8628 §3.3): enter or confirm the user code, see the client, the
 //! scopes and when and from where the device asked, allow or deny. Wrong codes are throttled
 //! per session and per address (RFC 8628 §5.1, see `accounts`).
+//!
+//! May depend on: `accounts`, `audit`, `http`, `state`, `store`, `error`.
 
-use super::{csrf, page, ClientMeta};
+use super::{client_name, csrf, current_user, describe_scopes, login_redirect, message_page, page};
 use crate::accounts;
 use crate::audit;
-use crate::error::PageError;
-use crate::oidc::authorize::describe_scopes;
+use crate::error::{IdpError, PageError};
+use crate::http::ClientMeta;
 use crate::state::AppState;
-use crate::store::DeviceStatus;
+use crate::store::{DeviceCode, DeviceStatus};
 use askama::Template;
 use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -69,10 +71,7 @@ fn ago(secs: u64) -> String {
 
 /// The pending, unexpired device request for a typed code; input longer than any code is not
 /// looked up.
-async fn pending_request(
-    state: &AppState,
-    typed: &str,
-) -> Result<Option<crate::store::DeviceCode>, crate::error::IdpError> {
+async fn pending_request(state: &AppState, typed: &str) -> Result<Option<DeviceCode>, IdpError> {
     if typed.len() > accounts::MAX_USER_CODE_INPUT {
         return Ok(None);
     }
@@ -84,6 +83,38 @@ async fn pending_request(
         .filter(|d| d.status == DeviceStatus::Pending && d.expires_at > state.now()))
 }
 
+/// What the page shows about a pending request before the user allows or denies it.
+async fn confirmation(
+    state: &AppState,
+    d: DeviceCode,
+    meta: &ClientMeta,
+) -> Result<Confirm, IdpError> {
+    let client = state.store.client(&d.client_id).await?;
+    let client_name = client
+        .map(|c| client_name(&c).to_string())
+        .unwrap_or_default();
+    let scopes: Vec<String> = d.scope.split_whitespace().map(str::to_string).collect();
+    Ok(Confirm {
+        user_code: format_user_code(&d.user_code),
+        client_id: d.client_id.clone(),
+        client_name,
+        scopes: describe_scopes(&scopes),
+        requested_ago: ago(state.now().saturating_sub(d.created_at)),
+        same_address: !d.request_ip.is_empty()
+            && accounts::address_key(&d.request_ip) == accounts::address_key(&meta.ip),
+        request_ip: if d.request_ip.is_empty() {
+            "an unknown address".into()
+        } else {
+            d.request_ip
+        },
+        request_user_agent: if d.request_user_agent.is_empty() {
+            "none".into()
+        } else {
+            d.request_user_agent
+        },
+    })
+}
+
 /// GET /device[?user_code=...]
 pub async fn device_page(
     State(state): State<AppState>,
@@ -92,12 +123,12 @@ pub async fn device_page(
     RawQuery(raw): RawQuery,
     Query(q): Query<DeviceQuery>,
 ) -> Result<Response, PageError> {
-    let Some((session, user)) = super::current_user(&state, &headers).await? else {
+    let Some((session, user)) = current_user(&state, &headers).await? else {
         let back = match raw {
             Some(r) if !r.is_empty() => format!("{}/device?{r}", state.config.base_path),
             _ => format!("{}/device", state.config.base_path),
         };
-        return Ok(super::login_redirect(&state, &back));
+        return Ok(login_redirect(&state, &back));
     };
     let csrf = csrf::session_token(&state, &headers).await?;
     let mut error = None;
@@ -110,36 +141,7 @@ pub async fn device_page(
             error = Some(too_many(wait));
             status = StatusCode::TOO_MANY_REQUESTS;
         } else if let Some(d) = pending_request(&state, &q.user_code).await? {
-            let client = state.store.client(&d.client_id).await?;
-            let client_name = client
-                .map(|c| {
-                    if c.name.is_empty() {
-                        c.client_id
-                    } else {
-                        c.name
-                    }
-                })
-                .unwrap_or_default();
-            let scopes: Vec<String> = d.scope.split_whitespace().map(str::to_string).collect();
-            confirm = Some(Confirm {
-                user_code: format_user_code(&d.user_code),
-                client_id: d.client_id.clone(),
-                client_name,
-                scopes: describe_scopes(&scopes),
-                requested_ago: ago(state.now().saturating_sub(d.created_at)),
-                same_address: !d.request_ip.is_empty()
-                    && accounts::address_key(&d.request_ip) == accounts::address_key(&meta.ip),
-                request_ip: if d.request_ip.is_empty() {
-                    "an unknown address".into()
-                } else {
-                    d.request_ip
-                },
-                request_user_agent: if d.request_user_agent.is_empty() {
-                    "none".into()
-                } else {
-                    d.request_user_agent
-                },
-            });
+            confirm = Some(confirmation(&state, d, &meta).await?);
         } else {
             accounts::user_code_failed(&state, &session.id_hash, &meta);
             error = Some(WRONG_CODE.to_string());
@@ -174,7 +176,7 @@ pub async fn device_submit(
     Form(form): Form<DeviceForm>,
 ) -> Result<Response, PageError> {
     csrf::check_session(&state, &headers, &form.csrf_token).await?;
-    let Some((session, user)) = super::current_user(&state, &headers).await? else {
+    let Some((session, user)) = current_user(&state, &headers).await? else {
         return Err(PageError {
             status: StatusCode::UNAUTHORIZED,
             title: "Signed out".into(),
@@ -233,5 +235,5 @@ pub async fn device_submit(
             .meta(&meta),
     )
     .await;
-    Ok(super::message_page(&state, StatusCode::OK, title, msg))
+    Ok(message_page(&state, StatusCode::OK, title, msg))
 }

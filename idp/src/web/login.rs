@@ -1,12 +1,16 @@
-//! The login page and sign-out. The password check and its throttling live in `accounts`.
+//! The login page and the home page. The password check, its throttling and the session
+//! live in `accounts`; signing out in `logout.rs`.
+//!
+//! May depend on: `accounts`, `audit`, `http`, `state`, `store`, `error`.
 
-use super::{csrf, page, safe_return_path, set_cookie, ClientMeta, SESSION_COOKIE};
-use crate::accounts::{check_password, PasswordCheck, MAX_USERNAME_LEN};
+use super::{csrf, current_user, message_page, page, safe_return_path};
+use super::{PRE_SESSION_COOKIE, SESSION_COOKIE};
+use crate::accounts::{self, check_password, PasswordCheck, MAX_USERNAME_LEN};
 use crate::audit;
-use crate::crypto;
-use crate::error::PageError;
+use crate::error::{IdpError, PageError};
+use crate::http::{our_cookie, set_cookie, ClientMeta};
 use crate::state::AppState;
-use crate::store::Session;
+use crate::store::User;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -61,78 +65,79 @@ pub struct LoginForm {
     pub password: String,
 }
 
+/// POST /login: the steps of signing in, each its own function so a second factor can join
+/// between the password and the session.
 pub async fn login_submit(
     State(state): State<AppState>,
     headers: HeaderMap,
     meta: ClientMeta,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, PageError> {
+    // 1. The form came from this browser's login page (CSRF bound to its pre-session).
     csrf::check_login(&state, &headers, &form.csrf_token).await?;
     let return_to = safe_return_path(&state, &form.return_to).unwrap_or_default();
-    // The name is echoed back into the form, bounded like everything else.
-    let shown_username = audit::bounded(&form.username, MAX_USERNAME_LEN);
-    let rerender = |error: &str, status: StatusCode| {
-        let p = LoginPage {
-            base: &state.config.base_path,
-            csrf: &form.csrf_token,
-            return_to: &return_to,
-            username: &shown_username,
-            error: Some(error),
-            client_name: None,
-        };
-        page(&p, status, None)
+    // 2. The password (throttled and audited in `accounts`).
+    let user = match password_step(&state, &form, &meta).await? {
+        Ok(user) => user,
+        Err((error, status)) => return Ok(rerender(&state, &form, &return_to, &error, status)),
     };
+    // 3. A new session, replacing the browser's previous one.
+    let previous = our_cookie(&state, &headers, SESSION_COOKIE);
+    let sid = accounts::start_session(&state, &user, &meta, previous.as_deref()).await?;
+    // 4. Back to where the sign-in began.
+    Ok(signed_in(&state, return_to, &sid))
+}
+
+/// The signed-in user, or what to tell the person on the form and with which status.
+async fn password_step(
+    state: &AppState,
+    form: &LoginForm,
+    meta: &ClientMeta,
+) -> Result<Result<User, (String, StatusCode)>, IdpError> {
     if form.username.is_empty() || form.password.is_empty() {
-        return Ok(rerender(
-            "Enter your username and password.",
-            StatusCode::BAD_REQUEST,
-        ));
+        let error = "Enter your username and password.".to_string();
+        return Ok(Err((error, StatusCode::BAD_REQUEST)));
     }
-    let user = match check_password(&state, &form.username, &form.password, &meta, "").await? {
-        PasswordCheck::Ok(u) => u,
-        PasswordCheck::Wrong | PasswordCheck::Disabled => {
-            return Ok(rerender(
-                "Wrong username or password.",
-                StatusCode::UNAUTHORIZED,
-            ))
-        }
-        PasswordCheck::Throttled(wait) => {
-            let msg = format!(
+    let refusal = match check_password(state, &form.username, &form.password, meta, "").await? {
+        PasswordCheck::Ok(u) => return Ok(Ok(u)),
+        PasswordCheck::Wrong | PasswordCheck::Disabled => (
+            "Wrong username or password.".to_string(),
+            StatusCode::UNAUTHORIZED,
+        ),
+        PasswordCheck::Throttled(wait) => (
+            format!(
                 "Too many failed attempts. Try again in {} minutes.",
                 wait.div_ceil(60)
-            );
-            return Ok(rerender(&msg, StatusCode::TOO_MANY_REQUESTS));
-        }
+            ),
+            StatusCode::TOO_MANY_REQUESTS,
+        ),
     };
-    let now = state.now();
-    // A new session id at every sign-in (no fixation), and the browser's previous session, if
-    // any, ends here rather than lingering until it expires.
-    if let Some(old) = super::our_cookie(&state, &headers, SESSION_COOKIE) {
-        state
-            .store
-            .delete_session(&crypto::hash_secret(&old))
-            .await?;
-    }
-    let sid = crypto::random_token(32);
-    state
-        .store
-        .create_session(Session {
-            id_hash: crypto::hash_secret(&sid),
-            user_id: user.id.clone(),
-            auth_time: now,
-            created_at: now,
-            expires_at: now + state.config.session_lifetime,
-            ip: meta.ip.clone(),
-            user_agent: meta.user_agent.clone(),
-        })
-        .await?;
-    audit::record(
-        &state,
-        audit::Event::new("login_succeeded", audit::INFO)
-            .actor(&user.username)
-            .meta(&meta),
-    )
-    .await;
+    Ok(Err(refusal))
+}
+
+/// The login form again, with the name typed and what went wrong.
+fn rerender(
+    state: &AppState,
+    form: &LoginForm,
+    return_to: &str,
+    error: &str,
+    status: StatusCode,
+) -> Response {
+    // The name is echoed back into the form, bounded like everything else.
+    let shown_username = audit::bounded(&form.username, MAX_USERNAME_LEN);
+    let p = LoginPage {
+        base: &state.config.base_path,
+        csrf: &form.csrf_token,
+        return_to,
+        username: &shown_username,
+        error: Some(error),
+        client_name: None,
+    };
+    page(&p, status, None)
+}
+
+/// The redirect back (or home), setting the session cookie and clearing the pre-session one.
+fn signed_in(state: &AppState, return_to: String, sid: &str) -> Response {
     let target = if return_to.is_empty() {
         format!("{}/", state.config.base_path)
     } else {
@@ -142,65 +147,18 @@ pub async fn login_submit(
     resp.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(
-            &state,
+            state,
             SESSION_COOKIE,
-            &sid,
+            sid,
             Some(state.config.session_lifetime),
         ),
     );
     // The pre-login session has served its purpose: its CSRF token must not outlive the login.
     resp.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(&state, super::PRE_SESSION_COOKIE, "", Some(0)),
+        set_cookie(state, PRE_SESSION_COOKIE, "", Some(0)),
     );
-    Ok(resp)
-}
-
-#[derive(Deserialize)]
-pub struct LogoutForm {
-    #[serde(default)]
-    pub csrf_token: String,
-}
-
-/// Signs the browser out (POST with CSRF, so another site cannot sign a user out).
-pub async fn logout(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    meta: ClientMeta,
-    Form(form): Form<LogoutForm>,
-) -> Result<Response, PageError> {
-    csrf::check_session(&state, &headers, &form.csrf_token).await?;
-    end_session(&state, &headers, &meta).await?;
-    let mut r = super::message_page(
-        &state,
-        StatusCode::OK,
-        "Signed out",
-        "You are signed out of kubelogin-idp.",
-    );
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(&state, SESSION_COOKIE, "", Some(0)),
-    );
-    Ok(r)
-}
-
-/// Deletes the browser's session, if any, with an audit event.
-pub async fn end_session(
-    state: &AppState,
-    headers: &HeaderMap,
-    meta: &ClientMeta,
-) -> Result<(), crate::error::IdpError> {
-    if let Some((s, u)) = super::current_user(state, headers).await? {
-        state.store.delete_session(&s.id_hash).await?;
-        audit::record(
-            state,
-            audit::Event::new("logout", audit::INFO)
-                .actor(&u.username)
-                .meta(meta),
-        )
-        .await;
-    }
-    Ok(())
+    resp
 }
 
 /// `/`: who is signed in, with a sign-out button.
@@ -208,15 +166,10 @@ pub async fn home(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    let who = super::current_user(&state, &headers).await?;
+    let who = current_user(&state, &headers).await?;
     let msg = match who {
         Some((_, u)) => format!("Signed in as {}.", u.username),
         None => "Not signed in.".to_string(),
     };
-    Ok(super::message_page(
-        &state,
-        StatusCode::OK,
-        "kubelogin-idp",
-        &msg,
-    ))
+    Ok(message_page(&state, StatusCode::OK, "kubelogin-idp", &msg))
 }

@@ -1,164 +1,43 @@
-//! Server-rendered pages: login, consent, device approval, logout. Sessions live in the store
-//! (a random id in an HttpOnly cookie, only its hash stored); every form carries a CSRF token
-//! bound to the session (`csrf.rs`).
+//! Server-rendered pages and the browser side of the flows: login and sign-out, the
+//! authorization endpoint's login redirect, consent and code pages, RP-initiated logout's
+//! confirmation, device approval. Sessions live in the store (a random id in an HttpOnly cookie,
+//! only its hash stored); every form carries a CSRF token bound to the session (`csrf.rs`).
+//! Errors shown to a person are rendered here (`PageError`'s `IntoResponse`).
+//!
+//! The top of the request-handling layers: may depend on everything below (`oidc`, `token`,
+//! `accounts`, `audit`, `http`, `state`, `store`, `crypto`, `error`); nothing but `routes`
+//! depends on it. The protocol decisions stay in `oidc`: pages call them and render the result.
 
+pub mod authorize;
 pub mod code;
 pub mod consent;
 pub mod csrf;
 pub mod device;
 pub mod login;
+pub mod logout;
 
-use crate::crypto;
+use crate::accounts;
+use crate::error::{IdpError, PageError};
+use crate::http::our_cookie;
 use crate::state::AppState;
-use crate::store::{Session, User};
+use crate::store::{Client, Session, User};
 use askama::Template;
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
 
 /// The signed-in session's id (its SHA-256 is the store's key).
 pub const SESSION_COOKIE: &str = "kl_session";
 /// The pre-login session's id, to which the login form's CSRF token is bound.
 pub const PRE_SESSION_COOKIE: &str = "kl_presession";
 
-/// Who is asking: client IP (X-Forwarded-For only from a trusted proxy) and user agent, for
-/// throttling and the audit log.
-#[derive(Debug, Clone)]
-pub struct ClientMeta {
-    pub ip: String,
-    pub user_agent: String,
-}
-
-impl FromRequestParts<AppState> for ClientMeta {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
-        let peer = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        let ip = client_ip(peer, &parts.headers, &state.config.trusted_proxies);
-        let user_agent = parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .chars()
-            .take(256)
-            .collect();
-        Ok(ClientMeta { ip, user_agent })
-    }
-}
-
-/// The client's IP. `X-Forwarded-For` is believed only when the peer is a configured trusted
-/// proxy, and then the right-most address that is not itself a trusted proxy is taken (the
-/// left part of the header is whatever the client chose to send).
-pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> String {
-    let Some(peer) = peer else {
-        return "unknown".into();
-    };
-    if !trusted.contains(&peer) {
-        return peer.to_string();
-    }
-    let forwarded: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    forwarded
-        .iter()
-        .rev()
-        .find(|ip| !trusted.contains(ip))
-        .map(|ip| ip.to_string())
-        .unwrap_or_else(|| peer.to_string())
-}
-
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
-}
-
-/// The name a cookie goes by on this server. On https the name carries the `__Host-` prefix the
-/// browser enforces (Secure, Path=/, no Domain: only this exact origin can set it), so a cookie
-/// planted by a sibling subdomain or by a network attacker on plain http is never taken for ours
-/// (RFC 6265bis §4.1.3.2). A weaker `__Secure-` cookie could still be planted by a sibling
-/// subdomain with `Domain=`, and a planted pre-login or session id the attacker obtained from us
-/// comes with a valid CSRF token, so it would allow login CSRF. Under a base path the path is
-/// folded into the name instead (`__Host-kl_session-idp`), since `__Host-` requires Path=/.
-///
-/// On http (a local try-out) the bare name is used: there is nothing to enforce.
-pub fn cookie_name(state: &AppState, base: &str) -> String {
-    if !state.config.secure_cookies {
-        return base.to_string();
-    }
-    let path = &state.config.base_path;
-    if path.is_empty() {
-        return format!("__Host-{base}");
-    }
-    let folded: String = path
-        .trim_start_matches('/')
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("__Host-{base}-{folded}")
-}
-
-/// The value of one of our cookies (`base` is its unprefixed name).
-pub fn our_cookie(state: &AppState, headers: &HeaderMap, base: &str) -> Option<String> {
-    cookie(headers, &cookie_name(state, base))
-}
-
-/// A `Set-Cookie` value for one of our cookies (`name` unprefixed): HttpOnly, SameSite=Lax (the
-/// authorization redirect is a top-level GET from another site, which Lax allows), Secure when
-/// the issuer is https, no Domain. The only place cookies are built.
-pub fn set_cookie(state: &AppState, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
-    // `__Host-` cookies must have Path=/ (see `cookie_name`); on plain http the cookie stays
-    // under the base path.
-    let path = if state.config.base_path.is_empty() || state.config.secure_cookies {
-        "/"
-    } else {
-        &state.config.base_path
-    };
-    let name = cookie_name(state, name);
-    let mut c = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax");
-    if let Some(age) = max_age {
-        c.push_str(&format!("; Max-Age={age}"));
-    }
-    if state.config.secure_cookies {
-        c.push_str("; Secure");
-    }
-    HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
 /// The signed-in user, if the session cookie names a live session of an enabled user.
 pub async fn current_user(
     state: &AppState,
     headers: &HeaderMap,
-) -> Result<Option<(Session, User)>, crate::error::IdpError> {
-    let Some(id) = our_cookie(state, headers, SESSION_COOKIE) else {
-        return Ok(None);
-    };
-    let Some(session) = state
-        .store
-        .session(&crypto::hash_secret(&id), state.now())
-        .await?
-    else {
-        return Ok(None);
-    };
-    match state.store.user_by_id(&session.user_id).await? {
-        Some(u) if !u.disabled => Ok(Some((session, u))),
-        _ => Ok(None),
+) -> Result<Option<(Session, User)>, IdpError> {
+    match our_cookie(state, headers, SESSION_COOKIE) {
+        Some(id) => accounts::session_user(state, &id).await,
+        None => Ok(None),
     }
 }
 
@@ -189,17 +68,20 @@ pub struct MessagePage<'a> {
     pub message: &'a str,
 }
 
-pub fn render_error_page(status: StatusCode, title: &str, message: &str) -> Response {
-    // The base path is unknown here; the stylesheet link is relative to the site root.
-    page(
-        &MessagePage {
-            base: "",
-            title,
-            message,
-        },
-        status,
-        None,
-    )
+/// Errors shown to a person become the message page here, so the error type needs no page.
+/// The base path is unknown here; the stylesheet link is relative to the site root.
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        page(
+            &MessagePage {
+                base: "",
+                title: &self.title,
+                message: &self.message,
+            },
+            self.status,
+            None,
+        )
+    }
 }
 
 pub fn message_page(state: &AppState, status: StatusCode, title: &str, message: &str) -> Response {
@@ -212,6 +94,33 @@ pub fn message_page(state: &AppState, status: StatusCode, title: &str, message: 
         status,
         None,
     )
+}
+
+/// The name a client is shown by: its display name, else its id.
+pub fn client_name(c: &Client) -> &str {
+    if c.name.is_empty() {
+        &c.client_id
+    } else {
+        &c.name
+    }
+}
+
+/// Human descriptions of the scopes on the consent and device pages.
+pub fn describe_scopes(scopes: &[String]) -> Vec<(String, String)> {
+    scopes
+        .iter()
+        .map(|s| {
+            let d = match s.as_str() {
+                "openid" => "sign you in (your account identifier)",
+                "profile" => "your name and username",
+                "email" => "your email address",
+                "groups" => "your group memberships (used for Kubernetes RBAC)",
+                "offline_access" => "stay signed in (refresh tokens)",
+                _ => "an application-defined permission",
+            };
+            (s.clone(), d.to_string())
+        })
+        .collect()
 }
 
 /// The stylesheet (a file, not inline: the CSP forbids inline styles).
@@ -286,34 +195,6 @@ pub fn safe_return_path(state: &AppState, return_to: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn forwarded_for_only_from_trusted_proxies() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("6.6.6.6, 203.0.113.9"),
-        );
-        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-        let other: IpAddr = "198.51.100.7".parse().unwrap();
-        assert_eq!(client_ip(Some(other), &h, &[proxy]), "198.51.100.7");
-        assert_eq!(client_ip(Some(proxy), &h, &[proxy]), "203.0.113.9");
-        assert_eq!(
-            client_ip(Some(proxy), &HeaderMap::new(), &[proxy]),
-            "10.0.0.1"
-        );
-    }
-
-    #[test]
-    fn cookie_parsing() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; kl_session=abc; b=2"),
-        );
-        assert_eq!(cookie(&h, "kl_session").as_deref(), Some("abc"));
-        assert_eq!(cookie(&h, "missing"), None);
-    }
 
     const ISSUER: &str = "https://idp.example:8443";
 
