@@ -1237,7 +1237,7 @@ async fn audit_csv_export_streams_exactly_the_filtered_set() {
         }
     }
     let all: Vec<AuditEvent> = all.into_iter().filter(|e| e.at >= T0).collect();
-    assert_eq!(text, idp::audit::to_csv(&all));
+    assert_eq!(text, idp::audit::to_csv(&all).unwrap());
     assert!(
         lines
             .iter()
