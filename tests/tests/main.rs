@@ -20,3 +20,5 @@ mod doctor;
 // axe-core in real Chromium on every page a person meets, at 360 px: no serious or critical
 // WCAG 2.1 A/AA violation, no sideways scrolling.
 mod accessibility;
+// /account/authorizations in real Chromium: a revoke makes the plugin's next refresh fail.
+mod account_revoke;
