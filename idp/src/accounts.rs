@@ -303,8 +303,11 @@ pub async fn session_user(
         Some(u) if !u.disabled => {
             // The account pages show when a session was last used; one write a minute at most.
             let now = state.now();
+            // A failed write only makes "last used" older: the request goes on.
             if session.last_used_at + SESSION_TOUCH_SECS <= now {
-                state.store.touch_session(&session.id_hash, now).await?;
+                if let Err(e) = state.store.touch_session(&session.id_hash, now).await {
+                    tracing::warn!(error = %e, "could not record a session's last use");
+                }
             }
             Ok(Some((session, u)))
         }

@@ -181,6 +181,10 @@ async fn a_password_change_needs_the_current_one_and_ends_other_sessions_and_ref
         "{}",
         r.body
     );
+    // Checked as a login is: audited (and throttled) like a wrong password at sign-in.
+    let failed = events(&h, "login_failed").await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].actor, ALICE);
     let r = change(ALICE_PASSWORD, "new-password-789", "new-password-780").await;
     assert!(r.body.contains("differ"), "{}", r.body);
     let r = change(ALICE_PASSWORD, "short", "short").await;
