@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(dbus gnome-keyring libdbus-1-dev pkg-config chromium chromium-driver)
+packages=(dbus gnome-keyring libdbus-1-dev pkg-config chromium chromium-driver nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -25,9 +25,22 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
 fi
-for tool in dbus-run-session gnome-keyring-daemon chromium chromedriver cargo; do
+for tool in dbus-run-session gnome-keyring-daemon chromium chromedriver cargo node npm; do
   command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool not found on PATH" >&2; exit 1; }
 done
+
+# axe-core for the accessibility test, pinned by tests/axe/package-lock.json and installed into
+# tests/axe/node_modules (gitignored; never vendored). Reinstalled when the pinned version is not
+# the installed one; the test fails, never skips, without it.
+axe_ok() {
+  node -e 'const l = require("./tests/axe/package-lock.json").packages["node_modules/axe-core"].version;
+    const i = require("./tests/axe/node_modules/axe-core/package.json").version;
+    process.exit(l === i ? 0 : 1)' 2>/dev/null
+}
+if ! axe_ok; then
+  echo "== npm ci (tests/axe: axe-core)"
+  npm ci --prefix tests/axe --ignore-scripts --no-audit --no-fund
+fi
 
 full=1
 [ $# -gt 0 ] && full=0

@@ -27,7 +27,7 @@ use crate::crypto;
 use crate::error::IdpError;
 use crate::http::ClientMeta;
 use crate::state::AppState;
-use crate::store::{Session, User};
+use crate::store::{Session, User, SESSION_TOUCH_SECS};
 use crate::throttle::{Blocked, Throttle};
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -274,6 +274,7 @@ pub async fn start_session(
             expires_at: now + state.config.session_lifetime,
             ip: meta.ip.clone(),
             user_agent: meta.user_agent.clone(),
+            last_used_at: now,
         })
         .await?;
     audit::record(
@@ -299,9 +300,35 @@ pub async fn session_user(
         return Ok(None);
     };
     match state.store.user_by_id(&session.user_id).await? {
-        Some(u) if !u.disabled => Ok(Some((session, u))),
+        Some(u) if !u.disabled => {
+            // The account pages show when a session was last used; one write a minute at most.
+            let now = state.now();
+            // A failed write only makes "last used" older: the request goes on.
+            if session.last_used_at + SESSION_TOUCH_SECS <= now {
+                if let Err(e) = state.store.touch_session(&session.id_hash, now).await {
+                    tracing::warn!(error = %e, "could not record a session's last use");
+                }
+            }
+            Ok(Some((session, u)))
+        }
         _ => Ok(None),
     }
+}
+
+/// A new session for the browser of `old`, whose sessions all just ended (a password change):
+/// the same sign-in time, address and user agent, a new id. No login event: nobody signed in.
+pub async fn renew_session(state: &AppState, old: &Session) -> Result<String, IdpError> {
+    let now = state.now();
+    let sid = crypto::random_token(32);
+    state
+        .store
+        .create_session(Session {
+            id_hash: crypto::hash_secret(&sid),
+            last_used_at: now,
+            ..old.clone()
+        })
+        .await?;
+    Ok(sid)
 }
 
 /// Ends `user`'s `session` (signing out), with an audit event.

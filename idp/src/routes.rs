@@ -87,7 +87,34 @@ pub fn routes() -> Router<AppState> {
         .route("/logout", post(web::logout::logout))
         .route("/", get(web::login::home))
         .route("/static/style.css", get(web::stylesheet))
+        .merge(account_routes())
         .route("/health", get(health))
+}
+
+/// The self-service pages of every signed-in person (`web::account`).
+fn account_routes() -> Router<AppState> {
+    use web::account::{authorizations, password_submit, profile_page, profile_submit, sessions};
+    Router::new()
+        .route("/account", get(profile_page))
+        .route("/account/profile", post(profile_submit))
+        .route("/account/password", post(password_submit))
+        .route("/account/sessions", get(sessions::sessions_page))
+        .route(
+            "/account/sessions/revoke",
+            get(sessions::revoke_confirm).post(sessions::revoke_submit),
+        )
+        .route(
+            "/account/sessions/revoke-others",
+            get(sessions::others_confirm).post(sessions::others_submit),
+        )
+        .route(
+            "/account/authorizations",
+            get(authorizations::authorizations_page),
+        )
+        .route(
+            "/account/authorizations/revoke",
+            get(authorizations::revoke_confirm).post(authorizations::revoke_submit),
+        )
 }
 
 async fn health() -> &'static str {

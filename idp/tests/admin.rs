@@ -101,6 +101,7 @@ impl Fx {
                 expires_at: now + 3600,
                 ip: "203.0.113.5".into(),
                 user_agent: "Chromium".into(),
+                last_used_at: now,
             })
             .await
             .unwrap();
@@ -123,6 +124,8 @@ impl Fx {
             created_at: now,
             expires_at: now + 3600,
             rotated_at: None,
+            ip: String::new(),
+            user_agent: String::new(),
         };
         self.store.create_family(f, t).await.unwrap();
     }

@@ -53,6 +53,8 @@ async fn live_family(s: &SqliteStore, id: &str, client_id: &str, user_id: &str) 
         created_at: now,
         expires_at: now + 3600,
         rotated_at: None,
+        ip: String::new(),
+        user_agent: String::new(),
     };
     s.create_family(f, t).await.unwrap();
 }
@@ -189,6 +191,7 @@ fn a_users_sessions_and_authorizations_with_revoke() {
                 expires_at: now + 3600,
                 ip: "203.0.113.9".into(),
                 user_agent: "Mozilla/5.0 (X11; Linux x86_64)".into(),
+                last_used_at: now,
             };
             s.create_session(session).await.unwrap();
         }

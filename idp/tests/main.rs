@@ -20,6 +20,8 @@ mod revocation;
 // Accounts: bounded login input, throttling per address and account, device user-code
 // limits, the device request's origin, audit aggregation and retention.
 mod accounts;
+// The self-service /account pages: effects, audit events, CSRF, other people's records.
+mod account;
 // The storage conformance suite every backend must pass.
 mod store;
 // Signing keys at rest: retired keys deleted, encryption with a key encryption key.

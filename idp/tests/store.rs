@@ -82,6 +82,8 @@ fn token(hash: &str, family_id: &str, created_at: u64, expires_at: u64) -> Refre
         created_at,
         expires_at,
         rotated_at: None,
+        ip: String::new(),
+        user_agent: String::new(),
     }
 }
 
@@ -144,6 +146,7 @@ fn session_fixture(id_hash: &str, user_id: &str, now: u64, ttl: u64) -> Session 
         expires_at: now + ttl,
         ip: "192.0.2.7".into(),
         user_agent: "conformance/1.0".into(),
+        last_used_at: now,
     }
 }
 
@@ -1831,6 +1834,77 @@ pub async fn sessions_of_user_and_delete_user_session(s: &dyn Store) {
     );
 }
 
+pub async fn session_last_use_is_touched_at_most_once_a_minute(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    s.create_session(session_fixture("sa", &alice.id, T0, 3600))
+        .await
+        .unwrap();
+    let last = |now| async move { s.session("sa", now).await.unwrap().unwrap().last_used_at };
+    assert_eq!(last(T0).await, T0, "recorded at sign-in");
+    s.touch_session("sa", T0 + 59).await.unwrap();
+    assert_eq!(last(T0 + 59).await, T0, "not rewritten within the minute");
+    s.touch_session("sa", T0 + 60).await.unwrap();
+    assert_eq!(last(T0 + 60).await, T0 + 60);
+    // An unknown session is no error and creates nothing.
+    s.touch_session("nobody", T0 + 60).await.unwrap();
+    assert!(s.session("nobody", T0 + 60).await.unwrap().is_none());
+}
+
+pub async fn family_activity_is_the_current_tokens_issue(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    let bob = user(s, "bob").await;
+    client(s, "kubelogin", true).await;
+    let mut first = token("t1", "fa", T0, T0 + 3600);
+    first.ip = "192.0.2.1".into();
+    first.user_agent = "kubectl/issue".into();
+    s.create_family(family_fixture("fa", "kubelogin", &alice.id, T0), first)
+        .await
+        .unwrap();
+    family(s, "fb", "kubelogin", &bob.id, "tb", T0).await;
+    family(s, "dead", "kubelogin", &alice.id, "td", T0).await;
+    s.revoke_family("dead", T0).await.unwrap();
+    let a = s.family_activity(&alice.id, T0 + 1).await.unwrap();
+    assert_eq!(a.len(), 1, "live families of alice only: {a:?}");
+    assert_eq!(
+        (
+            a[0].family_id.as_str(),
+            a[0].last_used_at,
+            a[0].ip.as_str(),
+            a[0].user_agent.as_str()
+        ),
+        ("fa", T0, "192.0.2.1", "kubectl/issue")
+    );
+    let mut next = token("t2", "fa", T0 + 100, T0 + 3700);
+    next.ip = "198.51.100.2".into();
+    next.user_agent = "kubectl/refresh".into();
+    let r = s
+        .rotate_refresh_token("t1", "kubelogin", next, "sealed", T0 + 100, 5, None)
+        .await
+        .unwrap();
+    assert!(matches!(r, Rotation::Rotated(_)), "{r:?}");
+    let a = s.family_activity(&alice.id, T0 + 101).await.unwrap();
+    assert_eq!(
+        (
+            a[0].last_used_at,
+            a[0].ip.as_str(),
+            a[0].user_agent.as_str()
+        ),
+        (T0 + 100, "198.51.100.2", "kubectl/refresh")
+    );
+    let (t, _) = s.refresh_token("t2").await.unwrap().unwrap();
+    assert_eq!(
+        (t.ip.as_str(), t.user_agent.as_str()),
+        ("198.51.100.2", "kubectl/refresh")
+    );
+    assert!(
+        s.family_activity(&alice.id, T0 + 3701)
+            .await
+            .unwrap()
+            .is_empty(),
+        "expired"
+    );
+}
+
 pub async fn consents_of_user_and_revoke_authorization(s: &dyn Store) {
     let alice = user(s, "alice").await;
     let bob = user(s, "bob").await;
@@ -2177,6 +2251,8 @@ sqlite_suite!(
     users_page_searches_and_pages_by_username,
     user_update_and_set_groups,
     sessions_of_user_and_delete_user_session,
+    session_last_use_is_touched_at_most_once_a_minute,
+    family_activity_is_the_current_tokens_issue,
     consents_of_user_and_revoke_authorization,
     live_families_and_their_count,
     audit_filters_every_field_and_pages_by_id,

@@ -17,3 +17,8 @@ mod keyboard;
 mod templates;
 // `kubectl oidc-login doctor`: a healthy setup and the landmines it names.
 mod doctor;
+// axe-core in real Chromium on every page a person meets, at 360 px: no serious or critical
+// WCAG 2.1 A/AA violation, no sideways scrolling.
+mod accessibility;
+// /account/authorizations in real Chromium: a revoke makes the plugin's next refresh fail.
+mod account_revoke;

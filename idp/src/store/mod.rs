@@ -118,6 +118,19 @@ pub struct RefreshToken {
     pub created_at: u64,
     pub expires_at: u64,
     pub rotated_at: Option<u64>,
+    /// The address and user agent of the request that obtained this token (issue or rotation).
+    pub ip: String,
+    pub user_agent: String,
+}
+
+/// When and from where a live refresh family was last used: its current token's issue (the
+/// latest rotation, or the grant that started the family).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FamilyActivity {
+    pub family_id: String,
+    pub last_used_at: u64,
+    pub ip: String,
+    pub user_agent: String,
 }
 
 /// What presenting a refresh token for rotation led to.
@@ -208,7 +221,13 @@ pub struct Session {
     pub expires_at: u64,
     pub ip: String,
     pub user_agent: String,
+    /// The latest request that used the session, to within [`SESSION_TOUCH_SECS`].
+    pub last_used_at: u64,
 }
+
+/// A session's `last_used_at` is rewritten at most this often (one write a minute per session,
+/// not one per request).
+pub const SESSION_TOUCH_SECS: u64 = 60;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredKey {
@@ -390,6 +409,8 @@ pub trait Store: Send + Sync {
     /// Families that can still refresh: not revoked, with a current (unrotated) token that has
     /// not expired at `now`. Newest first.
     async fn live_families(&self, query: FamilyQuery, now: u64) -> StoreResult<Vec<Family>>;
+    /// The last use of each of a user's live families (see [`FamilyActivity`]).
+    async fn family_activity(&self, user_id: &str, now: u64) -> StoreResult<Vec<FamilyActivity>>;
 
     // access token revocation (RFC 7009 §2: a denylist of JWT ids until they expire)
     async fn revoke_jti(&self, jti: &str, expires_at: u64) -> StoreResult<()>;
@@ -418,6 +439,9 @@ pub trait Store: Send + Sync {
     async fn sessions_of_user(&self, user_id: &str, now: u64) -> StoreResult<Vec<Session>>;
     /// Ends one session if it is the user's; false when the user has no such session.
     async fn delete_user_session(&self, user_id: &str, id_hash: &str) -> StoreResult<bool>;
+    /// Records that a session was used at `now`, unless it was recorded less than
+    /// [`SESSION_TOUCH_SECS`] before.
+    async fn touch_session(&self, id_hash: &str, now: u64) -> StoreResult<()>;
 
     // signing keys
     async fn keys(&self) -> StoreResult<Vec<StoredKey>>;

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0002_refresh_successor.sql"),
     include_str!("migrations/sqlite/0003_device_request_origin.sql"),
     include_str!("migrations/sqlite/0004_server_secrets.sql"),
+    include_str!("migrations/sqlite/0005_activity.sql"),
 ];
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -190,6 +191,8 @@ fn refresh_from(row: &SqliteRow) -> Result<RefreshToken, sqlx::Error> {
         created_at: u(row.try_get("created_at")?),
         expires_at: u(row.try_get("expires_at")?),
         rotated_at: row.try_get::<Option<i64>, _>("rotated_at")?.map(u),
+        ip: row.try_get("ip")?,
+        user_agent: row.try_get("user_agent")?,
     })
 }
 
@@ -358,6 +361,7 @@ fn session_from(r: &SqliteRow) -> Result<Session, sqlx::Error> {
         expires_at: u(r.try_get("expires_at")?),
         ip: r.try_get("ip")?,
         user_agent: r.try_get("user_agent")?,
+        last_used_at: u(r.try_get("last_used_at")?),
     })
 }
 
@@ -950,11 +954,13 @@ impl Store for SqliteStore {
         .bind(i(f.created_at))
         .execute(&mut *tx)
         .await?;
-        sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at, ip, user_agent) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(&first.token_hash)
             .bind(&f.id)
             .bind(i(first.created_at))
             .bind(i(first.expires_at))
+            .bind(&first.ip)
+            .bind(&first.user_agent)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -984,7 +990,7 @@ impl Store for SqliteStore {
         let mut writer = self.write.lock().await;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(&format!(
-            "SELECT t.token_hash, t.family_id, t.created_at, t.expires_at, t.rotated_at, t.successor_enc,
+            "SELECT t.token_hash, t.family_id, t.created_at, t.expires_at, t.rotated_at, t.ip, t.user_agent, t.successor_enc,
                     {FAMILY_COLS}, u.username AS username, u.disabled AS user_disabled
              FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id
              JOIN users u ON u.id = f.user_id WHERE t.token_hash = ?"
@@ -1030,11 +1036,15 @@ impl Store for SqliteStore {
         .bind(old_hash)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+        // The new row also records this request's address and user agent: the family's last use
+        // (`family_activity`) without a second write on the refresh path.
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at, ip, user_agent) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(&new_token.token_hash)
             .bind(&family.id)
             .bind(i(new_token.created_at))
             .bind(i(new_token.expires_at))
+            .bind(&new_token.ip)
+            .bind(&new_token.user_agent)
             .execute(&mut *tx)
             .await?;
         if let Some(mut e) = audit {
@@ -1049,7 +1059,7 @@ impl Store for SqliteStore {
 
     async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<(RefreshToken, Family)>> {
         let row = sqlx::query(&format!(
-            "SELECT t.token_hash, t.family_id, t.created_at, t.expires_at, t.rotated_at, {FAMILY_COLS}
+            "SELECT t.token_hash, t.family_id, t.created_at, t.expires_at, t.rotated_at, t.ip, t.user_agent, {FAMILY_COLS}
              FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id WHERE t.token_hash = ?"
         ))
         .bind(token_hash)
@@ -1095,6 +1105,33 @@ impl Store for SqliteStore {
         .fetch_all(&self.read)
         .await?;
         Ok(rows.iter().map(family_from).collect::<Result<_, _>>()?)
+    }
+
+    async fn family_activity(&self, user_id: &str, now: u64) -> StoreResult<Vec<FamilyActivity>> {
+        // A live family has one current token (rotation marks the old one before inserting the
+        // next); the newest is taken should there ever be more.
+        let rows = sqlx::query(&format!(
+            "SELECT f.id, t.created_at, t.ip, t.user_agent FROM token_families f
+             JOIN refresh_tokens t ON t.token_hash = (SELECT c.token_hash FROM refresh_tokens c
+                  WHERE c.family_id = f.id AND c.rotated_at IS NULL ORDER BY c.created_at DESC LIMIT 1)
+             WHERE f.user_id = ?2 AND {LIVE_FAMILY}
+             ORDER BY f.created_at DESC, f.id LIMIT 1000"
+        ))
+        .bind(i(now))
+        .bind(user_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FamilyActivity {
+                    family_id: r.try_get("id")?,
+                    last_used_at: u(r.try_get("created_at")?),
+                    ip: r.try_get("ip")?,
+                    user_agent: r.try_get("user_agent")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
     }
 
     async fn revoke_jti(&self, jti: &str, expires_at: u64) -> StoreResult<()> {
@@ -1228,7 +1265,7 @@ impl Store for SqliteStore {
 
     async fn create_session(&self, s: Session) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO sessions (id_hash, user_id, auth_time, created_at, expires_at, ip, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (id_hash, user_id, auth_time, created_at, expires_at, ip, user_agent, last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id_hash)
         .bind(&s.user_id)
@@ -1237,6 +1274,7 @@ impl Store for SqliteStore {
         .bind(i(s.expires_at))
         .bind(&s.ip)
         .bind(&s.user_agent)
+        .bind(i(s.last_used_at))
         .execute(&mut *self.write.lock().await)
         .await?;
         Ok(())
@@ -1277,6 +1315,18 @@ impl Store for SqliteStore {
             .execute(&mut *self.write.lock().await)
             .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    async fn touch_session(&self, id_hash: &str, now: u64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sessions SET last_used_at = ?2 WHERE id_hash = ?1 AND last_used_at + ?3 <= ?2",
+        )
+        .bind(id_hash)
+        .bind(i(now))
+        .bind(i(SESSION_TOUCH_SECS))
+        .execute(&mut *self.write.lock().await)
+        .await?;
+        Ok(())
     }
 
     async fn keys(&self) -> StoreResult<Vec<StoredKey>> {

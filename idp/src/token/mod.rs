@@ -351,6 +351,8 @@ async fn start_family(
         created_at: now,
         expires_at: now + state.config.refresh_token_lifetime,
         rotated_at: None,
+        ip: crate::audit::bounded(&ctx.meta.ip, crate::audit::MAX_IP),
+        user_agent: crate::audit::bounded(&ctx.meta.user_agent, crate::audit::MAX_USER_AGENT),
     };
     state.store.create_family(family, first).await?;
     Ok(token)

@@ -126,6 +126,8 @@ async fn rotate(ctx: GrantContext<'_>, presented: &str) -> Result<(Family, Strin
         created_at: now,
         expires_at: now + state.config.refresh_token_lifetime,
         rotated_at: None,
+        ip: audit::bounded(&ctx.meta.ip, audit::MAX_IP),
+        user_agent: audit::bounded(&ctx.meta.user_agent, audit::MAX_USER_AGENT),
     };
     let audit = audit::Event::new("token_refreshed", audit::INFO)
         .client(&ctx.client.client_id)

@@ -8,6 +8,7 @@
 //! `accounts`, `audit`, `http`, `state`, `store`, `crypto`, `error`); nothing but `routes`
 //! depends on it. The protocol decisions stay in `oidc`: pages call them and render the result.
 
+pub mod account;
 pub mod authorize;
 pub mod code;
 pub mod consent;
