@@ -272,6 +272,7 @@ pub async fn start_session(
             auth_time: now,
             created_at: now,
             expires_at: now + state.config.session_lifetime,
+            last_used_at: now,
             ip: meta.ip.clone(),
             user_agent: meta.user_agent.clone(),
         })

@@ -99,6 +99,7 @@ impl Fx {
                 auth_time: now,
                 created_at: now,
                 expires_at: now + 3600,
+                last_used_at: now,
                 ip: "203.0.113.5".into(),
                 user_agent: "Chromium".into(),
             })

@@ -187,6 +187,7 @@ fn a_users_sessions_and_authorizations_with_revoke() {
                 auth_time: now,
                 created_at: now,
                 expires_at: now + 3600,
+                last_used_at: now,
                 ip: "203.0.113.9".into(),
                 user_agent: "Mozilla/5.0 (X11; Linux x86_64)".into(),
             };

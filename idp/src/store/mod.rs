@@ -206,6 +206,9 @@ pub struct Session {
     pub auth_time: u64,
     pub created_at: u64,
     pub expires_at: u64,
+    /// The last time the session was used on an admin page (or its creation); the console's
+    /// idle timeout counts from here.
+    pub last_used_at: u64,
     pub ip: String,
     pub user_agent: String,
 }
@@ -416,6 +419,12 @@ pub trait Store: Send + Sync {
     async fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
     /// A user's unexpired browser sessions, newest first.
     async fn sessions_of_user(&self, user_id: &str, now: u64) -> StoreResult<Vec<Session>>;
+    /// How many browser sessions have not expired at `now` (the console's overview).
+    async fn count_live_sessions(&self, now: u64) -> StoreResult<u64>;
+    /// Marks a session used at `now`; with `reauthenticated` its user also just entered the
+    /// password again, so `auth_time` becomes `now` too (the console's re-authentication).
+    async fn touch_session(&self, id_hash: &str, now: u64, reauthenticated: bool)
+        -> StoreResult<()>;
     /// Ends one session if it is the user's; false when the user has no such session.
     async fn delete_user_session(&self, user_id: &str, id_hash: &str) -> StoreResult<bool>;
 

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0002_refresh_successor.sql"),
     include_str!("migrations/sqlite/0003_device_request_origin.sql"),
     include_str!("migrations/sqlite/0004_server_secrets.sql"),
+    include_str!("migrations/sqlite/0005_session_last_used.sql"),
 ];
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -356,6 +357,7 @@ fn session_from(r: &SqliteRow) -> Result<Session, sqlx::Error> {
         auth_time: u(r.try_get("auth_time")?),
         created_at: u(r.try_get("created_at")?),
         expires_at: u(r.try_get("expires_at")?),
+        last_used_at: u(r.try_get("last_used_at")?),
         ip: r.try_get("ip")?,
         user_agent: r.try_get("user_agent")?,
     })
@@ -1228,13 +1230,14 @@ impl Store for SqliteStore {
 
     async fn create_session(&self, s: Session) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO sessions (id_hash, user_id, auth_time, created_at, expires_at, ip, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (id_hash, user_id, auth_time, created_at, expires_at, last_used_at, ip, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id_hash)
         .bind(&s.user_id)
         .bind(i(s.auth_time))
         .bind(i(s.created_at))
         .bind(i(s.expires_at))
+        .bind(i(s.last_used_at))
         .bind(&s.ip)
         .bind(&s.user_agent)
         .execute(&mut *self.write.lock().await)
@@ -1268,6 +1271,33 @@ impl Store for SqliteStore {
         .fetch_all(&self.read)
         .await?;
         Ok(rows.iter().map(session_from).collect::<Result<_, _>>()?)
+    }
+
+    async fn count_live_sessions(&self, now: u64) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE expires_at > ?")
+            .bind(i(now))
+            .fetch_one(&self.read)
+            .await?;
+        Ok(u(n))
+    }
+
+    async fn touch_session(
+        &self,
+        id_hash: &str,
+        now: u64,
+        reauthenticated: bool,
+    ) -> StoreResult<()> {
+        let sql = if reauthenticated {
+            "UPDATE sessions SET last_used_at = ?1, auth_time = ?1 WHERE id_hash = ?2"
+        } else {
+            "UPDATE sessions SET last_used_at = ?1 WHERE id_hash = ?2"
+        };
+        sqlx::query(sql)
+            .bind(i(now))
+            .bind(id_hash)
+            .execute(&mut *self.write.lock().await)
+            .await?;
+        Ok(())
     }
 
     async fn delete_user_session(&self, user_id: &str, id_hash: &str) -> StoreResult<bool> {
