@@ -129,8 +129,7 @@ fn defuse(s: &str) -> Cow<'_, str> {
 }
 
 /// The CSV header line: the columns of [`to_csv`] and [`push_csv_rows`].
-pub const CSV_HEADER: &str =
-    "id,at,event,severity,actor,subject,client_id,ip,user_agent,details\n";
+pub const CSV_HEADER: &str = "id,at,event,severity,actor,subject,client_id,ip,user_agent,details\n";
 
 /// Appends `events` to `out` as CSV rows, one `\n`-terminated line each. Every field is
 /// defused, then written by the `csv` crate, which quotes a field holding a comma, a quote or a

@@ -85,10 +85,15 @@ pub fn routes() -> Router<AppState> {
             get(web::login::login_page).post(web::login::login_submit),
         )
         .route("/logout", post(web::logout::logout))
-        .route("/", get(web::login::home))
+        .route("/", get(web::home::home))
         .route("/static/style.css", get(web::stylesheet))
         .route("/health", get(health))
+        // The admin console, built from its path table (`web::admin::ROUTES`).
+        .merge(web::admin::router())
 }
+
+/// The admin console's paths and methods; the router serves exactly these under `/admin`.
+pub use crate::web::admin::ROUTES as ADMIN_ROUTES;
 
 async fn health() -> &'static str {
     "ok"

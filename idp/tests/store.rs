@@ -1813,7 +1813,11 @@ pub async fn session_touch_moves_last_use_and_reauthentication(s: &dyn Store) {
     s.touch_session("t1", T0 + 200, true).await.unwrap();
     let t1 = s.session("t1", T0 + 200).await.unwrap().unwrap();
     assert_eq!((t1.last_used_at, t1.auth_time), (T0 + 200, T0 + 200));
-    assert_eq!(t1.expires_at, T0 + 3600, "touching never extends the lifetime");
+    assert_eq!(
+        t1.expires_at,
+        T0 + 3600,
+        "touching never extends the lifetime"
+    );
     let t2 = s.session("t2", T0 + 200).await.unwrap().unwrap();
     assert_eq!((t2.last_used_at, t2.auth_time), (T0, T0));
     // An unknown id changes nothing and is not an error.

@@ -1,8 +1,8 @@
 //! `kubelogin-idp audit ...`: parse the filters, call `admin`, print a table or CSV.
 
 use crate::admin::audit::{AuditQuery, Outcome, MAX_PAGE};
-use crate::audit::{push_csv_rows, CSV_HEADER};
 use crate::admin::Admin;
+use crate::audit::{push_csv_rows, CSV_HEADER};
 use crate::clock::{Clock, SystemClock};
 use crate::error::IdpError;
 use clap::{Args, Subcommand, ValueEnum};

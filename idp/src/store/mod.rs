@@ -423,8 +423,12 @@ pub trait Store: Send + Sync {
     async fn count_live_sessions(&self, now: u64) -> StoreResult<u64>;
     /// Marks a session used at `now`; with `reauthenticated` its user also just entered the
     /// password again, so `auth_time` becomes `now` too (the console's re-authentication).
-    async fn touch_session(&self, id_hash: &str, now: u64, reauthenticated: bool)
-        -> StoreResult<()>;
+    async fn touch_session(
+        &self,
+        id_hash: &str,
+        now: u64,
+        reauthenticated: bool,
+    ) -> StoreResult<()>;
     /// Ends one session if it is the user's; false when the user has no such session.
     async fn delete_user_session(&self, user_id: &str, id_hash: &str) -> StoreResult<bool>;
 
