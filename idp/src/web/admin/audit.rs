@@ -157,6 +157,9 @@ pub async fn page(
     let f = f.bounded();
     let retention = match state.config.audit_retention {
         0 => "Events are kept forever.".to_string(),
+        r if r % 86_400 == 0 => {
+            format!("Events are kept for {} days (AUDIT_RETENTION).", r / 86_400)
+        }
         r => format!("Events are kept for {} (AUDIT_RETENTION).", super::age(r)),
     };
     let csv = format!("{}/admin/audit.csv?{}", c.base, f.query_string(None));
