@@ -439,3 +439,25 @@ async fn reauthentication_asks_for_the_password_then_goes_back() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].actor, ADMIN);
 }
+
+#[tokio::test]
+async fn the_root_page_leads_to_sign_in_the_account_and_for_admins_the_console() {
+    let h = harness().await;
+    add_admin(&h).await;
+    let anon = h.get("/", &[]).await;
+    assert_eq!(anon.status, StatusCode::OK);
+    assert!(anon.body.contains("href=\"/login\""), "{}", anon.body);
+    assert!(!anon.body.contains("/account\"") && !anon.body.contains("/admin\""));
+    let alice = h.login(ALICE, ALICE_PASSWORD).await;
+    let page = h.get("/", &alice).await;
+    assert!(page.body.contains("Signed in as alice"));
+    assert!(page.body.contains("href=\"/account\""));
+    assert!(
+        !page.body.contains("href=\"/admin\""),
+        "no console link for a user"
+    );
+    let admin = h.login(ADMIN, ADMIN_PASSWORD).await;
+    let page = h.get("/", &admin).await;
+    assert!(page.body.contains("href=\"/account\""));
+    assert!(page.body.contains("href=\"/admin\""));
+}

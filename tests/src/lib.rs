@@ -2,6 +2,7 @@
 //! runs it (a fresh process per call, ExecCredential on stdout), and a kube-apiserver stand-in.
 
 pub mod apiserver;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

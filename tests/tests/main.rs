@@ -17,3 +17,6 @@ mod keyboard;
 mod templates;
 // `kubectl oidc-login doctor`: a healthy setup and the landmines it names.
 mod doctor;
+// The admin console in real headless Chromium: sign in at /admin, create a group, a user in it
+// and a public client through the pages.
+mod console;
