@@ -424,6 +424,13 @@ mod tests {
     }
 
     #[test]
+    fn admin_sessions_default_to_30m_idle_and_15m_reauthentication() {
+        let c = Config::for_issuer("https://idp.example").unwrap();
+        assert_eq!(c.admin_group, None);
+        assert_eq!((c.admin_idle_timeout, c.admin_reauth_after), (1800, 900));
+    }
+
+    #[test]
     fn audit_retention_defaults_to_a_year() {
         let c = Config::for_issuer("https://idp.example.com").unwrap();
         assert_eq!(c.audit_retention, 365 * 86_400);

@@ -26,6 +26,9 @@ struct ReauthPage<'a> {
     error: Option<&'a str>,
 }
 
+/// The longest `return_to` echoed back into the form (console paths are short).
+const MAX_RETURN_TO: usize = 2048;
+
 /// The way to `/admin/reauth`, coming back to `back` (a path below the base path).
 pub fn redirect(state: &AppState, back: &str) -> Response {
     let mut to = url::form_urlencoded::Serializer::new(String::new());
@@ -62,9 +65,10 @@ pub struct ReauthQuery {
 }
 
 pub async fn page(AdminRead(c): AdminRead, Query(q): Query<ReauthQuery>) -> Response {
+    let return_to = audit::bounded(&q.return_to, MAX_RETURN_TO);
     let p = ReauthPage {
         c: &c,
-        return_to: &q.return_to,
+        return_to: &return_to,
         error: None,
     };
     super::page(&p, StatusCode::OK, None)
@@ -89,7 +93,7 @@ pub async fn submit(
 ) -> Result<Response, PageError> {
     check_csrf(&state, &headers, &f.csrf_token).await?;
     let rerender = |error: &str, status| {
-        let return_to = audit::bounded(&f.return_to, 2048);
+        let return_to = audit::bounded(&f.return_to, MAX_RETURN_TO);
         let p = ReauthPage {
             c: &c,
             return_to: &return_to,
