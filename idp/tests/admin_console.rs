@@ -803,3 +803,88 @@ async fn audit_filters_by_outcome_time_and_client() {
     assert!(r.body.contains("No events."));
     assert!(r.body.contains("value=\"2000-01-01T00:00\""));
 }
+
+/// The same action from the command line and from the console leaves the same audit event;
+/// only who ran it (and from where) differs.
+#[tokio::test]
+async fn the_cli_and_the_console_write_the_same_audit_events() {
+    let cli = crate::cli::Idp::new();
+    cli.ok(&["group", "add", "from-cli"]);
+    cli.run_stdin(
+        &[
+            "user",
+            "add",
+            ADMIN,
+            "--email",
+            "root@example.com",
+            "--admin",
+            "--password-stdin",
+        ],
+        ADMIN_PASSWORD,
+    )
+    .ok();
+    for name in ["carol", "dan"] {
+        let email = format!("{name}@example.com");
+        cli.ok(&["user", "add", name, "--email", &email]);
+    }
+    cli.ok(&["user", "disable", "carol"]);
+    let db = format!(
+        "sqlite://{}",
+        cli.data_dir().join("kubelogin-idp.db").display()
+    );
+    let h = crate::common::harness_on(&db).await;
+    let admin = h.login(ADMIN, ADMIN_PASSWORD).await;
+    let t = csrf(&h, &admin).await;
+    let r = post(
+        &h,
+        "/admin/groups",
+        &[("csrf_token", &t), ("name", "from-web")],
+        &admin,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let r = post(
+        &h,
+        "/admin/users/dan/disable",
+        &[("csrf_token", &t)],
+        &admin,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    for (event, by_cli, by_web) in [
+        ("group_created", "from-cli", "from-web"),
+        ("user_disabled", "carol", "dan"),
+    ] {
+        let events = h
+            .state
+            .store
+            .audit_events(AuditFilter {
+                event: Some(event.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let find = |subject: &str| {
+            events
+                .iter()
+                .find(|e| e.subject == subject)
+                .unwrap_or_else(|| panic!("no {event} for {subject}: {events:?}"))
+                .clone()
+        };
+        let (c, w) = (find(by_cli), find(by_web));
+        assert!(c.actor.starts_with("cli:"), "{c:?}");
+        assert_eq!((c.ip.as_str(), c.user_agent.as_str()), ("", ""));
+        assert_eq!(w.actor, ADMIN);
+        // Everything but who, where from, when and the target is the same.
+        let same = |e: &AuditEvent| {
+            (
+                e.event.clone(),
+                e.severity.clone(),
+                e.client_id.clone(),
+                e.details.clone(),
+            )
+        };
+        assert_eq!(same(&c), same(&w), "{event}");
+    }
+}
