@@ -94,6 +94,17 @@ pub struct ServeArgs {
     /// How long audit events are kept (e.g. 365d, 90d); 0 keeps them forever.
     #[arg(long, env = "AUDIT_RETENTION", default_value = "365d", value_parser = parse_duration)]
     pub audit_retention: u64,
+    /// Members of this group are administrators of the web console, as well as users marked
+    /// admin (`user add --admin`).
+    #[arg(long, env = "ADMIN_GROUP")]
+    pub admin_group: Option<String>,
+    /// An admin console session unused for this long must sign in again.
+    #[arg(long, env = "ADMIN_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    pub admin_idle_timeout: u64,
+    /// An admin action (a POST in the console) asks for the password again when the session's
+    /// last authentication is older than this.
+    #[arg(long, env = "ADMIN_REAUTH_AFTER", default_value = "15m", value_parser = parse_duration)]
+    pub admin_reauth_after: u64,
 }
 
 /// Longest accepted value of a serving timeout or interval: larger ones only disable the limit
@@ -171,6 +182,12 @@ pub struct Config {
     pub key_reload_interval: Duration,
     /// Seconds audit events are kept; 0 keeps them forever.
     pub audit_retention: u64,
+    /// The group whose members are console administrators (besides `is_admin` users).
+    pub admin_group: Option<String>,
+    /// Seconds an admin console session may sit unused.
+    pub admin_idle_timeout: u64,
+    /// Seconds after an authentication before an admin action asks for the password again.
+    pub admin_reauth_after: u64,
 }
 
 /// Parses `host:port` or `:port` (all interfaces, AuthGate's form).
@@ -295,6 +312,9 @@ impl Config {
             },
             key_reload_interval: bounded_duration("KEY_RELOAD_INTERVAL", a.key_reload_interval)?,
             audit_retention: a.audit_retention,
+            admin_group: a.admin_group.clone().filter(|g| !g.is_empty()),
+            admin_idle_timeout: a.admin_idle_timeout.max(1),
+            admin_reauth_after: a.admin_reauth_after.max(1),
         })
     }
 
@@ -401,6 +421,13 @@ mod tests {
         ] {
             assert!(parse(&[bad]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn admin_sessions_default_to_30m_idle_and_15m_reauthentication() {
+        let c = Config::for_issuer("https://idp.example").unwrap();
+        assert_eq!(c.admin_group, None);
+        assert_eq!((c.admin_idle_timeout, c.admin_reauth_after), (1800, 900));
     }
 
     #[test]

@@ -85,10 +85,12 @@ pub fn routes() -> Router<AppState> {
             get(web::login::login_page).post(web::login::login_submit),
         )
         .route("/logout", post(web::logout::logout))
-        .route("/", get(web::login::home))
+        .route("/", get(web::home::home))
         .route("/static/style.css", get(web::stylesheet))
         .merge(account_routes())
         .route("/health", get(health))
+        // The admin console, built from its path table (`web::admin::ROUTES`).
+        .merge(web::admin::router())
 }
 
 /// The self-service pages of every signed-in person (`web::account`).
@@ -116,6 +118,8 @@ fn account_routes() -> Router<AppState> {
             get(authorizations::revoke_confirm).post(authorizations::revoke_submit),
         )
 }
+/// The admin console's paths and methods; the router serves exactly these under `/admin`.
+pub use crate::web::admin::ROUTES as ADMIN_ROUTES;
 
 async fn health() -> &'static str {
     "ok"

@@ -72,6 +72,20 @@ pub async fn harness_with(f: impl FnOnce(&mut Config)) -> Harness {
     }
 }
 
+/// The router over an existing database (one the built binary made), without the seed.
+pub async fn harness_on(db_url: &str) -> Harness {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(db_url).await.unwrap());
+    let clock = Arc::new(ManualClock::new(1_800_000_000));
+    let config = Config::for_issuer(ISSUER).unwrap();
+    let state = AppState::new(config, store, clock.clone()).await.unwrap();
+    Harness {
+        state,
+        clock,
+        secret: String::new(),
+        _dir: tempfile::tempdir().unwrap(),
+    }
+}
+
 impl Harness {
     pub async fn call(&self, req: Request<Body>) -> Resp {
         let r = idp::app(self.state.clone()).oneshot(req).await.unwrap();

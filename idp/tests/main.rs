@@ -38,3 +38,9 @@ mod module_deps;
 // The built binary as a network service: header timeouts, connection caps, key reload,
 // database file modes.
 mod serving;
+// Who may use each admin console route: every route x method x {anonymous, user, admin, stale
+// admin}, from the router's own table; admin group membership, idle timeout, re-authentication.
+mod access_control;
+// The admin console's actions through its pages: effect in the store, the audit event with the
+// admin's name, IP and UA, CSRF refusal, confirmation pages, the streamed CSV export.
+mod admin_console;

@@ -1798,6 +1798,37 @@ pub async fn user_update_and_set_groups(s: &dyn Store) {
     assert!(s.groups_of_user(&alice.id).await.unwrap().is_empty());
 }
 
+/// Touching a session moves its last use only; a re-authentication moves its `auth_time` too;
+/// neither changes another session.
+pub async fn session_touch_moves_last_use_and_reauthentication(s: &dyn Store) {
+    let alice = user(s, "alice").await;
+    s.create_session(session_fixture("t1", &alice.id, T0, 3600))
+        .await
+        .unwrap();
+    s.create_session(session_fixture("t2", &alice.id, T0, 3600))
+        .await
+        .unwrap();
+    assert_eq!(s.session("t1", T0).await.unwrap().unwrap().last_used_at, T0);
+    s.touch_session("t1", T0 + 100).await.unwrap();
+    let t1 = s.session("t1", T0 + 100).await.unwrap().unwrap();
+    assert_eq!((t1.last_used_at, t1.auth_time), (T0 + 100, T0));
+    s.reauthenticate_session("t1", T0 + 200).await.unwrap();
+    let t1 = s.session("t1", T0 + 200).await.unwrap().unwrap();
+    assert_eq!((t1.last_used_at, t1.auth_time), (T0 + 200, T0 + 200));
+    assert_eq!(
+        t1.expires_at,
+        T0 + 3600,
+        "touching never extends the lifetime"
+    );
+    let t2 = s.session("t2", T0 + 200).await.unwrap().unwrap();
+    assert_eq!((t2.last_used_at, t2.auth_time), (T0, T0));
+    // An unknown id changes nothing and is not an error.
+    s.reauthenticate_session("nope", T0 + 300).await.unwrap();
+    // Both count as live until they expire.
+    assert_eq!(s.count_live_sessions(T0 + 3599).await.unwrap(), 2);
+    assert_eq!(s.count_live_sessions(T0 + 3600).await.unwrap(), 0);
+}
+
 pub async fn sessions_of_user_and_delete_user_session(s: &dyn Store) {
     let alice = user(s, "alice").await;
     let bob = user(s, "bob").await;
@@ -2253,6 +2284,7 @@ sqlite_suite!(
     sessions_of_user_and_delete_user_session,
     session_last_use_is_touched_at_most_once_a_minute,
     family_activity_is_the_current_tokens_issue,
+    session_touch_moves_last_use_and_reauthentication,
     consents_of_user_and_revoke_authorization,
     live_families_and_their_count,
     audit_filters_every_field_and_pages_by_id,

@@ -1,8 +1,14 @@
-//! W3C WebDriver over HTTP to chromedriver, for the tests that drive Debian's Chromium: start
-//! chromedriver (or use `CHROMEDRIVER_URL`), open a session, navigate, find, type, click, and run
-//! a script in the page. Used by the `chromium-browser` binary and the accessibility test.
+//! A WebDriver client for headless Chromium (W3C WebDriver over chromedriver): start
+//! chromedriver, open a session with the flags these machines need, and the handful of commands
+//! the tests use. Shared by `chromium-browser` (the plugin's `--browser-command`) and the
+//! console journey test, which drives the IdP's admin pages itself, and the accessibility
+//! test (a script run in the page).
+//!
+//! Environment: `CHROMEDRIVER_URL` (use a running chromedriver instead of starting one),
+//! `CHROMIUM_BINARY`, `CHROMIUM_SERVER_CERT` (see `chromium_args`).
 
 use anyhow::{anyhow, bail, Context as _};
+use base64::Engine as _;
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,8 +16,9 @@ use std::time::{Duration, Instant};
 /// W3C WebDriver §12: the key of an element reference in JSON.
 pub const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// Chromium's flags for a headless test run with its profile in `profile`.
-pub fn headless_args(profile: &std::path::Path) -> Vec<String> {
+/// Chromium's flags for a headless run in a throwaway profile; with `CHROMIUM_SERVER_CERT`, the
+/// IdP's server key is pinned (see the `chromium-browser` binary's comment).
+pub fn chromium_args(profile: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let mut args: Vec<String> = [
         "--headless",
         "--no-sandbox",
@@ -26,7 +33,43 @@ pub fn headless_args(profile: &std::path::Path) -> Vec<String> {
     .map(|s| s.to_string())
     .collect();
     args.push(format!("--user-data-dir={}", profile.display()));
-    args
+    if let Ok(certs) = std::env::var("CHROMIUM_SERVER_CERT") {
+        let mut pins = Vec::new();
+        for path in certs.split(',').filter(|p| !p.is_empty()) {
+            pins.extend(spki_pins(path)?);
+        }
+        if !pins.is_empty() {
+            args.push(format!(
+                "--ignore-certificate-errors-spki-list={}",
+                pins.join(",")
+            ));
+        }
+    }
+    Ok(args)
+}
+
+/// base64(SHA-256(SubjectPublicKeyInfo)) of each certificate in a PEM file: the pin format of
+/// `--ignore-certificate-errors-spki-list` (and of HPKP, RFC 7469 §2.4).
+pub fn spki_pins(path: &str) -> anyhow::Result<Vec<String>> {
+    use sha2::Digest as _;
+    use x509_cert::der::{Decode as _, Encode as _};
+    let pem = std::fs::read(path).with_context(|| format!("CHROMIUM_SERVER_CERT {path}"))?;
+    let mut pins = Vec::new();
+    for der in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let der = der.with_context(|| format!("{path}: unreadable PEM"))?;
+        let cert = x509_cert::Certificate::from_der(der.as_ref())
+            .map_err(|e| anyhow!("{path}: not an X.509 certificate: {e}"))?;
+        let spki = cert
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .map_err(|e| anyhow!("{path}: {e}"))?;
+        pins.push(base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&spki)));
+    }
+    if pins.is_empty() {
+        bail!("{path}: no CERTIFICATE in the file");
+    }
+    Ok(pins)
 }
 
 /// chromedriver: the one given by `CHROMEDRIVER_URL`, or a child process killed on drop.
@@ -148,7 +191,7 @@ impl<'a> Session<'a> {
         })
     }
 
-    fn cmd(
+    pub fn cmd(
         &self,
         method: reqwest::Method,
         path: &str,

@@ -10,7 +10,7 @@
 //! IdP's strict CSP (no inline script) stays as it is and does not block it; the test checks
 //! that the CSP header is still the strict one.
 
-use e2e::webdriver::{headless_args, Driver, Session};
+use e2e::webdriver::{chromium_args, Driver, Session};
 use idp::testing::{TestIdp, ALICE, ALICE_PASSWORD};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -158,7 +158,7 @@ fn every_page_passes_axe_in_chromium_at_360_px() {
         .unwrap();
     let profile = tempfile::tempdir().unwrap();
     let driver = Driver::start(&http, Instant::now() + Duration::from_secs(30)).unwrap();
-    let s = Session::new(&http, &driver.url, &headless_args(profile.path())).unwrap();
+    let s = Session::new(&http, &driver.url, &chromium_args(profile.path()).unwrap()).unwrap();
     s.set_window_size(360, 800).unwrap();
     let mut c = Checker {
         s: &s,

@@ -4,7 +4,7 @@
 //! `invalid_grant`; the consent is forgotten, so the next login asks again.
 
 use e2e::run_plugin;
-use e2e::webdriver::{headless_args, Driver, Session};
+use e2e::webdriver::{chromium_args, Driver, Session};
 use idp::testing::{TestIdp, ALICE, ALICE_PASSWORD};
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,7 @@ fn revoking_on_the_account_page_makes_the_plugins_next_refresh_fail() {
         .unwrap();
     let profile = tempfile::tempdir().unwrap();
     let driver = Driver::start(&http, Instant::now() + Duration::from_secs(30)).unwrap();
-    let s = Session::new(&http, &driver.url, &headless_args(profile.path())).unwrap();
+    let s = Session::new(&http, &driver.url, &chromium_args(profile.path()).unwrap()).unwrap();
     let base = idp.issuer();
     s.navigate(&format!("{base}/account/authorizations"))
         .unwrap();

@@ -22,3 +22,6 @@ mod doctor;
 mod accessibility;
 // /account/authorizations in real Chromium: a revoke makes the plugin's next refresh fail.
 mod account_revoke;
+// The admin console in real headless Chromium: sign in at /admin, create a group, a user in it
+// and a public client through the pages.
+mod console;

@@ -221,7 +221,8 @@ pub struct Session {
     pub expires_at: u64,
     pub ip: String,
     pub user_agent: String,
-    /// The latest request that used the session, to within [`SESSION_TOUCH_SECS`].
+    /// The latest request that used the session, to within [`SESSION_TOUCH_SECS`] (the account
+    /// pages show it; the console's idle timeout counts from it).
     pub last_used_at: u64,
 }
 
@@ -437,6 +438,11 @@ pub trait Store: Send + Sync {
     async fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
     /// A user's unexpired browser sessions, newest first.
     async fn sessions_of_user(&self, user_id: &str, now: u64) -> StoreResult<Vec<Session>>;
+    /// How many browser sessions have not expired at `now` (the console's overview).
+    async fn count_live_sessions(&self, now: u64) -> StoreResult<u64>;
+    /// The session's user just entered the password again (the console's re-authentication):
+    /// `auth_time` and `last_used_at` become `now`; the lifetime is not extended.
+    async fn reauthenticate_session(&self, id_hash: &str, now: u64) -> StoreResult<()>;
     /// Ends one session if it is the user's; false when the user has no such session.
     async fn delete_user_session(&self, user_id: &str, id_hash: &str) -> StoreResult<bool>;
     /// Records that a session was used at `now`, unless it was recorded less than

@@ -1308,6 +1308,23 @@ impl Store for SqliteStore {
         Ok(rows.iter().map(session_from).collect::<Result<_, _>>()?)
     }
 
+    async fn count_live_sessions(&self, now: u64) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE expires_at > ?")
+            .bind(i(now))
+            .fetch_one(&self.read)
+            .await?;
+        Ok(u(n))
+    }
+
+    async fn reauthenticate_session(&self, id_hash: &str, now: u64) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET last_used_at = ?1, auth_time = ?1 WHERE id_hash = ?2")
+            .bind(i(now))
+            .bind(id_hash)
+            .execute(&mut *self.write.lock().await)
+            .await?;
+        Ok(())
+    }
+
     async fn delete_user_session(&self, user_id: &str, id_hash: &str) -> StoreResult<bool> {
         let r = sqlx::query("DELETE FROM sessions WHERE id_hash = ? AND user_id = ?")
             .bind(id_hash)

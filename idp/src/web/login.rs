@@ -1,9 +1,9 @@
-//! The login page and the home page. The password check, its throttling and the session
+//! The login page. The password check, its throttling and the session
 //! live in `accounts`; signing out in `logout.rs`.
 //!
 //! May depend on: `accounts`, `audit`, `http`, `state`, `store`, `error`.
 
-use super::{csrf, current_user, message_page, page, safe_return_path};
+use super::{csrf, page, safe_return_path};
 use super::{PRE_SESSION_COOKIE, SESSION_COOKIE};
 use crate::accounts::{self, check_password, PasswordCheck, MAX_USERNAME_LEN};
 use crate::audit;
@@ -159,17 +159,4 @@ fn signed_in(state: &AppState, return_to: String, sid: &str) -> Response {
         set_cookie(state, PRE_SESSION_COOKIE, "", Some(0)),
     );
     resp
-}
-
-/// `/`: who is signed in, with a sign-out button.
-pub async fn home(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, PageError> {
-    let who = current_user(&state, &headers).await?;
-    let msg = match who {
-        Some((_, u)) => format!("Signed in as {}.", u.username),
-        None => "Not signed in.".to_string(),
-    };
-    Ok(message_page(&state, StatusCode::OK, "kubelogin-idp", &msg))
 }

@@ -9,11 +9,13 @@
 //! depends on it. The protocol decisions stay in `oidc`: pages call them and render the result.
 
 pub mod account;
+pub mod admin;
 pub mod authorize;
 pub mod code;
 pub mod consent;
 pub mod csrf;
 pub mod device;
+pub mod home;
 pub mod login;
 pub mod logout;
 

@@ -22,8 +22,7 @@
 //! session, chromedriver and the profile directory are removed on every path.
 
 use anyhow::{anyhow, bail, Context as _};
-use base64::Engine as _;
-use e2e::webdriver::{Driver, Session};
+use e2e::webdriver::{chromium_args, Driver, Session};
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
@@ -80,47 +79,6 @@ fn run() -> anyhow::Result<()> {
     let session = Session::new(&http, &driver.url, &chromium_args(profile.path())?)?;
     session.navigate(&url)?;
     drive(&session, &url, &user, &password, deadline)
-}
-
-fn chromium_args(profile: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let mut args = e2e::webdriver::headless_args(profile);
-    if let Ok(certs) = std::env::var("CHROMIUM_SERVER_CERT") {
-        let mut pins = Vec::new();
-        for path in certs.split(',').filter(|p| !p.is_empty()) {
-            pins.extend(spki_pins(path)?);
-        }
-        if !pins.is_empty() {
-            args.push(format!(
-                "--ignore-certificate-errors-spki-list={}",
-                pins.join(",")
-            ));
-        }
-    }
-    Ok(args)
-}
-
-/// base64(SHA-256(SubjectPublicKeyInfo)) of each certificate in a PEM file: the pin format of
-/// `--ignore-certificate-errors-spki-list` (and of HPKP, RFC 7469 §2.4).
-fn spki_pins(path: &str) -> anyhow::Result<Vec<String>> {
-    use sha2::Digest as _;
-    use x509_cert::der::{Decode as _, Encode as _};
-    let pem = std::fs::read(path).with_context(|| format!("CHROMIUM_SERVER_CERT {path}"))?;
-    let mut pins = Vec::new();
-    for der in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let der = der.with_context(|| format!("{path}: unreadable PEM"))?;
-        let cert = x509_cert::Certificate::from_der(der.as_ref())
-            .map_err(|e| anyhow!("{path}: not an X.509 certificate: {e}"))?;
-        let spki = cert
-            .tbs_certificate
-            .subject_public_key_info
-            .to_der()
-            .map_err(|e| anyhow!("{path}: {e}"))?;
-        pins.push(base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&spki)));
-    }
-    if pins.is_empty() {
-        bail!("{path}: no CERTIFICATE in the file");
-    }
-    Ok(pins)
 }
 
 fn origin(url: &str) -> Option<String> {
