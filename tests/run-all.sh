@@ -10,11 +10,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(dbus gnome-keyring libdbus-1-dev pkg-config chromium chromium-driver nodejs npm)
+packages=(dbus gnome-keyring libdbus-1-dev pkg-config chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# Node.js and npm (for axe-core) by command, not by package: a NodeSource `nodejs` ships npm
+# itself and conflicts with Debian's `npm` package.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "installing: ${missing[*]}"
