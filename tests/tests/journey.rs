@@ -350,19 +350,40 @@ fn the_story_admin_console_kubectl_self_service_and_audit_in_chromium() {
     assert!(url.contains("user=-dave"), "{url}");
     ca.check("admin: audit filtered by the user");
     let rows = page_rows(&a);
+    // Every step, newest first: the account created by the admin; each plugin login (the
+    // sign-in in its Chromium, consent, the code, the token for the plugin); the user's own
+    // sign-in and revoke; the sign-in after the forced re-authentication; the disable; the
+    // refused login. Browser steps carry Chromium's user agent, token requests the plugin's.
     let events: Vec<&str> = rows.iter().map(|r| r[1].as_str()).collect();
-    eprintln!("{rows:#?}");
-    for e in [
-        "user_created",
+    let plugin_login = [
+        "token_issued",
+        "authorization_code_issued",
+        "consent_granted",
         "login_succeeded",
-        "authorization_revoked",
-        "login_failed",
-    ] {
-        assert!(events.contains(&e), "no {e} in {events:?}");
-    }
+    ];
+    let want: Vec<&str> = [
+        &["login_failed", "user_disabled", "login_succeeded"][..],
+        &plugin_login,
+        &["authorization_revoked", "login_succeeded"],
+        &plugin_login,
+        &["user_created"],
+    ]
+    .concat();
+    assert_eq!(events, want, "{rows:#?}");
     for r in &rows {
-        assert!(!r[5].is_empty(), "no IP: {r:?}");
-        assert!(!r[6].is_empty(), "no user agent: {r:?}");
+        let actor = if r[1].starts_with("user_") {
+            ADMIN
+        } else {
+            USER
+        };
+        assert_eq!(r[2], actor, "{r:?}");
+        assert_eq!(r[5], "127.0.0.1", "{r:?}");
+        let ua = if r[1] == "token_issued" {
+            "kubectl-oidc_login/"
+        } else {
+            "Mozilla/5.0"
+        };
+        assert!(r[6].starts_with(ua), "{r:?}");
     }
 
     let csv_url = a.property(&el(&a, "#csv"), "href").unwrap();
