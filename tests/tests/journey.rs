@@ -12,9 +12,11 @@
 //!    downloads the CSV: parsed with the `csv` crate, its rows are the page's rows, and the
 //!    username, which begins with a formula character, comes out escaped.
 //!
-//! The admin layer allows only letters, digits and `. _ - @` in a username, so no username can
-//! begin with `=`; the user is `-dave`: `-` starts a formula in a spreadsheet as `=` does (OWASP
-//! "CSV injection"), and the export escapes both the same way (`audit::defuse`).
+//! The admin layer allows only letters, digits and `. _ - @` in a username, so no account's
+//! name can begin with `=`; the user is `-dave`: `-` starts a formula in a spreadsheet as `=`
+//! does (OWASP "CSV injection"), and the export escapes both the same way (`audit::defuse`).
+//! A name beginning with `=` still reaches the log as what someone typed into the login form;
+//! the test exports that one too and finds it escaped.
 //!
 //! axe-core runs on every page either browser shows (the accessibility test's checker).
 //! Nothing waits on the wall clock: page states are polled with a deadline.
@@ -173,6 +175,45 @@ fn undefused(f: &str) -> &str {
         Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
         _ => f,
     }
+}
+
+/// The CSV export of the audit page the admin's browser shows, fetched with the admin's
+/// session and parsed with the `csv` crate; its rows are the page's rows, field for field (the
+/// page shows times in RFC 3339, the CSV in Unix seconds; the CSV escapes formulas).
+fn csv_of_page(
+    a: &Session<'_>,
+    http: &reqwest::blocking::Client,
+    rows: &[Vec<String>],
+) -> Vec<csv::StringRecord> {
+    let csv_url = a.property(&el(a, "#csv"), "href").unwrap();
+    let body = http
+        .get(&csv_url)
+        .header("cookie", session_cookie(a))
+        .send()
+        .unwrap();
+    assert_eq!(body.status(), 200);
+    let body = body.text().unwrap();
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    let want = "id at event severity actor subject client_id ip user_agent details";
+    assert_eq!(header.join(" "), want);
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), rows.len(), "{body}");
+    for (rec, row) in records.iter().zip(rows) {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(rec[1].parse().unwrap());
+        let csv_row = [
+            humantime::format_rfc3339_seconds(at).to_string(),
+            rec[2].to_string(),
+            undefused(&rec[4]).to_string(),
+            undefused(&rec[5]).to_string(),
+            rec[6].to_string(),
+            rec[7].to_string(),
+            rec[8].to_string(),
+            rec[9].to_string(),
+        ];
+        assert_eq!(&csv_row[..], &row[..], "CSV {rec:?}");
+    }
+    records
 }
 
 #[test]
@@ -386,51 +427,48 @@ fn the_story_admin_console_kubectl_self_service_and_audit_in_chromium() {
         assert!(r[6].starts_with(ua), "{r:?}");
     }
 
-    let csv_url = a.property(&el(&a, "#csv"), "href").unwrap();
-    let body = http
-        .get(&csv_url)
-        .header("cookie", session_cookie(&a))
-        .send()
-        .unwrap();
-    assert_eq!(body.status(), 200);
-    let body = body.text().unwrap();
-    let mut reader = csv::Reader::from_reader(body.as_bytes());
-    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
-    assert_eq!(
-        header,
-        [
-            "id",
-            "at",
-            "event",
-            "severity",
-            "actor",
-            "subject",
-            "client_id",
-            "ip",
-            "user_agent",
-            "details"
-        ]
-    );
-    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
-    assert_eq!(records.len(), rows.len(), "{body}");
-    for (rec, row) in records.iter().zip(&rows) {
-        let at = std::time::UNIX_EPOCH + Duration::from_secs(rec[1].parse().unwrap());
-        let csv_row = [
-            humantime::format_rfc3339_seconds(at).to_string(),
-            rec[2].to_string(),
-            undefused(&rec[4]).to_string(),
-            undefused(&rec[5]).to_string(),
-            rec[6].to_string(),
-            rec[7].to_string(),
-            rec[8].to_string(),
-            rec[9].to_string(),
-        ];
-        assert_eq!(&csv_row[..], &row[..], "CSV {rec:?}");
+    let records = csv_of_page(&a, &http, &rows);
+    for rec in &records {
         // Every row names the user (the filter), and always escaped.
         assert!(rec[4] != *USER && rec[5] != *USER, "unescaped: {rec:?}");
         let escaped = format!("'{USER}");
         assert!(rec[4] == *escaped || rec[5] == *escaped, "{rec:?}");
     }
+
+    // A name beginning with `=` reaches the log the only way one can: typed into the login
+    // form (a refused login records what was typed). The admin finds it and exports it.
+    let formula = r#"=HYPERLINK("https://evil.example","x")"#;
+    u.navigate(&format!("{base}/login")).unwrap();
+    sign_in(&u, formula, "whatever-password");
+    wait_for(&u, "#error");
+    a.navigate(&format!("{base}/admin/audit")).unwrap();
+    fill(&a, &[("#actor", formula)]);
+    a.click(&el(&a, "#filter")).unwrap();
+    wait_for(&a, "#events");
+    ca.check("admin: audit filtered by a formula");
+    let rows = page_rows(&a);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0][1].as_str(), rows[0][2].as_str()),
+        ("login_failed", formula)
+    );
+    let records = csv_of_page(&a, &http, &rows);
+    assert_eq!(&records[0][4], format!("'{formula}"));
+
+    // The forced re-authentication names the client, not the user: found by its client.
+    a.navigate(&format!("{base}/admin/audit")).unwrap();
+    fill(
+        &a,
+        &[("#event", "client_tokens_revoked"), ("#client", CLIENT)],
+    );
+    a.click(&el(&a, "#filter")).unwrap();
+    wait_for(&a, "#events");
+    let rows = page_rows(&a);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][2], ADMIN);
+    assert_eq!(rows[0][5], "127.0.0.1");
+    assert!(rows[0][6].starts_with("Mozilla/5.0"), "{rows:?}");
+    csv_of_page(&a, &http, &rows);
 
     ca.assert_clean();
     cu.assert_clean();
