@@ -87,37 +87,15 @@ pub fn routes() -> Router<AppState> {
         .route("/logout", post(web::logout::logout))
         .route("/", get(web::home::home))
         .route("/static/style.css", get(web::stylesheet))
-        .merge(account_routes())
+        // The self-service pages, built from their path table (`web::account::ROUTES`).
+        .merge(web::account::router())
         .route("/health", get(health))
         // The admin console, built from its path table (`web::admin::ROUTES`).
         .merge(web::admin::router())
 }
 
-/// The self-service pages of every signed-in person (`web::account`).
-fn account_routes() -> Router<AppState> {
-    use web::account::{authorizations, password_submit, profile_page, profile_submit, sessions};
-    Router::new()
-        .route("/account", get(profile_page))
-        .route("/account/profile", post(profile_submit))
-        .route("/account/password", post(password_submit))
-        .route("/account/sessions", get(sessions::sessions_page))
-        .route(
-            "/account/sessions/revoke",
-            get(sessions::revoke_confirm).post(sessions::revoke_submit),
-        )
-        .route(
-            "/account/sessions/revoke-others",
-            get(sessions::others_confirm).post(sessions::others_submit),
-        )
-        .route(
-            "/account/authorizations",
-            get(authorizations::authorizations_page),
-        )
-        .route(
-            "/account/authorizations/revoke",
-            get(authorizations::revoke_confirm).post(authorizations::revoke_submit),
-        )
-}
+/// The account pages' paths and methods; the router serves exactly these under `/account`.
+pub use crate::web::account::ROUTES as ACCOUNT_ROUTES;
 /// The admin console's paths and methods; the router serves exactly these under `/admin`.
 pub use crate::web::admin::ROUTES as ADMIN_ROUTES;
 

@@ -1,13 +1,14 @@
-//! Who may do what on the admin console (and, once they exist here, the account pages): every
-//! route of `routes::ADMIN_ROUTES`, each method, times {anonymous, user, admin, admin with a
-//! stale authentication}, with the exact status or redirect. The expectations are a table
-//! keyed by route; a route in the router without a row here (or a row without a route) fails
-//! the test, so no page is added unchecked.
+//! Who may do what on the admin console and the account pages: every route of
+//! `routes::ADMIN_ROUTES` and `routes::ACCOUNT_ROUTES`, each method, times {anonymous, user,
+//! admin, admin with a stale authentication}, with the exact status or redirect. The
+//! expectations are tables keyed by route; the routers are built from the route tables, and a
+//! route without a row here (or a row without a route) fails the test, so no page is added
+//! unchecked.
 
 use crate::common::{harness, Harness, Resp};
 use axum::http::{header, Method, StatusCode};
 use idp::clock::Clock;
-use idp::routes::ADMIN_ROUTES;
+use idp::routes::{ACCOUNT_ROUTES, ADMIN_ROUTES};
 use idp::store::NewUser;
 use idp::testing::{form_value, ALICE, ALICE_PASSWORD};
 
@@ -460,4 +461,205 @@ async fn the_root_page_leads_to_sign_in_the_account_and_for_admins_the_console()
     let page = h.get("/", &admin).await;
     assert!(page.body.contains("href=\"/account\""));
     assert!(page.body.contains("href=\"/admin\""));
+}
+
+/// One account route's expectations: the path as registered, a concrete path for it, where an
+/// anonymous GET is sent to sign in first (the page comes back to its list, not to a
+/// confirmation of something that may be gone), and what any signed-in person (user, admin,
+/// stale admin alike: the account pages ask no re-authentication) gets for GET and for a POST
+/// with their valid CSRF token and an otherwise empty form, with the redirect if it is one.
+struct AccountRow {
+    route: &'static str,
+    path: &'static str,
+    login_back: &'static str,
+    get: Option<u16>,
+    post: Option<(u16, &'static str)>,
+}
+
+const ANY_SESSION: &str = "/account/sessions/revoke?session=0000000000000000000000000000000000000000000000000000000000000000";
+
+const ACCOUNT_TABLE: &[AccountRow] = &[
+    AccountRow {
+        route: "/account",
+        path: "/account",
+        login_back: "/account",
+        get: Some(200),
+        post: None,
+    },
+    // An empty display name is allowed (the admin layer bounds it, nothing more).
+    AccountRow {
+        route: "/account/profile",
+        path: "/account/profile",
+        login_back: "",
+        get: None,
+        post: Some((303, "/account?done=profile")),
+    },
+    // An empty current password is wrong: the page again, with the error.
+    AccountRow {
+        route: "/account/password",
+        path: "/account/password",
+        login_back: "",
+        get: None,
+        post: Some((400, "")),
+    },
+    AccountRow {
+        route: "/account/sessions",
+        path: "/account/sessions",
+        login_back: "/account/sessions",
+        get: Some(200),
+        post: None,
+    },
+    // A form without a session reference is refused before anything is looked up.
+    AccountRow {
+        route: "/account/sessions/revoke",
+        path: ANY_SESSION,
+        login_back: "/account/sessions",
+        get: Some(200),
+        post: Some((400, "")),
+    },
+    // Signs out the person's other sessions (each persona below is a fresh session, so this
+    // ends only earlier ones the test no longer uses).
+    AccountRow {
+        route: "/account/sessions/revoke-others",
+        path: "/account/sessions/revoke-others",
+        login_back: "/account/sessions",
+        get: Some(200),
+        post: Some((303, "/account/sessions?done=others")),
+    },
+    AccountRow {
+        route: "/account/authorizations",
+        path: "/account/authorizations",
+        login_back: "/account/authorizations",
+        get: Some(200),
+        post: None,
+    },
+    AccountRow {
+        route: "/account/authorizations/revoke",
+        path: "/account/authorizations/revoke?client_id=kubelogin",
+        login_back: "/account/authorizations",
+        get: Some(200),
+        post: Some((400, "")),
+    },
+];
+
+/// A fresh session of `who` and its form token; the stale admin's authentication is 16
+/// minutes old (ADMIN_REAUTH_AFTER is 15).
+async fn persona(h: &Harness, who: &str) -> (Vec<String>, String) {
+    let cookies = match who {
+        "user" => h.login(ALICE, ALICE_PASSWORD).await,
+        "admin" => h.login(ADMIN, ADMIN_PASSWORD).await,
+        _ => {
+            let c = h.login(ADMIN, ADMIN_PASSWORD).await;
+            h.clock.advance(16 * 60);
+            c
+        }
+    };
+    let mut m = axum::http::HeaderMap::new();
+    m.insert(header::COOKIE, cookies.join("; ").parse().unwrap());
+    let token = idp::web::csrf::session_token(&h.state, &m).await.unwrap();
+    assert!(!token.is_empty());
+    (cookies, token)
+}
+
+#[tokio::test]
+async fn every_account_route_method_and_persona() {
+    for r in ACCOUNT_ROUTES {
+        assert_eq!(
+            ACCOUNT_TABLE.iter().filter(|t| t.route == r.path).count(),
+            1,
+            "route {} has no row (or several) in the account access-control table",
+            r.path
+        );
+    }
+    for t in ACCOUNT_TABLE {
+        let route = ACCOUNT_ROUTES.iter().find(|r| r.path == t.route);
+        let route = route.unwrap_or_else(|| panic!("{} is in the table but not routed", t.route));
+        assert_eq!(
+            route.methods.contains(&"GET"),
+            t.get.is_some(),
+            "{}",
+            t.route
+        );
+        assert_eq!(
+            route.methods.contains(&"POST"),
+            t.post.is_some(),
+            "{}",
+            t.route
+        );
+    }
+
+    let h = harness().await;
+    add_admin(&h).await;
+    // Someone else's session, whose token must not pass for anyone's.
+    let (_, foreign) = persona(&h, "user").await;
+    let methods = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+    ];
+    let personas = ["user", "admin", "stale admin"];
+    for t in ACCOUNT_TABLE {
+        let route = ACCOUNT_ROUTES.iter().find(|r| r.path == t.route).unwrap();
+        for m in &methods {
+            let ctx = format!("{m} {}", t.path);
+            if !route.methods.contains(&m.as_str()) {
+                let (user, token) = persona(&h, "user").await;
+                for (who, cookies) in [("anonymous", &vec![]), ("user", &user)] {
+                    let r = send(&h, m, t.path, cookies, &token).await;
+                    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{ctx} as {who}");
+                }
+                continue;
+            }
+            if m == Method::GET {
+                // Anonymous: the login page, coming back.
+                let r = send(&h, m, t.path, &[], "").await;
+                assert_eq!(r.status, StatusCode::SEE_OTHER, "{ctx} anonymous");
+                assert_eq!(
+                    r.location(),
+                    login_redirect(t.login_back),
+                    "{ctx} anonymous"
+                );
+                for who in personas {
+                    let (cookies, token) = persona(&h, who).await;
+                    let r = send(&h, m, t.path, &cookies, &token).await;
+                    assert_eq!(
+                        r.status.as_u16(),
+                        t.get.unwrap(),
+                        "{ctx} as {who}: {}",
+                        r.body
+                    );
+                }
+                continue;
+            }
+            // POST. Anonymous, with or without a token: the CSRF check refuses first (no
+            // session, so no token can be right), before any sign-in redirect.
+            for token in ["", foreign.as_str()] {
+                let r = send(&h, m, t.path, &[], token).await;
+                assert_eq!(
+                    r.status,
+                    StatusCode::FORBIDDEN,
+                    "{ctx} anonymous: {}",
+                    r.body
+                );
+                assert!(r.body.contains("CSRF check failed"), "{ctx}: {}", r.body);
+            }
+            let (want, to) = t.post.unwrap();
+            for who in personas {
+                let (cookies, token) = persona(&h, who).await;
+                for wrong in ["", foreign.as_str()] {
+                    let r = send(&h, m, t.path, &cookies, wrong).await;
+                    assert_eq!(r.status, StatusCode::FORBIDDEN, "{ctx} as {who}, bad token");
+                }
+                let r = send(&h, m, t.path, &cookies, &token).await;
+                assert_eq!(r.status.as_u16(), want, "{ctx} as {who}: {}", r.body);
+                assert_eq!(r.location(), to, "{ctx} as {who}");
+                // The session is still there (an action on one's own account never asks for
+                // re-authentication, stale or not).
+                let r = h.get("/account", &cookies).await;
+                assert_eq!(r.status, StatusCode::OK, "{ctx} as {who}: signed out after");
+            }
+        }
+    }
 }

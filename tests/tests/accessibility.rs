@@ -1,8 +1,10 @@
 //! Accessibility in real Chromium: axe-core (npm, installed by `tests/run-all.sh` into
 //! `tests/axe/node_modules`, never vendored) runs on every page a person meets: the root page
 //! signed out and in, login (and its error), consent, the out-of-band code page, the device
-//! page (empty and confirming a request), the logout confirmation and every `/account` page with
-//! its confirmations. Any `serious` or `critical` violation of the WCAG 2.0/2.1 A and AA rules
+//! page (empty and confirming a request), the logout confirmation, every `/account` page with
+//! its confirmations, and every page of the `/admin` console (overview, users, a user, a new
+//! user, groups, a group, clients, a client, a new client, the force re-authentication
+//! confirmation, signing keys, the audit log filtered, the password prompt). Any `serious` or `critical` violation of the WCAG 2.0/2.1 A and AA rules
 //! (and axe's best practices) fails the test, listed with its nodes. The window is 360 CSS
 //! pixels wide, and no page may scroll sideways there.
 //!
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 /// WCAG 2.0 and 2.1, levels A and AA, and axe's best practices.
 const AXE_TAGS: &[&str] = &["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"];
 
-fn axe_source() -> String {
+pub fn axe_source() -> String {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/axe/node_modules/axe-core/axe.min.js"
@@ -33,7 +35,7 @@ fn axe_source() -> String {
 
 /// Runs axe on the page the browser shows; returns the serious and critical violations as
 /// readable lines.
-fn axe_violations(s: &Session, axe: &str) -> Vec<String> {
+pub fn axe_violations(s: &Session, axe: &str) -> Vec<String> {
     let loaded = s
         .execute(&format!("{axe}\n;return typeof axe.run;"), json!([]), false)
         .unwrap();
@@ -68,7 +70,7 @@ fn axe_violations(s: &Session, axe: &str) -> Vec<String> {
 }
 
 /// The page may not be wider than the 360 px window (no sideways scrolling).
-fn overflow(s: &Session) -> Option<String> {
+pub fn overflow(s: &Session) -> Option<String> {
     let v = s
         .execute(
             "return [document.documentElement.scrollWidth, window.innerWidth];",
@@ -80,16 +82,27 @@ fn overflow(s: &Session) -> Option<String> {
     (scroll > inner).then(|| format!("{scroll} px wide in a {inner} px window"))
 }
 
-struct Checker<'a> {
-    s: &'a Session<'a>,
-    axe: String,
-    failures: Vec<String>,
-    checked: Vec<String>,
+/// Runs axe (and the width check) on pages one after another and collects the failures, so
+/// one run reports every page's (the journey test uses it too).
+pub struct Checker<'a> {
+    pub s: &'a Session<'a>,
+    pub axe: String,
+    pub failures: Vec<String>,
+    pub checked: Vec<String>,
 }
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
+    pub fn new(s: &'a Session<'a>) -> Self {
+        Checker {
+            s,
+            axe: axe_source(),
+            failures: Vec::new(),
+            checked: Vec::new(),
+        }
+    }
+
     /// Checks the page the browser shows now, named `what`.
-    fn check(&mut self, what: &str) {
+    pub fn check(&mut self, what: &str) {
         let url = self.s.current_url().unwrap();
         for v in axe_violations(self.s, &self.axe) {
             self.failures.push(format!("{what} ({url}): {v}"));
@@ -100,9 +113,19 @@ impl Checker<'_> {
         self.checked.push(what.to_string());
     }
 
-    fn visit(&mut self, what: &str, url: &str) {
+    pub fn visit(&mut self, what: &str, url: &str) {
         self.s.navigate(url).unwrap();
         self.check(what);
+    }
+
+    /// Fails the test with every page's failures, if any.
+    pub fn assert_clean(&self) {
+        assert!(
+            self.failures.is_empty(),
+            "accessibility failures on {} pages:\n{}",
+            self.checked.len(),
+            self.failures.join("\n")
+        );
     }
 }
 
@@ -113,7 +136,11 @@ fn element(s: &Session, css: &str) -> String {
 }
 
 fn sign_in(s: &Session, password: &str) {
-    s.type_into(&element(s, "#username"), ALICE).unwrap();
+    sign_in_as(s, ALICE, password);
+}
+
+fn sign_in_as(s: &Session, username: &str, password: &str) {
+    s.type_into(&element(s, "#username"), username).unwrap();
     s.type_into(&element(s, "#password"), password).unwrap();
     s.click(&element(s, "#submit")).unwrap();
 }
@@ -133,7 +160,6 @@ fn device_request(idp: &TestIdp) -> String {
 
 #[test]
 fn every_page_passes_axe_in_chromium_at_360_px() {
-    let axe = axe_source();
     let idp = TestIdp::start();
     let base = idp.issuer();
     let csp = idp
@@ -160,12 +186,7 @@ fn every_page_passes_axe_in_chromium_at_360_px() {
     let driver = Driver::start(&http, Instant::now() + Duration::from_secs(30)).unwrap();
     let s = Session::new(&http, &driver.url, &chromium_args(profile.path()).unwrap()).unwrap();
     s.set_window_size(360, 800).unwrap();
-    let mut c = Checker {
-        s: &s,
-        axe,
-        failures: Vec::new(),
-        checked: Vec::new(),
-    };
+    let mut c = Checker::new(&s);
 
     c.visit("root, signed out", &format!("{base}/"));
     c.visit("login", &format!("{base}/login?return_to=%2Faccount"));
@@ -210,10 +231,65 @@ fn every_page_passes_axe_in_chromium_at_360_px() {
     s.click(&element(&s, "#confirm")).unwrap();
     c.check("signed out");
 
-    assert!(
-        c.failures.is_empty(),
-        "accessibility failures on {} pages:\n{}",
-        c.checked.len(),
-        c.failures.join("\n")
+    admin_pages(&idp, &mut c);
+    c.assert_clean();
+}
+
+const ADMIN: &str = "root";
+const ADMIN_PASSWORD: &str = "root-password-789";
+
+/// The console, signed in as an administrator, on the seeded data (alice, the `developers`
+/// group, the `kubelogin` client), with the password prompt of a stale session last.
+fn admin_pages(idp: &TestIdp, c: &mut Checker) {
+    let st = idp.state.clone();
+    idp.block_on(async move {
+        let hash = idp::crypto::hash_password(ADMIN_PASSWORD).unwrap();
+        let admin = idp::store::NewUser {
+            username: ADMIN.into(),
+            email: "root@example.com".into(),
+            name: "Root".into(),
+            password_hash: Some(hash),
+            is_admin: true,
+        };
+        st.store.create_user(admin, st.now()).await.unwrap();
+    });
+    let base = idp.issuer();
+    let s = c.s;
+    s.navigate(&format!("{base}/admin")).unwrap();
+    sign_in_as(s, ADMIN, ADMIN_PASSWORD);
+    c.check("admin overview (after signing in)");
+    let pages = [
+        ("admin overview", "/admin"),
+        ("admin users", "/admin/users"),
+        ("admin users, searched", "/admin/users?q=al"),
+        ("admin user", "/admin/users/alice"),
+        ("admin new user", "/admin/users/new"),
+        ("admin edit user", "/admin/users/alice/edit"),
+        ("admin disable user?", "/admin/users/alice/disable"),
+        ("admin groups", "/admin/groups"),
+        ("admin group", "/admin/groups/developers"),
+        ("admin clients", "/admin/clients"),
+        ("admin client", "/admin/clients/kubelogin"),
+        ("admin new client", "/admin/clients/new"),
+        (
+            "admin force re-authentication?",
+            "/admin/clients/kubelogin/force-reauthentication",
+        ),
+        ("admin keys", "/admin/keys"),
+        ("admin audit", "/admin/audit"),
+        (
+            "admin audit, filtered",
+            "/admin/audit?event=login_succeeded&user=alice&outcome=success",
+        ),
+        ("admin audit, a bad filter", "/admin/audit?since=yesterday"),
+    ];
+    for (what, path) in pages {
+        c.visit(what, &format!("{base}{path}"));
+    }
+    // A session whose authentication is older than ADMIN_REAUTH_AFTER (15 min).
+    idp.clock().advance(16 * 60);
+    c.visit(
+        "admin password prompt",
+        &format!("{base}/admin/reauth?return_to=%2Fadmin%2Fgroups"),
     );
 }

@@ -25,3 +25,6 @@ mod account_revoke;
 // The admin console in real headless Chromium: sign in at /admin, create a group, a user in it
 // and a public client through the pages.
 mod console;
+// The story's journey in real headless Chromium: the admin's console, kubectl through the
+// plugin, self-service revoke, force re-authentication, disable, audit search and CSV export.
+mod journey;

@@ -17,11 +17,15 @@
 //!   password may hold a refresh token as well. The browser that made the change gets a new
 //!   session (new id, same sign-in time) and stays signed in. The page says so before and after.
 //!
+//! [`ROUTES`] is the path table of these pages, as the console has one: the router is built
+//! from it and the access-control test walks it, so a page cannot be added untested.
+//!
 //! May depend on: `admin` (the use cases), `accounts`, `http`, `state`, `store`, `error`.
 
 pub mod authorizations;
 pub mod sessions;
 
+use super::admin::Route;
 use super::{csrf, current_user, login_redirect, page, SESSION_COOKIE};
 use crate::accounts::{self, PasswordCheck};
 use crate::admin::users::{UserEdit, MAX_PASSWORD};
@@ -34,8 +38,66 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
 use axum::Form;
+use axum::Router;
 use serde::Deserialize;
+
+const GET: &[&str] = &["GET"];
+const POST: &[&str] = &["POST"];
+const GET_POST: &[&str] = &["GET", "POST"];
+
+/// Every `/account` path: a page (GET), an action (POST), or a confirmation page (GET) and
+/// its action (POST) on one path.
+pub const ROUTES: &[Route] = &[
+    Route {
+        path: "/account",
+        methods: GET,
+        handlers: || get(profile_page),
+    },
+    Route {
+        path: "/account/profile",
+        methods: POST,
+        handlers: || axum::routing::post(profile_submit),
+    },
+    Route {
+        path: "/account/password",
+        methods: POST,
+        handlers: || axum::routing::post(password_submit),
+    },
+    Route {
+        path: "/account/sessions",
+        methods: GET,
+        handlers: || get(sessions::sessions_page),
+    },
+    Route {
+        path: "/account/sessions/revoke",
+        methods: GET_POST,
+        handlers: || get(sessions::revoke_confirm).post(sessions::revoke_submit),
+    },
+    Route {
+        path: "/account/sessions/revoke-others",
+        methods: GET_POST,
+        handlers: || get(sessions::others_confirm).post(sessions::others_submit),
+    },
+    Route {
+        path: "/account/authorizations",
+        methods: GET,
+        handlers: || get(authorizations::authorizations_page),
+    },
+    Route {
+        path: "/account/authorizations/revoke",
+        methods: GET_POST,
+        handlers: || get(authorizations::revoke_confirm).post(authorizations::revoke_submit),
+    },
+];
+
+/// The account pages' routes, built from [`ROUTES`].
+pub fn router() -> Router<AppState> {
+    ROUTES.iter().fold(Router::new(), |r, route| {
+        r.route(route.path, (route.handlers)())
+    })
+}
 
 /// The signed-in person on an account page, with the token for its forms.
 pub struct Me {
