@@ -18,6 +18,7 @@
 
 use super::{admin, mem, mib, ms, percentile, Server};
 use anyhow::{anyhow, bail, Context, Result};
+use idp::clock::{Clock, SystemClock};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -259,9 +260,7 @@ pub fn run(a: &ConsoleArgs) -> Result<()> {
         ],
         Some(&format!("{ADMIN_PASSWORD}\n")),
     )?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
+    let now = SystemClock.now();
     // The year ends a day ago, so every event is inside the default AUDIT_RETENTION (365d).
     let t0 = now - YEAR - 86_400 + 3_600;
     let users = a.users.saturating_sub(1).max(1);
