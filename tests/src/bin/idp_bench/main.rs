@@ -9,9 +9,14 @@
 //! 3. the server's resident memory (VmRSS/VmHWM) idle, after setup, during and after the load;
 //! 4. optionally (`--wrk`), discovery and JWKS requests per second with `wrk -t2 -c64 -d10s`.
 //!
+//! With `--console` it measures the admin console instead (see `console.rs`): audit search and
+//! the CSV export over a seeded log of `--events` events, and the users page with `--users`.
+//!
 //! All traffic goes to 127.0.0.1; every load phase is bounded to at most 15 s. The load
 //! generator runs on the same machine as the server and competes for the same cores: its own
 //! CPU time is measured and printed next to the server's.
+
+mod console;
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -63,11 +68,39 @@ struct Args {
     /// Keep the temporary data directory (its path is printed) instead of deleting it.
     #[arg(long)]
     keep: bool,
+    /// Benchmark the admin console (audit search and export, users page) instead.
+    #[arg(long)]
+    console: bool,
+    /// `--console`: audit events seeded into the log.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=5_000_000))]
+    events: u64,
+    /// `--console`: users seeded (the admin included).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(2..=100_000))]
+    users: u64,
+    /// `--console`: timed requests per page.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    requests: u32,
 }
 
 fn main() {
     let args = Args::parse();
-    if let Err(e) = run(&args) {
+    let result = if args.console {
+        std::fs::canonicalize(&args.idp)
+            .with_context(|| format!("no kubelogin-idp binary at {}", args.idp.display()))
+            .and_then(|idp| {
+                console::run(&console::ConsoleArgs {
+                    idp: &idp,
+                    alg: &args.alg,
+                    events: args.events,
+                    users: args.users,
+                    requests: args.requests,
+                    keep: args.keep,
+                })
+            })
+    } else {
+        run(&args)
+    };
+    if let Err(e) = result {
         eprintln!("idp-bench: error: {e:#}");
         std::process::exit(1);
     }
