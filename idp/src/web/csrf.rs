@@ -140,3 +140,51 @@ mod tests {
         assert_eq!(t.len(), 43);
     }
 }
+
+/// A form posted from one of our signed-in pages: its fields, accepted only with the CSRF token
+/// of this browser's session in `csrf_token` (checked by [`check_session`] before the fields
+/// are read). The synchronizer-token pattern of the OWASP CSRF Prevention Cheat Sheet. Use it
+/// as a handler's last argument; the form types then carry only their own fields.
+pub struct Posted<F>(pub F);
+
+#[derive(serde::Deserialize)]
+struct FormToken {
+    #[serde(default)]
+    csrf_token: String,
+}
+
+impl<F: serde::de::DeserializeOwned> axum::extract::FromRequest<AppState> for Posted<F> {
+    type Rejection = axum::response::Response;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        use axum::response::IntoResponse;
+        let headers = req.headers().clone();
+        // The body, refused with 415 unless it is application/x-www-form-urlencoded.
+        let axum::extract::RawForm(body) = axum::extract::RawForm::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let token: FormToken = serde_urlencoded::from_bytes(&body).map_err(|_| malformed())?;
+        check_session(state, &headers, &token.csrf_token)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        serde_urlencoded::from_bytes(&body)
+            .map(Posted)
+            .map_err(|_| malformed())
+    }
+}
+
+fn malformed() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    PageError::bad_request(
+        "Malformed form",
+        "The form could not be read. Go back, reload the page and try again.",
+    )
+    .into_response()
+}
+
+/// A confirmation form: nothing but the CSRF token.
+#[derive(serde::Deserialize)]
+pub struct Confirmation {}

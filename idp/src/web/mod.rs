@@ -73,6 +73,22 @@ pub struct MessagePage<'a> {
 
 /// Errors shown to a person become the message page here, so the error type needs no page.
 /// The base path is unknown here; the stylesheet link is relative to the site root.
+/// So a handler that may also answer with a redirect (`Result<Response, Response>`) can use `?`
+/// on a [`PageError`].
+impl From<PageError> for Response {
+    fn from(e: PageError) -> Response {
+        e.into_response()
+    }
+}
+
+/// An internal error in such a handler: the generic 500 page (and the log line
+/// `PageError::from` writes).
+impl From<IdpError> for Response {
+    fn from(e: IdpError) -> Response {
+        PageError::from(e).into_response()
+    }
+}
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         page(

@@ -13,11 +13,11 @@ use crate::error::PageError;
 use crate::http::ClientMeta;
 use crate::state::AppState;
 use crate::web::client_name;
+use crate::web::csrf::Posted;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::Form;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -53,11 +53,8 @@ pub async fn authorizations_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<DoneQuery>,
-) -> Result<Response, PageError> {
-    let me = match me_or_login(&state, &headers, "/account/authorizations").await? {
-        Ok(me) => me,
-        Err(login) => return Ok(login),
-    };
+) -> Result<Response, Response> {
+    let me = me_or_login(&state, &headers, "/account/authorizations").await?;
     let admin = admin(&state);
     let authorized = admin
         .authorizations(&me.user.username)
@@ -128,11 +125,8 @@ pub async fn revoke_confirm(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<ClientQuery>,
-) -> Result<Response, PageError> {
-    let me = match me_or_login(&state, &headers, "/account/authorizations").await? {
-        Ok(me) => me,
-        Err(login) => return Ok(login),
-    };
+) -> Result<Response, Response> {
+    let me = me_or_login(&state, &headers, "/account/authorizations").await?;
     checked_client_id(&q.client_id)?;
     let p = ConfirmPage {
         base: &state.config.base_path,
@@ -151,8 +145,6 @@ pub async fn revoke_confirm(
 #[derive(Deserialize)]
 pub struct RevokeForm {
     #[serde(default)]
-    pub csrf_token: String,
-    #[serde(default)]
     pub client_id: String,
 }
 
@@ -161,9 +153,9 @@ pub async fn revoke_submit(
     State(state): State<AppState>,
     headers: HeaderMap,
     meta: ClientMeta,
-    Form(form): Form<RevokeForm>,
+    Posted(form): Posted<RevokeForm>,
 ) -> Result<Response, PageError> {
-    let me = me_posting(&state, &headers, &form.csrf_token).await?;
+    let me = me_posting(&state, &headers).await?;
     checked_client_id(&form.client_id)?;
     admin(&state)
         .revoke_authorization(&actor(&me, &meta), &me.user.username, &form.client_id)

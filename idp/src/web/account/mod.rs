@@ -34,12 +34,12 @@ use crate::error::{IdpError, PageError};
 use crate::http::{set_cookie, ClientMeta};
 use crate::state::AppState;
 use crate::store::{Session, User};
+use crate::web::csrf::Posted;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::Form;
 use axum::Router;
 use serde::Deserialize;
 
@@ -106,41 +106,42 @@ pub struct Me {
     pub csrf: String,
 }
 
-/// The person signed in, or the login page that comes back to `path` (below the base path).
+/// The person signed in, or (as the error) the login page that comes back to `path` (below the
+/// base path).
 pub async fn me_or_login(
     state: &AppState,
     headers: &HeaderMap,
     path: &str,
-) -> Result<Result<Me, Response>, PageError> {
-    match current_user(state, headers).await? {
+) -> Result<Me, Response> {
+    match current_user(state, headers)
+        .await
+        .map_err(PageError::from)?
+    {
         Some((session, user)) => {
-            let csrf = csrf::session_token(state, headers).await?;
-            Ok(Ok(Me {
+            let csrf = csrf::session_token(state, headers)
+                .await
+                .map_err(PageError::from)?;
+            Ok(Me {
                 session,
                 user,
                 csrf,
-            }))
+            })
         }
-        None => Ok(Err(login_redirect(
+        None => Err(login_redirect(
             state,
             &format!("{}{path}", state.config.base_path),
-        ))),
+        )),
     }
 }
 
-/// The person a form was posted by: the CSRF token first (it must belong to this browser's
-/// session), then the session itself.
-pub async fn me_posting(
-    state: &AppState,
-    headers: &HeaderMap,
-    form_token: &str,
-) -> Result<Me, PageError> {
-    csrf::check_session(state, headers, form_token).await?;
+/// The person a form was posted by, once [`Posted`](crate::web::csrf::Posted) has checked its
+/// CSRF token against this browser's session.
+pub async fn me_posting(state: &AppState, headers: &HeaderMap) -> Result<Me, PageError> {
     match current_user(state, headers).await? {
         Some((session, user)) => Ok(Me {
             session,
             user,
-            csrf: form_token.to_string(),
+            csrf: csrf::session_token(state, headers).await?,
         }),
         None => Err(PageError {
             status: StatusCode::UNAUTHORIZED,
@@ -243,11 +244,8 @@ pub async fn profile_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<DoneQuery>,
-) -> Result<Response, PageError> {
-    let me = match me_or_login(&state, &headers, "/account").await? {
-        Ok(me) => me,
-        Err(login) => return Ok(login),
-    };
+) -> Result<Response, Response> {
+    let me = me_or_login(&state, &headers, "/account").await?;
     let name = me.user.name.clone();
     let n = notice(&q.done);
     Ok(profile(&state, &me, &name, n, (None, None), StatusCode::OK))
@@ -255,8 +253,6 @@ pub async fn profile_page(
 
 #[derive(Deserialize)]
 pub struct ProfileForm {
-    #[serde(default)]
-    pub csrf_token: String,
     #[serde(default)]
     pub name: String,
 }
@@ -267,9 +263,9 @@ pub async fn profile_submit(
     State(state): State<AppState>,
     headers: HeaderMap,
     meta: ClientMeta,
-    Form(form): Form<ProfileForm>,
+    Posted(form): Posted<ProfileForm>,
 ) -> Result<Response, PageError> {
-    let me = me_posting(&state, &headers, &form.csrf_token).await?;
+    let me = me_posting(&state, &headers).await?;
     let edit = UserEdit {
         name: Some(form.name.clone()),
         ..UserEdit::default()
@@ -299,8 +295,6 @@ pub async fn profile_submit(
 #[derive(Deserialize)]
 pub struct PasswordForm {
     #[serde(default)]
-    pub csrf_token: String,
-    #[serde(default)]
     pub current_password: String,
     #[serde(default)]
     pub new_password: String,
@@ -315,9 +309,9 @@ pub async fn password_submit(
     State(state): State<AppState>,
     headers: HeaderMap,
     meta: ClientMeta,
-    Form(form): Form<PasswordForm>,
+    Posted(form): Posted<PasswordForm>,
 ) -> Result<Response, PageError> {
-    let me = me_posting(&state, &headers, &form.csrf_token).await?;
+    let me = me_posting(&state, &headers).await?;
     let refuse = |msg: &str, status: StatusCode| {
         let name = me.user.name.clone();
         profile(&state, &me, &name, None, (None, Some(msg)), status)

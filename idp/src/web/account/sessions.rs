@@ -9,11 +9,11 @@ use super::{page, DoneQuery};
 use crate::error::PageError;
 use crate::http::ClientMeta;
 use crate::state::AppState;
+use crate::web::csrf::{Confirmation, Posted};
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::Form;
 use serde::Deserialize;
 
 pub struct Row {
@@ -54,11 +54,8 @@ pub async fn sessions_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<DoneQuery>,
-) -> Result<Response, PageError> {
-    let me = match me_or_login(&state, &headers, "/account/sessions").await? {
-        Ok(me) => me,
-        Err(login) => return Ok(login),
-    };
+) -> Result<Response, Response> {
+    let me = me_or_login(&state, &headers, "/account/sessions").await?;
     let sessions = admin(&state)
         .sessions(&me.user.username)
         .await
@@ -96,11 +93,8 @@ pub async fn revoke_confirm(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<OneQuery>,
-) -> Result<Response, PageError> {
-    let me = match me_or_login(&state, &headers, "/account/sessions").await? {
-        Ok(me) => me,
-        Err(login) => return Ok(login),
-    };
+) -> Result<Response, Response> {
+    let me = me_or_login(&state, &headers, "/account/sessions").await?;
     valid_session_ref(&q.session)?;
     let p = ConfirmPage {
         base: &state.config.base_path,
@@ -119,8 +113,6 @@ pub async fn revoke_confirm(
 #[derive(Deserialize)]
 pub struct RevokeForm {
     #[serde(default)]
-    pub csrf_token: String,
-    #[serde(default)]
     pub session: String,
 }
 
@@ -130,9 +122,9 @@ pub async fn revoke_submit(
     State(state): State<AppState>,
     headers: HeaderMap,
     meta: ClientMeta,
-    Form(form): Form<RevokeForm>,
+    Posted(form): Posted<RevokeForm>,
 ) -> Result<Response, PageError> {
-    let me = me_posting(&state, &headers, &form.csrf_token).await?;
+    let me = me_posting(&state, &headers).await?;
     valid_session_ref(&form.session)?;
     if form.session == me.session.id_hash {
         return Err(PageError::bad_request(
@@ -151,11 +143,8 @@ pub async fn revoke_submit(
 pub async fn others_confirm(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Response, PageError> {
-    let me = match me_or_login(&state, &headers, "/account/sessions").await? {
-        Ok(me) => me,
-        Err(login) => return Ok(login),
-    };
+) -> Result<Response, Response> {
+    let me = me_or_login(&state, &headers, "/account/sessions").await?;
     let p = ConfirmPage {
         base: &state.config.base_path,
         csrf: &me.csrf,
@@ -169,21 +158,15 @@ pub async fn others_confirm(
     Ok(page(&p, StatusCode::OK, None))
 }
 
-#[derive(Deserialize)]
-pub struct OthersForm {
-    #[serde(default)]
-    pub csrf_token: String,
-}
-
 /// POST /account/sessions/revoke-others: every session but this one, each through the admin
 /// layer (one `session_revoked` event each, as the console's revoke records).
 pub async fn others_submit(
     State(state): State<AppState>,
     headers: HeaderMap,
     meta: ClientMeta,
-    Form(form): Form<OthersForm>,
+    Posted(Confirmation {}): Posted<Confirmation>,
 ) -> Result<Response, PageError> {
-    let me = me_posting(&state, &headers, &form.csrf_token).await?;
+    let me = me_posting(&state, &headers).await?;
     let admin = admin(&state);
     let who = actor(&me, &meta);
     let sessions = admin.sessions(&me.user.username).await.map_err(refusal)?;

@@ -4,18 +4,17 @@
 //! (shown once); forced re-authentication; delete. The last three have confirmation pages.
 
 use super::{
-    check_csrf, refusal, refused, result, seg, when, AdminRead, AdminWrite, ConfirmPage, Console,
-    ResultPage,
+    refusal, refused, result, seg, when, AdminRead, AdminWrite, ConfirmPage, Console, ResultPage,
 };
 use crate::admin::clients::{ClientTokens, NewClientRequest};
 use crate::error::PageError;
 use crate::state::AppState;
 use crate::store::Client;
+use crate::web::csrf::{Confirmation, Posted};
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Form;
 use serde::Deserialize;
 
 /// Live refresh families listed on a client's page.
@@ -77,8 +76,6 @@ pub const GRANTS: &[(&str, &str, &str)] = &[
 
 #[derive(Deserialize, Default)]
 pub struct NewClientForm {
-    #[serde(default)]
-    csrf_token: String,
     #[serde(default)]
     client_id: String,
     #[serde(default)]
@@ -151,10 +148,8 @@ pub async fn new_page(AdminRead(c): AdminRead) -> Response {
 pub async fn create(
     State(state): State<AppState>,
     AdminWrite(c): AdminWrite,
-    headers: HeaderMap,
-    Form(f): Form<NewClientForm>,
+    Posted(f): Posted<NewClientForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&state, &headers, &f.csrf_token).await?;
     let grant_types = f
         .grants()
         .iter()
@@ -261,12 +256,6 @@ pub async fn show(
     Ok(super::page(&p, StatusCode::OK, None))
 }
 
-#[derive(Deserialize)]
-pub struct ConfirmForm {
-    #[serde(default)]
-    csrf_token: String,
-}
-
 fn confirm(
     c: &Console,
     id: &str,
@@ -304,11 +293,9 @@ pub async fn rotate_page(AdminRead(c): AdminRead, Path(id): Path<String>) -> Res
 pub async fn rotate(
     State(state): State<AppState>,
     AdminWrite(c): AdminWrite,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<ConfirmForm>,
+    Posted(Confirmation {}): Posted<Confirmation>,
 ) -> Result<Response, PageError> {
-    check_csrf(&state, &headers, &f.csrf_token).await?;
     let link = client_link(&c, &id);
     let admin = c.admin(&state);
     // A public client has no secret to rotate (RFC 6749 §2.1).
@@ -358,11 +345,9 @@ pub async fn force_page(AdminRead(c): AdminRead, Path(id): Path<String>) -> Resp
 pub async fn force(
     State(state): State<AppState>,
     AdminWrite(c): AdminWrite,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<ConfirmForm>,
+    Posted(Confirmation {}): Posted<Confirmation>,
 ) -> Result<Response, PageError> {
-    check_csrf(&state, &headers, &f.csrf_token).await?;
     let link = client_link(&c, &id);
     let admin = c.admin(&state);
     if let Err(e) = admin.client(&id).await {
@@ -397,11 +382,9 @@ pub async fn delete_page(AdminRead(c): AdminRead, Path(id): Path<String>) -> Res
 pub async fn delete(
     State(state): State<AppState>,
     AdminWrite(c): AdminWrite,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<ConfirmForm>,
+    Posted(Confirmation {}): Posted<Confirmation>,
 ) -> Result<Response, PageError> {
-    check_csrf(&state, &headers, &f.csrf_token).await?;
     let back = format!("{}/admin/clients", c.base);
     match c.admin(&state).delete_client(&c.actor, &id).await {
         Ok(()) => Ok(result(

@@ -1,15 +1,15 @@
 //! Groups (the `groups` claim RBAC maps): the list with a create form, a group's members with
 //! add and remove, delete. Removing a member and deleting a group have confirmation pages.
 
-use super::{check_csrf, refused, result, seg, AdminRead, AdminWrite, ConfirmPage, Console};
+use super::{refused, result, seg, AdminRead, AdminWrite, ConfirmPage, Console};
 use crate::error::PageError;
 use crate::state::AppState;
 use crate::store::Group;
+use crate::web::csrf::{Confirmation, Posted};
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Form;
 use serde::Deserialize;
 
 fn group_link(c: &Console, name: &str) -> String {
@@ -61,8 +61,6 @@ pub async fn list(
 #[derive(Deserialize)]
 pub struct GroupForm {
     #[serde(default)]
-    csrf_token: String,
-    #[serde(default)]
     name: String,
     #[serde(default)]
     username: String,
@@ -71,10 +69,8 @@ pub struct GroupForm {
 pub async fn create(
     State(state): State<AppState>,
     AdminWrite(c): AdminWrite,
-    headers: HeaderMap,
-    Form(f): Form<GroupForm>,
+    Posted(f): Posted<GroupForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&state, &headers, &f.csrf_token).await?;
     let name = f.name.trim();
     match c.admin(&state).create_group(&c.actor, name).await {
         Ok(()) => Ok(super::see(&c, &format!("/admin/groups/{}", seg(name)))),
@@ -148,11 +144,9 @@ pub async fn show(
 pub async fn add_member(
     State(state): State<AppState>,
     AdminWrite(c): AdminWrite,
-    headers: HeaderMap,
     Path(name): Path<String>,
-    Form(f): Form<GroupForm>,
+    Posted(f): Posted<GroupForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&state, &headers, &f.csrf_token).await?;
     let username = f.username.trim();
     match c.admin(&state).add_member(&c.actor, &name, username).await {
         Ok(()) => Ok(super::see(&c, &format!("/admin/groups/{}", seg(&name)))),
@@ -196,11 +190,9 @@ pub async fn remove_member_page(
 pub async fn remove_member(
     State(state): State<AppState>,
     AdminWrite(c): AdminWrite,
-    headers: HeaderMap,
     Path(name): Path<String>,
-    Form(f): Form<GroupForm>,
+    Posted(f): Posted<GroupForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&state, &headers, &f.csrf_token).await?;
     let link = group_link(&c, &name);
     match c
         .admin(&state)
@@ -237,11 +229,9 @@ pub async fn delete_page(AdminRead(c): AdminRead, Path(name): Path<String>) -> R
 pub async fn delete(
     State(state): State<AppState>,
     AdminWrite(c): AdminWrite,
-    headers: HeaderMap,
     Path(name): Path<String>,
-    Form(f): Form<GroupForm>,
+    Posted(Confirmation {}): Posted<Confirmation>,
 ) -> Result<Response, PageError> {
-    check_csrf(&state, &headers, &f.csrf_token).await?;
     let back = format!("{}/admin/groups", c.base);
     match c.admin(&state).delete_group(&c.actor, &name).await {
         Ok(()) => Ok(result(

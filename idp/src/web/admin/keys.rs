@@ -2,16 +2,15 @@
 //! A retired key stays published in JWKS while tokens it signed may be live (`admin::keys`);
 //! this server reloads its keys at once after a rotation.
 
-use super::{age, check_csrf, refused, result, when, AdminRead, AdminWrite, ConfirmPage, Console};
+use super::{age, refused, result, when, AdminRead, AdminWrite, ConfirmPage, Console};
 use crate::admin::keys::KeyInfo;
 use crate::error::PageError;
 use crate::state::AppState;
+use crate::web::csrf::{Confirmation, Posted};
 use askama::Template;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Form;
-use serde::Deserialize;
 
 struct KeyRow {
     k: KeyInfo,
@@ -62,19 +61,11 @@ pub async fn rotate_page(State(state): State<AppState>, AdminRead(c): AdminRead)
     super::page(&p, StatusCode::OK, None)
 }
 
-#[derive(Deserialize)]
-pub struct ConfirmForm {
-    #[serde(default)]
-    csrf_token: String,
-}
-
 pub async fn rotate(
     State(state): State<AppState>,
     AdminWrite(c): AdminWrite,
-    headers: HeaderMap,
-    Form(f): Form<ConfirmForm>,
+    Posted(Confirmation {}): Posted<Confirmation>,
 ) -> Result<Response, PageError> {
-    check_csrf(&state, &headers, &f.csrf_token).await?;
     let back = format!("{}/admin/keys", c.base);
     let kek = state.config.key_encryption_key.as_deref();
     match c

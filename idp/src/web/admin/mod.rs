@@ -232,8 +232,8 @@ impl Console {
 
 /// A console page (GET): signed in, an administrator, not idle.
 pub struct AdminRead(pub Console);
-/// A console action (POST): also a recent authentication. The CSRF token is checked by the
-/// handler with the form ([`check_csrf`]).
+/// A console action (POST): also a recent authentication. The CSRF token is checked with the
+/// form, by [`Posted`](crate::web::csrf::Posted).
 pub struct AdminWrite(pub Console);
 
 impl FromRequestParts<AppState> for AdminRead {
@@ -308,15 +308,6 @@ async fn console(parts: &mut Parts, state: &AppState, action: bool) -> Result<Co
         base: state.config.base_path.clone(),
         stale,
     })
-}
-
-/// Accepts an action's form only with the token of the admin's own session.
-pub async fn check_csrf(
-    state: &AppState,
-    headers: &axum::http::HeaderMap,
-    token: &str,
-) -> Result<(), PageError> {
-    csrf::check_session(state, headers, token).await
 }
 
 /// What an admin use case's refusal looks like on a page: its message and status. Internal

@@ -5,17 +5,17 @@
 //! The password check is the login page's (`accounts::check_password`: throttled and
 //! audited), so this form is no easier to guess through than the login form.
 
-use super::{check_csrf, AdminRead, Console};
+use super::{AdminRead, Console};
 use crate::accounts::{check_password, PasswordCheck};
 use crate::audit;
 use crate::error::PageError;
 use crate::http::ClientMeta;
 use crate::state::AppState;
+use crate::web::csrf::Posted;
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::Deserialize;
 
 #[derive(Template)]
@@ -77,8 +77,6 @@ pub async fn page(AdminRead(c): AdminRead, Query(q): Query<ReauthQuery>) -> Resp
 #[derive(Deserialize)]
 pub struct ReauthForm {
     #[serde(default)]
-    csrf_token: String,
-    #[serde(default)]
     return_to: String,
     #[serde(default)]
     password: String,
@@ -87,11 +85,9 @@ pub struct ReauthForm {
 pub async fn submit(
     State(state): State<AppState>,
     AdminRead(c): AdminRead,
-    headers: HeaderMap,
     meta: ClientMeta,
-    Form(f): Form<ReauthForm>,
+    Posted(f): Posted<ReauthForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&state, &headers, &f.csrf_token).await?;
     let rerender = |error: &str, status| {
         let return_to = audit::bounded(&f.return_to, MAX_RETURN_TO);
         let p = ReauthPage {

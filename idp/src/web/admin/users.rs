@@ -4,19 +4,18 @@
 //! authorization. Each destructive action has its confirmation page (the GET of its path).
 
 use super::{
-    check_csrf, refusal, refused, result, seg, when, AdminRead, AdminWrite, ConfirmPage, Console,
-    ResultPage,
+    refusal, refused, result, seg, when, AdminRead, AdminWrite, ConfirmPage, Console, ResultPage,
 };
 use crate::admin::users::{NewUserRequest, UserDetails, UserEdit};
 use crate::admin::{PasswordChoice, Secret};
 use crate::error::PageError;
 use crate::state::AppState;
 use crate::store::{User, UserQuery};
+use crate::web::csrf::{Confirmation, Posted};
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Form;
 use serde::Deserialize;
 
 /// Users per page of the list.
@@ -96,8 +95,6 @@ pub async fn list(
 #[derive(Deserialize, Default)]
 pub struct NewUserForm {
     #[serde(default)]
-    csrf_token: String,
-    #[serde(default)]
     username: String,
     #[serde(default)]
     name: String,
@@ -135,10 +132,8 @@ pub async fn new_page(AdminRead(c): AdminRead) -> Response {
 pub async fn create(
     State(state): State<AppState>,
     AdminWrite(c): AdminWrite,
-    headers: HeaderMap,
-    Form(f): Form<NewUserForm>,
+    Posted(f): Posted<NewUserForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&state, &headers, &f.csrf_token).await?;
     let req = NewUserRequest {
         username: f.username.trim().to_string(),
         email: f.email.trim().to_string(),
@@ -273,8 +268,6 @@ pub async fn show(
 #[derive(Deserialize, Default)]
 pub struct EditForm {
     #[serde(default)]
-    csrf_token: String,
-    #[serde(default)]
     name: String,
     #[serde(default)]
     email: String,
@@ -309,7 +302,6 @@ pub async fn edit_page(
         }
     };
     let f = EditForm {
-        csrf_token: String::new(),
         name: d.user.name.clone(),
         email: d.user.email.clone(),
         groups: d.groups.join(", "),
@@ -327,11 +319,9 @@ pub async fn edit_page(
 pub async fn edit(
     State(state): State<AppState>,
     AdminWrite(c): AdminWrite,
-    headers: HeaderMap,
     Path(username): Path<String>,
-    Form(f): Form<EditForm>,
+    Posted(f): Posted<EditForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&state, &headers, &f.csrf_token).await?;
     let edit = UserEdit {
         email: Some(f.email.trim().to_string()),
         name: Some(f.name.trim().to_string()),
@@ -375,19 +365,15 @@ pub async fn password_page(AdminRead(c): AdminRead, Path(username): Path<String>
 #[derive(Deserialize)]
 pub struct PasswordForm {
     #[serde(default)]
-    csrf_token: String,
-    #[serde(default)]
     password: String,
 }
 
 pub async fn reset_password(
     State(state): State<AppState>,
     AdminWrite(c): AdminWrite,
-    headers: HeaderMap,
     Path(username): Path<String>,
-    Form(f): Form<PasswordForm>,
+    Posted(f): Posted<PasswordForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&state, &headers, &f.csrf_token).await?;
     let choice = if f.password.is_empty() {
         PasswordChoice::Generate
     } else {
@@ -451,8 +437,6 @@ fn confirm(
 #[derive(Deserialize)]
 pub struct ConfirmForm {
     #[serde(default)]
-    csrf_token: String,
-    #[serde(default)]
     session: String,
     #[serde(default)]
     client: String,
@@ -500,12 +484,9 @@ pub async fn delete_page(AdminRead(c): AdminRead, Path(username): Path<String>) 
 async fn set_disabled(
     state: AppState,
     c: Console,
-    headers: HeaderMap,
     username: String,
-    f: ConfirmForm,
     disabled: bool,
 ) -> Result<Response, PageError> {
-    check_csrf(&state, &headers, &f.csrf_token).await?;
     let back = user_link(&c, &username);
     match c
         .admin(&state)
@@ -537,31 +518,27 @@ async fn set_disabled(
 pub async fn disable(
     State(state): State<AppState>,
     AdminWrite(c): AdminWrite,
-    headers: HeaderMap,
     Path(username): Path<String>,
-    Form(f): Form<ConfirmForm>,
+    Posted(Confirmation {}): Posted<Confirmation>,
 ) -> Result<Response, PageError> {
-    set_disabled(state, c, headers, username, f, true).await
+    set_disabled(state, c, username, true).await
 }
 
 pub async fn enable(
     State(state): State<AppState>,
     AdminWrite(c): AdminWrite,
-    headers: HeaderMap,
     Path(username): Path<String>,
-    Form(f): Form<ConfirmForm>,
+    Posted(Confirmation {}): Posted<Confirmation>,
 ) -> Result<Response, PageError> {
-    set_disabled(state, c, headers, username, f, false).await
+    set_disabled(state, c, username, false).await
 }
 
 pub async fn delete(
     State(state): State<AppState>,
     AdminWrite(c): AdminWrite,
-    headers: HeaderMap,
     Path(username): Path<String>,
-    Form(f): Form<ConfirmForm>,
+    Posted(Confirmation {}): Posted<Confirmation>,
 ) -> Result<Response, PageError> {
-    check_csrf(&state, &headers, &f.csrf_token).await?;
     match c.admin(&state).delete_user(&c.actor, &username).await {
         Ok(()) => Ok(result(
             &c,
@@ -605,11 +582,9 @@ pub async fn revoke_session_page(
 pub async fn revoke_session(
     State(state): State<AppState>,
     AdminWrite(c): AdminWrite,
-    headers: HeaderMap,
     Path(username): Path<String>,
-    Form(f): Form<ConfirmForm>,
+    Posted(f): Posted<ConfirmForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&state, &headers, &f.csrf_token).await?;
     let back = user_link(&c, &username);
     match c
         .admin(&state)
@@ -657,11 +632,9 @@ pub async fn revoke_authorization_page(
 pub async fn revoke_authorization(
     State(state): State<AppState>,
     AdminWrite(c): AdminWrite,
-    headers: HeaderMap,
     Path(username): Path<String>,
-    Form(f): Form<ConfirmForm>,
+    Posted(f): Posted<ConfirmForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&state, &headers, &f.csrf_token).await?;
     let back = user_link(&c, &username);
     match c
         .admin(&state)
