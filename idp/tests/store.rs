@@ -1,6 +1,7 @@
 //! The storage conformance suite: one function per behaviour of the `Store` trait, written
-//! against `&dyn Store` only, so every backend (SQLite now, PostgreSQL later) runs the very same
-//! checks. `sqlite_suite!` at the bottom instantiates each function once on a fresh database.
+//! against `&dyn Store` only, so every backend (SQLite and PostgreSQL) runs the very same
+//! checks. `backend_suite!` at the bottom instantiates each function once per backend, each on a
+//! fresh database.
 //!
 //! Time is always passed in explicitly (the trait takes `now`), so nothing here sleeps.
 
@@ -2217,7 +2218,10 @@ pub async fn audit_filters_every_field_and_pages_by_id(s: &dyn Store) {
     assert_eq!(seen, [4, 3, 2, 1, 0]);
 }
 
-macro_rules! sqlite_suite {
+/// Instantiates each behaviour once per backend: `store::sqlite::<name>` on a fresh SQLite file,
+/// `store::postgres::<name>` on a fresh database of the throwaway PostgreSQL cluster this test
+/// binary starts on first use (`idp::testing::pg`; a missing PostgreSQL fails these tests).
+macro_rules! backend_suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(
@@ -2231,10 +2235,21 @@ macro_rules! sqlite_suite {
                 }
             )*
         }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let url = idp::testing::pg::PgCluster::shared().database().await.unwrap();
+                    let store = idp::store::PgStore::open_with(&url, 4).await.unwrap();
+                    super::$name(&store).await;
+                    store.close().await;
+                }
+            )*
+        }
     };
 }
 
-sqlite_suite!(
+backend_suite!(
     server_secret_first_writer_wins,
     refresh_rotate_checks_the_client_and_audits_in_the_transaction,
     refresh_rotate_refuses_a_disabled_user,

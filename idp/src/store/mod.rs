@@ -1,11 +1,13 @@
-//! Storage: the only place with SQL. One trait, implemented for SQLite now and PostgreSQL later,
-//! checked by one conformance suite (`tests/store.rs`) that every backend must pass.
+//! Storage: the only place with SQL. One trait, implemented for SQLite and PostgreSQL, checked
+//! by one conformance suite (`tests/store.rs`) that every backend must pass.
 //!
 //! Every method that must be atomic (code redemption, refresh rotation, device polling) is one
 //! trait method, so each backend can use the transaction style its database needs.
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::error::IdpError;
