@@ -5,7 +5,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ServeArgs};
 use crate::error::IdpError;
 use crate::state::AppState;
-use crate::store::{SqliteStore, Store};
+use crate::store::{PgStore, SqliteStore, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,19 +33,21 @@ impl DataArgs {
     }
 }
 
-/// Opens the configured store. A SQLite database is private whatever `DATABASE_URL` says: a
-/// missing directory is created 0700 and a missing file 0600 (SQLite gives its -wal and -shm
-/// files the database file's mode); an existing file or directory others can read is left as
-/// it is, with a warning.
+/// Opens the configured store: PostgreSQL for a `postgres://` (or `postgresql://`) URL, where
+/// several replicas may share the database, and SQLite otherwise. A SQLite database is private
+/// whatever `DATABASE_URL` says: a missing directory is created 0700 and a missing file 0600
+/// (SQLite gives its -wal and -shm files the database file's mode); an existing file or
+/// directory others can read is left as it is, with a warning.
 pub async fn open_store(data: &DataArgs) -> Result<Arc<dyn Store>, IdpError> {
     let url = data.url();
-    if url.starts_with("postgres") {
-        return Err(IdpError::Config("DATABASE_URL names PostgreSQL, which this build does not support yet; use a sqlite:// URL".into()));
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PgStore::open(&url).await?));
     }
     if !url.starts_with("sqlite:") {
-        return Err(IdpError::Config(format!(
-            "DATABASE_URL {url:?} is not a sqlite:// URL"
-        )));
+        // Not the URL itself: a PostgreSQL URL may carry a password.
+        return Err(IdpError::Config(
+            "DATABASE_URL is neither a sqlite:// nor a postgres:// URL".into(),
+        ));
     }
     if data.database_url.is_none() {
         create_private_dir(&data.data_dir)?;
