@@ -5,7 +5,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ServeArgs};
 use crate::error::IdpError;
 use crate::state::AppState;
-use crate::store::{PgStore, SqliteStore, Store};
+use crate::store::{Change, Changes, PgStore, SqliteStore, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +40,7 @@ impl DataArgs {
 /// directory others can read is left as it is, with a warning.
 pub async fn open_store(data: &DataArgs) -> Result<Arc<dyn Store>, IdpError> {
     let url = data.url();
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_postgres(&url) {
         return Ok(Arc::new(PgStore::open(&url).await?));
     }
     if !url.starts_with("sqlite:") {
@@ -152,6 +152,48 @@ fn create_private_dir(dir: &Path) -> Result<(), IdpError> {
     })
 }
 
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Several replicas on one PostgreSQL database: applies what another replica announces on the
+/// changes channel (`LISTEN/NOTIFY`), so a key rotated on one replica signs on the others
+/// within a moment instead of at the next `KEY_RELOAD_INTERVAL`. A lost connection re-reads
+/// the keys, since announcements may have been missed meanwhile.
+async fn follow_changes(url: String, state: AppState) {
+    let mut changes: Option<Changes> = None;
+    loop {
+        let listening = match changes.as_mut() {
+            Some(c) => c,
+            None => match Changes::listen(&url).await {
+                Ok(c) => changes.insert(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for other replicas' changes; retrying");
+                    tokio::time::sleep(CHANGES_RETRY).await;
+                    continue;
+                }
+            },
+        };
+        match listening.next().await {
+            Ok(Change::Keys) | Ok(Change::Lost) => {
+                if let Err(e) = state.reload_keys().await {
+                    tracing::error!(error = %e, "reloading signing keys failed");
+                }
+            }
+            // No client record is held in memory yet.
+            Ok(Change::Clients) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "lost the changes channel; reconnecting");
+                changes = None;
+                tokio::time::sleep(CHANGES_RETRY).await;
+            }
+        }
+    }
+}
+
+/// How long to wait before listening again after the database could not be reached.
+const CHANGES_RETRY: Duration = Duration::from_secs(1);
+
 /// How often expired codes, tokens and sessions are deleted.
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
@@ -209,6 +251,10 @@ pub async fn run(args: &ServeArgs, data: &DataArgs) -> Result<(), IdpError> {
     };
     let state = AppState::new_deferring_keygen(config.clone(), store, clock).await?;
     spawn_background(state.clone());
+    let url = data.url();
+    if is_postgres(&url) {
+        tokio::spawn(follow_changes(url, state.clone()));
+    }
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| IdpError::Config(format!("cannot listen on {}: {e}", config.addr)))?;

@@ -24,6 +24,8 @@ mod accounts;
 mod account;
 // The storage conformance suite every backend must pass.
 mod store;
+// Two `serve` replicas on one PostgreSQL database: what one does, the other acts on at once.
+mod replicas;
 // Signing keys at rest: retired keys deleted, encryption with a key encryption key.
 mod keys;
 // The built binary: admin commands, serve start-up and refusals, certs.

@@ -2440,18 +2440,18 @@ async fn postgres_replicas_starting_at_once_migrate_once() {
         .database()
         .await
         .unwrap();
-    let opened = futures_util::future::join_all(
-        (0..4).map(|_| idp::store::PgStore::open_with(&url, 2)),
-    )
-    .await;
+    let opened =
+        futures_util::future::join_all((0..4).map(|_| idp::store::PgStore::open_with(&url, 2)))
+            .await;
     let stores: Vec<idp::store::PgStore> = opened
         .into_iter()
         .map(|s| s.expect("every replica opens"))
         .collect();
-    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
-        .fetch_all(stores[0].pool())
-        .await
-        .unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+            .fetch_all(stores[0].pool())
+            .await
+            .unwrap();
     assert_eq!(versions, [1]);
     // Each replica works on the one schema: what one writes, another reads.
     let alice = user(&stores[1], "alice").await;

@@ -7,7 +7,7 @@
 mod postgres;
 mod sqlite;
 
-pub use postgres::PgStore;
+pub use postgres::{Change, Changes, PgStore};
 pub use sqlite::SqliteStore;
 
 use crate::error::IdpError;

@@ -26,6 +26,71 @@ const MIGRATION_LOCK: i64 = 0x6b75_6265_6c6f_6769;
 /// Serialises key activation across replicas (two rotations at once must leave one active key).
 const KEY_LOCK: i64 = MIGRATION_LOCK + 1;
 
+/// The channel on which a replica announces a change the others hold in memory (`NOTIFY`; the
+/// payload names what changed, see [`Change`]).
+const CHANGES: &str = "kubelogin_changes";
+
+/// What another replica changed, as announced on the changes channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Signing keys: rotated, re-encrypted or deleted.
+    Keys,
+    /// A client's record.
+    Clients,
+    /// The listening connection was lost and is being re-established: notifications may have
+    /// been missed, so everything should be re-read.
+    Lost,
+}
+
+impl Change {
+    fn payload(self) -> &'static str {
+        match self {
+            Change::Keys => "keys",
+            Change::Clients => "clients",
+            Change::Lost => "lost",
+        }
+    }
+}
+
+/// Announces `change` to every replica when the surrounding transaction commits (a `NOTIFY`
+/// inside a transaction is delivered at commit, and not at all on rollback).
+async fn notify(conn: &mut Conn, change: Change) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANGES)
+        .bind(change.payload())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A replica's subscription to the changes the others announce (`LISTEN`).
+#[derive(Debug)]
+pub struct Changes {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl Changes {
+    /// Subscribes on a connection of its own to the database at `url`.
+    pub async fn listen(url: &str) -> StoreResult<Changes> {
+        let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+        listener.listen(CHANGES).await?;
+        Ok(Changes { listener })
+    }
+
+    /// The next change; an error when the database cannot be reached (the caller waits and
+    /// asks again, which reconnects).
+    pub async fn next(&mut self) -> StoreResult<Change> {
+        match self.listener.try_recv().await? {
+            None => Ok(Change::Lost),
+            Some(n) => Ok(match n.payload() {
+                "keys" => Change::Keys,
+                "clients" => Change::Clients,
+                _ => Change::Lost,
+            }),
+        }
+    }
+}
+
 /// PostgreSQL storage: a connection pool.
 #[derive(Clone, Debug)]
 pub struct PgStore {
@@ -104,9 +169,10 @@ async fn migrate_locked(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
     sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
         .execute(&mut *conn)
         .await?;
-    let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-        .fetch_one(&mut *conn)
-        .await?;
+    let version: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(&mut *conn)
+            .await?;
     if version > SCHEMA_VERSION {
         return Err(IdpError::Migrate(format!(
             "the database has schema version {version}, newer than this binary's {SCHEMA_VERSION}; upgrade kubelogin-idp"
@@ -349,7 +415,9 @@ fn audit_query(f: AuditFilter) -> QueryBuilder<'static, Postgres> {
         q.push(" AND event = ANY(").push_bind(f.event_in).push(")");
     }
     if !f.event_not_in.is_empty() {
-        q.push(" AND event <> ALL(").push_bind(f.event_not_in).push(")");
+        q.push(" AND event <> ALL(")
+            .push_bind(f.event_not_in)
+            .push(")");
     }
     if let Some(t) = f.since {
         q.push(" AND at >= ").push_bind(i(t));
@@ -361,7 +429,8 @@ fn audit_query(f: AuditFilter) -> QueryBuilder<'static, Postgres> {
         q.push(" AND id < ").push_bind(id);
     }
     let limit = if f.limit == 0 { 1000 } else { f.limit };
-    q.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+    q.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(limit));
     q
 }
 
@@ -518,13 +587,14 @@ impl Store for PgStore {
         name: &str,
         now: u64,
     ) -> StoreResult<()> {
-        let r = sqlx::query("UPDATE users SET email = $1, name = $2, updated_at = $3 WHERE id = $4")
-            .bind(email)
-            .bind(name)
-            .bind(i(now))
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
+        let r =
+            sqlx::query("UPDATE users SET email = $1, name = $2, updated_at = $3 WHERE id = $4")
+                .bind(email)
+                .bind(name)
+                .bind(i(now))
+                .bind(user_id)
+                .execute(&self.pool)
+                .await?;
         if r.rows_affected() == 0 {
             return Err(IdpError::NotFound("no such user".into()));
         }
@@ -708,23 +778,27 @@ impl Store for PgStore {
         if r.rows_affected() == 0 {
             return Err(IdpError::NotFound(format!("no client {client_id:?}")));
         }
+        notify(&mut tx, Change::Clients).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn set_client_secret_hash(&self, client_id: &str, hash: &str) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "UPDATE clients SET secret_hash = $1 WHERE client_id = $2 AND secret_hash IS NOT NULL",
         )
         .bind(hash)
         .bind(client_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
             return Err(IdpError::NotFound(format!(
                 "no confidential client {client_id:?}"
             )));
         }
+        notify(&mut tx, Change::Clients).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -760,6 +834,7 @@ impl Store for PgStore {
             .bind(client_id)
             .execute(&mut *tx)
             .await?;
+        notify(&mut tx, Change::Clients).await?;
         tx.commit().await?;
         Ok(n)
     }
@@ -820,13 +895,12 @@ impl Store for PgStore {
     }
 
     async fn consented_scopes(&self, user_id: &str, client_id: &str) -> StoreResult<Vec<String>> {
-        let s: Option<String> = sqlx::query_scalar(
-            "SELECT scopes FROM consents WHERE user_id = $1 AND client_id = $2",
-        )
-        .bind(user_id)
-        .bind(client_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let s: Option<String> =
+            sqlx::query_scalar("SELECT scopes FROM consents WHERE user_id = $1 AND client_id = $2")
+                .bind(user_id)
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(s.map(|s| parse_list(&s)).unwrap_or_default())
     }
 
@@ -1345,6 +1419,7 @@ impl Store for PgStore {
             .bind(i(key.created_at))
             .execute(&mut *tx)
             .await?;
+        notify(&mut tx, Change::Keys).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1352,25 +1427,37 @@ impl Store for PgStore {
     // PostgreSQL has no secure delete: a replaced or deleted row stays in its page until VACUUM
     // reuses the space (README, PostgreSQL: encrypt keys at rest with a key encryption key).
     async fn replace_key_material(&self, kid: &str, old: &str, new: &str) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "UPDATE signing_keys SET private_pem = $1 WHERE kid = $2 AND private_pem = $3",
         )
         .bind(new)
         .bind(kid)
         .bind(old)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(r.rows_affected() == 1)
+        let done = r.rows_affected() == 1;
+        if done {
+            notify(&mut tx, Change::Keys).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
     }
 
     async fn delete_retired_keys(&self, retired_at_or_before: u64) -> StoreResult<u64> {
-        let r = sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
             "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at <= $1",
         )
         .bind(i(retired_at_or_before))
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n > 0 {
+            notify(&mut tx, Change::Keys).await?;
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 
     async fn record_audit(&self, e: AuditEvent) -> StoreResult<()> {
