@@ -201,7 +201,7 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 pub async fn purge_expired(state: &AppState) -> Result<u64, IdpError> {
     let now = state.now();
     let audit_before = crate::audit::retention_cutoff(state.config.audit_retention, now);
-    state.store.purge_expired(now, audit_before).await
+    Ok(state.store.purge_expired(now, audit_before).await?)
 }
 
 /// Keeps keys fresh (every `KEY_RELOAD_INTERVAL`, so a `keys rotate` run by another process

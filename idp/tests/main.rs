@@ -17,6 +17,8 @@ mod rp;
 mod rules;
 // Revocation reaching everything a grant produced; disabled users; client authentication.
 mod revocation;
+// One audit row per event: every grant once, each of its events exactly once.
+mod grant_audit;
 // Accounts: bounded login input, throttling per address and account, device user-code
 // limits, the device request's origin, audit aggregation and retention.
 mod accounts;

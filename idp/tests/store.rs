@@ -9,7 +9,7 @@
 // shares; failing loudly is what a test helper should do.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use idp::error::IdpError;
+use idp::error::StoreError;
 use idp::store::{
     AuditEvent, AuditFilter, AuthCode, Client, CodeRedemption, Consent, DeviceCode, DevicePoll,
     DeviceStatus, Family, FamilyQuery, NewUser, RefreshToken, Rotation, Session, Store, StoredKey,
@@ -177,17 +177,17 @@ fn audit_fixture(at: u64, event: &str, actor: &str) -> AuditEvent {
     }
 }
 
-fn assert_conflict<T: std::fmt::Debug>(r: Result<T, IdpError>) {
+fn assert_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>) {
     match r {
-        Err(IdpError::Conflict(_)) => {}
-        other => panic!("expected IdpError::Conflict, got {other:?}"),
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("expected StoreError::Conflict, got {other:?}"),
     }
 }
 
-fn assert_not_found<T: std::fmt::Debug>(r: Result<T, IdpError>) {
+fn assert_not_found<T: std::fmt::Debug>(r: Result<T, StoreError>) {
     match r {
-        Err(IdpError::NotFound(_)) => {}
-        other => panic!("expected IdpError::NotFound, got {other:?}"),
+        Err(StoreError::NotFound(_)) => {}
+        other => panic!("expected StoreError::NotFound, got {other:?}"),
     }
 }
 

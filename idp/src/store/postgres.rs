@@ -7,6 +7,7 @@
 //! Transactions use PostgreSQL's default READ COMMITTED: a statement that waited on a row lock
 //! sees the row as the other transaction committed it, which is what each decision below reads.
 
+use super::rules::{self, AccessChange, RedemptionRule, RevocationPlan, RotationRule, Scope};
 use super::*;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
@@ -174,7 +175,7 @@ async fn migrate_locked(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
             .fetch_one(&mut *conn)
             .await?;
     if version > SCHEMA_VERSION {
-        return Err(IdpError::Migrate(format!(
+        return Err(StoreError::Migration(format!(
             "the database has schema version {version}, newer than this binary's {SCHEMA_VERSION}; upgrade kubelogin-idp"
         )));
     }
@@ -333,21 +334,77 @@ async fn revoke_in(conn: &mut Conn, family_id: &str, now: u64) -> Result<(), sql
     Ok(())
 }
 
-/// Revokes every refresh family and ends every browser session of a user (disable, password
-/// reset).
-async fn end_user_access(conn: &mut Conn, user_id: &str, now: u64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE token_families SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
-    )
-    .bind(i(now))
-    .bind(user_id)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+/// The rows a [`Scope`] selects, as a condition on `user_id`/`client_id` columns whose
+/// parameters are numbered from `$first`, and the values to bind in order; `None` for
+/// [`Scope::Nothing`].
+fn scope_condition<'a>(
+    scope: Scope,
+    user_id: &'a str,
+    client_id: &'a str,
+    first: usize,
+) -> Option<(String, Vec<&'a str>)> {
+    let (n, m) = (first, first + 1);
+    match scope {
+        Scope::Nothing => None,
+        Scope::User => Some((format!("user_id = ${n}"), vec![user_id])),
+        Scope::Client => Some((format!("client_id = ${n}"), vec![client_id])),
+        Scope::UserAtClient => Some((
+            format!("user_id = ${n} AND client_id = ${m}"),
+            vec![user_id, client_id],
+        )),
+        Scope::UsersOfClient => Some((
+            format!(
+                "user_id IN (SELECT user_id FROM token_families WHERE client_id = ${n}
+                             UNION SELECT user_id FROM consents WHERE client_id = ${n})"
+            ),
+            vec![client_id],
+        )),
+    }
+}
+
+/// Applies a [`RevocationPlan`] (decided by `rules::revocation_plan`) inside the caller's
+/// transaction. Returns how many live families it revoked.
+async fn apply_plan(
+    conn: &mut Conn,
+    plan: RevocationPlan,
+    user_id: &str,
+    client_id: &str,
+    now: u64,
+) -> Result<u64, sqlx::Error> {
+    if plan.invalidate_client_tokens {
+        sqlx::query("UPDATE clients SET tokens_valid_after = $1 WHERE client_id = $2")
+            .bind(i(now))
+            .bind(client_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let mut revoked = 0;
+    if let Some((cond, args)) = scope_condition(plan.revoke_families, user_id, client_id, 2) {
+        let sql = format!(
+            "UPDATE token_families SET revoked_at = $1 WHERE {cond} AND revoked_at IS NULL"
+        );
+        let mut q = sqlx::query(&sql).bind(i(now));
+        for a in args {
+            q = q.bind(a);
+        }
+        revoked = q.execute(&mut *conn).await?.rows_affected();
+    }
+    let deletes = [
+        ("token_families", plan.delete_families),
+        ("sessions", plan.end_sessions),
+        ("consents", plan.forget_consents),
+    ];
+    for (table, scope) in deletes {
+        if let Some((cond, args)) = scope_condition(scope, user_id, client_id, 1) {
+            let sql = format!("DELETE FROM {table} WHERE {cond}");
+            let mut q = sqlx::query(&sql);
+            for a in args {
+                q = q.bind(a);
+            }
+            q.execute(&mut *conn).await?;
+        }
+    }
+    Ok(revoked)
 }
 
 /// A `LIKE` pattern matching any text that contains `s` literally (`\` escapes `%`, `_` and
@@ -379,7 +436,7 @@ fn conflict_on_unique<T>(
     match r {
         Ok(v) => Ok(v),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            Err(IdpError::Conflict(message()))
+            Err(StoreError::Conflict(message()))
         }
         Err(e) => Err(e.into()),
     }
@@ -513,9 +570,10 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
-            return Err(IdpError::NotFound("no such user".into()));
+            return Err(StoreError::NotFound("no such user".into()));
         }
-        end_user_access(&mut tx, user_id, now).await?;
+        let plan = rules::revocation_plan(AccessChange::PasswordReset);
+        apply_plan(&mut tx, plan, user_id, "", now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -529,27 +587,28 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
-            return Err(IdpError::NotFound("no such user".into()));
+            return Err(StoreError::NotFound("no such user".into()));
         }
-        if disabled {
-            end_user_access(&mut tx, user_id, now).await?;
-        }
+        let change = if disabled {
+            AccessChange::DisableUser
+        } else {
+            AccessChange::EnableUser
+        };
+        apply_plan(&mut tx, rules::revocation_plan(change), user_id, "", now).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn delete_user(&self, user_id: &str) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM token_families WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        let plan = rules::revocation_plan(AccessChange::DeleteUser);
+        apply_plan(&mut tx, plan, user_id, "", 0).await?;
         let r = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
-            return Err(IdpError::NotFound("no such user".into()));
+            return Err(StoreError::NotFound("no such user".into()));
         }
         tx.commit().await?;
         Ok(())
@@ -596,7 +655,7 @@ impl Store for PgStore {
                 .execute(&self.pool)
                 .await?;
         if r.rows_affected() == 0 {
-            return Err(IdpError::NotFound("no such user".into()));
+            return Err(StoreError::NotFound("no such user".into()));
         }
         Ok(())
     }
@@ -610,7 +669,7 @@ impl Store for PgStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         if user.is_none() {
-            return Err(IdpError::NotFound("no such user".into()));
+            return Err(StoreError::NotFound("no such user".into()));
         }
         for g in groups {
             // FOR SHARE: the group cannot be deleted before this transaction commits.
@@ -620,7 +679,7 @@ impl Store for PgStore {
                     .fetch_optional(&mut *tx)
                     .await?;
             if exists.is_none() {
-                return Err(IdpError::NotFound(format!("no group {g:?}")));
+                return Err(StoreError::NotFound(format!("no group {g:?}")));
             }
         }
         sqlx::query("DELETE FROM group_members WHERE user_id = $1")
@@ -681,7 +740,7 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         if r.rows_affected() == 0 {
-            return Err(IdpError::NotFound(format!("no group {name:?}")));
+            return Err(StoreError::NotFound(format!("no group {name:?}")));
         }
         Ok(())
     }
@@ -694,7 +753,7 @@ impl Store for PgStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         if exists.is_none() {
-            return Err(IdpError::NotFound(format!("no group {group:?}")));
+            return Err(StoreError::NotFound(format!("no group {group:?}")));
         }
         sqlx::query(
             "INSERT INTO group_members (group_name, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -714,7 +773,7 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         if r.rows_affected() == 0 {
-            return Err(IdpError::NotFound(
+            return Err(StoreError::NotFound(
                 "the user is not a member of that group".into(),
             ));
         }
@@ -776,7 +835,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
-            return Err(IdpError::NotFound(format!("no client {client_id:?}")));
+            return Err(StoreError::NotFound(format!("no client {client_id:?}")));
         }
         notify(&mut tx, Change::Clients).await?;
         tx.commit().await?;
@@ -793,7 +852,7 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
-            return Err(IdpError::NotFound(format!(
+            return Err(StoreError::NotFound(format!(
                 "no confidential client {client_id:?}"
             )));
         }
@@ -804,36 +863,17 @@ impl Store for PgStore {
 
     async fn revoke_all_for_client(&self, client_id: &str, now: u64) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
-        let r = sqlx::query("UPDATE clients SET tokens_valid_after = $1 WHERE client_id = $2")
-            .bind(i(now))
-            .bind(client_id)
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() == 0 {
-            return Err(IdpError::NotFound(format!("no client {client_id:?}")));
+        // The client's row lock orders this against a concurrent change of the client.
+        let known: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM clients WHERE client_id = $1 FOR UPDATE")
+                .bind(client_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if known.is_none() {
+            return Err(StoreError::NotFound(format!("no client {client_id:?}")));
         }
-        let n = sqlx::query(
-            "UPDATE token_families SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(i(now))
-        .bind(client_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        // Forced re-authentication also signs out every user who used the client and forgets
-        // consent, so the next authorization goes through the login page.
-        sqlx::query(
-            "DELETE FROM sessions WHERE user_id IN (
-                 SELECT user_id FROM token_families WHERE client_id = $1
-                 UNION SELECT user_id FROM consents WHERE client_id = $1)",
-        )
-        .bind(client_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM consents WHERE client_id = $1")
-            .bind(client_id)
-            .execute(&mut *tx)
-            .await?;
+        let plan = rules::revocation_plan(AccessChange::ClientRevokeAll);
+        let n = apply_plan(&mut tx, plan, "", client_id, now).await?;
         notify(&mut tx, Change::Clients).await?;
         tx.commit().await?;
         Ok(n)
@@ -876,20 +916,8 @@ impl Store for PgStore {
         now: u64,
     ) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
-        let n = sqlx::query(
-            "UPDATE token_families SET revoked_at = $1 WHERE user_id = $2 AND client_id = $3 AND revoked_at IS NULL",
-        )
-        .bind(i(now))
-        .bind(user_id)
-        .bind(client_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2")
-            .bind(user_id)
-            .bind(client_id)
-            .execute(&mut *tx)
-            .await?;
+        let plan = rules::revocation_plan(AccessChange::RevokeAuthorization);
+        let n = apply_plan(&mut tx, plan, user_id, client_id, now).await?;
         tx.commit().await?;
         Ok(n)
     }
@@ -951,29 +979,36 @@ impl Store for PgStore {
             .bind(code_hash)
             .fetch_optional(&mut *tx)
             .await?;
-        let Some(row) = row else {
-            return Ok(CodeRedemption::NotFound);
+        let stored = match row {
+            Some(r) => Some(rules::StoredCode {
+                code: code_from(&r)?,
+                used_at: opt_u(r.try_get("used_at")?),
+                family_id: r.try_get("family_id")?,
+            }),
+            None => None,
         };
-        let used_at: Option<i64> = row.try_get("used_at")?;
-        if used_at.is_some() {
-            let family: Option<String> = row.try_get("family_id")?;
-            if let Some(f) = family {
-                revoke_in(&mut tx, &f, now).await?;
+        match rules::redemption(stored.as_ref(), now) {
+            RedemptionRule::NotFound | RedemptionRule::Expired => Ok(CodeRedemption::NotFound),
+            RedemptionRule::Replayed { revoke_family } => {
+                if let Some(f) = revoke_family {
+                    revoke_in(&mut tx, &f, now).await?;
+                    tx.commit().await?;
+                }
+                Ok(CodeRedemption::Replayed)
             }
-            tx.commit().await?;
-            return Ok(CodeRedemption::Replayed);
+            RedemptionRule::Redeem => {
+                sqlx::query("UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2")
+                    .bind(i(now))
+                    .bind(code_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                match stored {
+                    Some(s) => Ok(CodeRedemption::Fresh(s.code)),
+                    None => Ok(CodeRedemption::NotFound),
+                }
+            }
         }
-        let code = code_from(&row)?;
-        if code.expires_at <= now {
-            return Ok(CodeRedemption::NotFound);
-        }
-        sqlx::query("UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2")
-            .bind(i(now))
-            .bind(code_hash)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(CodeRedemption::Fresh(code))
     }
 
     async fn link_code_family(&self, code_hash: &str, family_id: &str) -> StoreResult<()> {
@@ -1049,26 +1084,27 @@ impl Store for PgStore {
         };
         let token = refresh_from(&row)?;
         let family = family_from(&row)?;
-        // RFC 6749 §6: the token must have been issued to the authenticated client; a foreign
-        // client must not be able to burn it, so nothing is written.
-        if family.client_id != client_id {
-            return Ok(Rotation::WrongClient);
-        }
-        if family.revoked_at.is_some() || token.expires_at <= now {
-            return Ok(Rotation::Invalid);
-        }
-        if row.try_get::<bool, _>("user_disabled")? {
-            revoke_in(&mut tx, &family.id, now).await?;
-            tx.commit().await?;
-            return Ok(Rotation::Invalid);
-        }
-        match token.rotated_at {
-            None => {}
-            Some(at) if now.saturating_sub(at) <= grace_secs => {
-                let kept: Option<String> = row.try_get("successor_enc")?;
-                return Ok(Rotation::WithinGrace(family, kept));
+        let kept: Option<String> = row.try_get("successor_enc")?;
+        let disabled: bool = row.try_get("user_disabled")?;
+        match rules::rotation(
+            &token,
+            &family,
+            kept.as_deref(),
+            client_id,
+            disabled,
+            now,
+            grace_secs,
+        ) {
+            RotationRule::Rotate => {}
+            RotationRule::WrongClient => return Ok(Rotation::WrongClient),
+            RotationRule::Invalid => return Ok(Rotation::Invalid),
+            RotationRule::RevokeAndRefuse => {
+                revoke_in(&mut tx, &family.id, now).await?;
+                tx.commit().await?;
+                return Ok(Rotation::Invalid);
             }
-            Some(_) => {
+            RotationRule::WithinGrace(kept) => return Ok(Rotation::WithinGrace(family, kept)),
+            RotationRule::Reused => {
                 revoke_in(&mut tx, &family.id, now).await?;
                 tx.commit().await?;
                 return Ok(Rotation::Reused(family));
@@ -1255,47 +1291,23 @@ impl Store for PgStore {
 
     async fn poll_device(&self, hash: &str, now: u64) -> StoreResult<DevicePoll> {
         let mut tx = self.pool.begin().await?;
+        // Two pollers of one code take turns, so an approval is consumed once.
         let row = sqlx::query("SELECT * FROM device_codes WHERE device_code_hash = $1 FOR UPDATE")
             .bind(hash)
             .fetch_optional(&mut *tx)
             .await?;
-        let Some(row) = row else {
-            return Ok(DevicePoll::NotFound);
-        };
-        let d = device_from(&row)?;
-        if d.status == DeviceStatus::Consumed {
-            return Ok(DevicePoll::NotFound);
+        let code = row.as_ref().map(device_from).transpose()?;
+        let (outcome, update) = rules::device_poll(code.as_ref(), now);
+        if let Some(w) = update {
+            sqlx::query("UPDATE device_codes SET last_polled_at = $1, interval_secs = $2, status = $3 WHERE device_code_hash = $4")
+                .bind(i(w.last_polled_at))
+                .bind(i(w.interval))
+                .bind(w.status.as_str())
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
         }
-        if d.expires_at <= now {
-            return Ok(DevicePoll::Expired);
-        }
-        // RFC 8628 §3.5: a client polling faster than the interval gets slow_down, and "the
-        // interval MUST be increased by 5 seconds for this and all subsequent requests".
-        let too_fast = d
-            .last_polled_at
-            .map(|t| now < t + d.interval)
-            .unwrap_or(false);
-        let (outcome, interval) = match d.status {
-            _ if too_fast && d.status == DeviceStatus::Pending => {
-                (DevicePoll::SlowDown, d.interval + 5)
-            }
-            DeviceStatus::Pending => (DevicePoll::Pending, d.interval),
-            DeviceStatus::Denied => (DevicePoll::Denied, d.interval),
-            DeviceStatus::Approved => (DevicePoll::Approved(Box::new(d.clone())), d.interval),
-            DeviceStatus::Consumed => (DevicePoll::NotFound, d.interval),
-        };
-        let status = match &outcome {
-            DevicePoll::Approved(_) | DevicePoll::Denied => DeviceStatus::Consumed.as_str(),
-            _ => d.status.as_str(),
-        };
-        sqlx::query("UPDATE device_codes SET last_polled_at = $1, interval_secs = $2, status = $3 WHERE device_code_hash = $4")
-            .bind(i(now))
-            .bind(i(interval))
-            .bind(status)
-            .bind(hash)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
         Ok(outcome)
     }
 
