@@ -362,3 +362,59 @@ fn a_rotated_key_signs_on_both_replicas_within_a_second() {
         }
     }
 }
+
+/// Two replicas started together on an empty database both serve: one migrates while the other
+/// waits on the advisory lock, one creates the first admin and the other finds it there (and
+/// keeps no credentials file with a password that opens nothing).
+#[test]
+fn two_replicas_starting_together_on_an_empty_database_both_serve() {
+    let url = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(idp::testing::pg::PgCluster::shared().database())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let p = dir.path().join(n);
+            std::fs::create_dir_all(&p).unwrap();
+            p
+        })
+        .collect();
+    let replicas: Vec<Replica> = dirs.iter().map(|d| spawn(d, &url)).collect();
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for r in &replicas {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let up = http
+                .get(format!("{}/health", r.base))
+                .send()
+                .is_ok_and(|resp| resp.status().is_success());
+            if up {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a replica did not come up; stderr:\n{}",
+                r.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let users = ok(dir.path(), &url, &["user", "list"]);
+    assert_eq!(
+        users.lines().filter(|l| l.starts_with("admin ")).count(),
+        1,
+        "{users}"
+    );
+    let credentials = dirs
+        .iter()
+        .filter(|d| d.join("data/kubelogin-idp-credentials.txt").exists())
+        .count();
+    assert_eq!(credentials, 1, "one credentials file, the winner's");
+}

@@ -167,9 +167,16 @@ async fn migrate(pool: &PgPool) -> StoreResult<()> {
 }
 
 async fn migrate_locked(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
-    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
-        .execute(&mut *conn)
+    // Checked first rather than `CREATE TABLE IF NOT EXISTS`, whose notice on every start
+    // would land in the log.
+    let known: bool = sqlx::query_scalar("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
         .await?;
+    if !known {
+        sqlx::raw_sql("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY)")
+            .execute(&mut *conn)
+            .await?;
+    }
     let version: i64 =
         sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
             .fetch_one(&mut *conn)
