@@ -317,9 +317,9 @@ mod tests {
             .unwrap();
         for line in [
             "kubelogin_idp_grants_total{grant_type=\"refresh_token\",outcome=\"ok\"} 2",
-            "kubelogin_idp_token_request_duration_seconds_bucket{grant_type=\"refresh_token\",le=\"0.005\"} 1",
-            "kubelogin_idp_token_request_duration_seconds_bucket{grant_type=\"refresh_token\",le=\"5.0\"} 1",
-            "kubelogin_idp_token_request_duration_seconds_bucket{grant_type=\"refresh_token\",le=\"+Inf\"} 2",
+            "kubelogin_idp_token_request_duration_seconds_bucket{le=\"0.005\",grant_type=\"refresh_token\"} 1",
+            "kubelogin_idp_token_request_duration_seconds_bucket{le=\"5.0\",grant_type=\"refresh_token\"} 1",
+            "kubelogin_idp_token_request_duration_seconds_bucket{le=\"+Inf\",grant_type=\"refresh_token\"} 2",
             "kubelogin_idp_token_request_duration_seconds_count{grant_type=\"refresh_token\"} 2",
             "kubelogin_idp_logins_total{outcome=\"throttled\"} 1",
             "kubelogin_idp_live_sessions 7",
