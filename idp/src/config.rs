@@ -448,6 +448,25 @@ mod tests {
     }
 
     #[test]
+    fn metrics_addr_and_shutdown_grace() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.metrics_addr, None);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(10));
+        let c = parse(&["--metrics-addr=:9090", "--shutdown-grace=2s"]).unwrap();
+        assert_eq!(c.metrics_addr, Some("0.0.0.0:9090".parse().unwrap()));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(2));
+        let e = parse(&["--metrics-addr=metrics"]).unwrap_err();
+        assert!(e.contains("METRICS_ADDR"), "{e}");
+        for bad in [
+            "--shutdown-grace=0s",
+            "--shutdown-grace=25h",
+            "--shutdown-grace=soon",
+        ] {
+            assert!(parse(&[bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn admin_sessions_default_to_30m_idle_and_15m_reauthentication() {
         let c = Config::for_issuer("https://idp.example").unwrap();
         assert_eq!(c.admin_group, None);

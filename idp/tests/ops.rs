@@ -80,6 +80,46 @@ fn probes_answer_without_credentials() {
     assert_eq!(get(&server.url("/readyz")), (200, "ready\n".into()));
 }
 
+/// A first boot makes its RSA key in the background: until it is loaded the instance is alive
+/// but not ready. (The test runtime has one thread, so the key task cannot run before the
+/// first probe has its answer.)
+#[tokio::test]
+async fn not_ready_until_the_signing_key_is_loaded() {
+    use idp::clock::{Clock, SystemClock};
+    use tower::ServiceExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/t.db", dir.path().display());
+    let store: Arc<dyn idp::store::Store> =
+        Arc::new(idp::store::SqliteStore::open(&url).await.unwrap());
+    let config = idp::config::Config::for_issuer("https://idp.example").unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let state = idp::state::AppState::new_deferring_keygen(config, store, clock)
+        .await
+        .unwrap();
+    let probe = |path: &'static str| {
+        let app = idp::app(state.clone());
+        async move {
+            let req = axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    assert_eq!(
+        probe("/readyz").await,
+        (503, "no signing key loaded yet\n".into())
+    );
+    assert_eq!(probe("/healthz").await, (200, "ok\n".into()));
+    tokio::time::timeout(Duration::from_secs(30), state.keys())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(probe("/readyz").await, (200, "ready\n".into()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_on_metrics_addr_only_and_count_grants_and_logins() {
     let install = Install::new();
@@ -302,9 +342,16 @@ fn sigterm_with_a_request_stuck_past_the_grace_still_exits_0() {
 }
 
 #[test]
-fn log_format_json_writes_one_object_per_line() {
+fn log_format_json_writes_one_object_per_line_without_secrets() {
     let install = Install::new();
-    let mut server = install.serve(&[("LOG_FORMAT", "json")]);
+    let secret = confidential_client(&install, "rt", &["password", "refresh_token"]);
+    // Debug: the level an operator raises to when something is wrong, with the request log.
+    let mut server = install.serve(&[("LOG_FORMAT", "json"), ("RUST_LOG", "debug")]);
+    let password = admin_password(&install);
+    let refresh_token = password_grant(&server, &secret, &password);
+    let http = reqwest::blocking::Client::new();
+    let (status, _) = refresh(&http, &server.url("/oauth/token"), &secret, &refresh_token);
+    assert_eq!(status, 200);
     sigterm(&server);
     assert!(wait_for_exit(&mut server, Duration::from_secs(10)).success());
     let stderr = server.stderr();
@@ -313,12 +360,25 @@ fn log_format_json_writes_one_object_per_line() {
     for line in lines {
         let v: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not a JSON object ({e}): {line}"));
-        assert!(
-            v["fields"]["message"].is_string() && v["level"].is_string(),
-            "{line}"
-        );
+        assert!(v["fields"].is_object() && v["level"].is_string(), "{line}");
     }
     assert!(stderr.contains("kubelogin-idp is serving"), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("\"path\":\"/oauth/token\"") && l.contains("\"status\":200")),
+        "no request log line for the token endpoint:\n{stderr}"
+    );
+    for (what, value) in [
+        ("client secret", &secret),
+        ("password", &password),
+        ("refresh token", &refresh_token),
+    ] {
+        assert!(
+            !stderr.contains(value.as_str()),
+            "the {what} is in the log:\n{stderr}"
+        );
+    }
 }
 
 #[test]
@@ -477,6 +537,14 @@ fn backup_under_refresh_load_restores_into_a_fresh_install_where_an_older_token_
     let (status, next) = refresh(&http, &restored.url("/oauth/token"), &secret, &kept);
     assert_eq!(status, 200);
     assert!(!next.is_empty());
+
+    // Over the stopped server's own database (its -wal and -shm files beside it), with --force.
+    let (code, _, stderr) =
+        run(&mut install.cmd(&["restore", "--force", "--from", backup.to_str().unwrap()]));
+    assert_eq!(code, Some(0), "{stderr}");
+    let again = install.serve(&[]);
+    let (status, _) = refresh(&http, &again.url("/oauth/token"), &secret, &kept);
+    assert_eq!(status, 200);
 }
 
 #[test]
