@@ -126,7 +126,7 @@ async fn grant_request(
         .get("grant_type")
         .cloned()
         .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
-    let client = authenticate_client(&state, &headers, &params).await?;
+    let client = authenticate_client(state, &headers, &params).await?;
     let known = [
         grant_type::AUTHORIZATION_CODE,
         grant_type::REFRESH_TOKEN,
@@ -147,7 +147,7 @@ async fn grant_request(
         )));
     }
     let ctx = GrantContext {
-        state: &state,
+        state,
         client: &client,
         params: &params,
         meta: &meta,
