@@ -19,13 +19,14 @@
 //! one host can take any address of its /64 and would otherwise get a fresh counter per attempt.
 //! Each lock of a key lasts twice as long as the one before (`throttle`).
 //!
-//! May depend on: `state`, `store`, `crypto`, `error`, `throttle`, `audit`, `http` (the
+//! May depend on: `state`, `store`, `crypto`, `error`, `throttle`, `metrics`, `audit`, `http` (the
 //! request's `ClientMeta`).
 
 use crate::audit;
 use crate::crypto;
 use crate::error::IdpError;
 use crate::http::ClientMeta;
+use crate::metrics::LoginOutcome;
 use crate::state::AppState;
 use crate::store::{Session, User, SESSION_TOUCH_SECS};
 use crate::throttle::{Blocked, Throttle};
@@ -121,6 +122,23 @@ impl LoginKeys {
 /// password grant. The steps: refuse a locked key; refuse a name no account can have; verify the
 /// password (argon2id, one check per core at a time); count a failure against every key.
 pub async fn check_password(
+    state: &AppState,
+    username: &str,
+    password: &str,
+    meta: &ClientMeta,
+    client_id: &str,
+) -> Result<PasswordCheck, IdpError> {
+    let checked = check_password_uncounted(state, username, password, meta, client_id).await?;
+    state.metrics.login(match &checked {
+        PasswordCheck::Ok(_) => LoginOutcome::Ok,
+        PasswordCheck::Wrong => LoginOutcome::WrongPassword,
+        PasswordCheck::Disabled => LoginOutcome::Disabled,
+        PasswordCheck::Throttled(_) => LoginOutcome::Throttled,
+    });
+    Ok(checked)
+}
+
+async fn check_password_uncounted(
     state: &AppState,
     username: &str,
     password: &str,

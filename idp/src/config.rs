@@ -105,6 +105,14 @@ pub struct ServeArgs {
     /// last authentication is older than this.
     #[arg(long, env = "ADMIN_REAUTH_AFTER", default_value = "15m", value_parser = parse_duration)]
     pub admin_reauth_after: u64,
+    /// Serve Prometheus metrics at http://<this address>/metrics (`host:port` or `:port`); not
+    /// served when unset. Keep it off the public network: it needs no authentication.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// On SIGTERM or SIGINT, how long requests in flight may take to finish before the server
+    /// exits anyway.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
 }
 
 /// Longest accepted value of a serving timeout or interval: larger ones only disable the limit
@@ -188,6 +196,10 @@ pub struct Config {
     pub admin_idle_timeout: u64,
     /// Seconds after an authentication before an admin action asks for the password again.
     pub admin_reauth_after: u64,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
+    /// How long a shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
 }
 
 /// Parses `host:port` or `:port` (all interfaces, AuthGate's form).
@@ -315,6 +327,18 @@ impl Config {
             admin_group: a.admin_group.clone().filter(|g| !g.is_empty()),
             admin_idle_timeout: a.admin_idle_timeout.max(1),
             admin_reauth_after: a.admin_reauth_after.max(1),
+            metrics_addr: a
+                .metrics_addr
+                .as_deref()
+                .map(|m| {
+                    parse_listen_addr(m).map_err(|_| {
+                        IdpError::Config(format!(
+                            "METRICS_ADDR {m:?} is not host:port (e.g. 127.0.0.1:9090 or :9090)"
+                        ))
+                    })
+                })
+                .transpose()?,
+            shutdown_grace: bounded_duration("SHUTDOWN_GRACE", a.shutdown_grace)?,
         })
     }
 
@@ -418,6 +442,25 @@ mod tests {
             "--key-reload-interval=soon",
             "--max-connections=0",
             "--max-connections-per-ip=2000000",
+        ] {
+            assert!(parse(&[bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn metrics_addr_and_shutdown_grace() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.metrics_addr, None);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(10));
+        let c = parse(&["--metrics-addr=:9090", "--shutdown-grace=2s"]).unwrap();
+        assert_eq!(c.metrics_addr, Some("0.0.0.0:9090".parse().unwrap()));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(2));
+        let e = parse(&["--metrics-addr=metrics"]).unwrap_err();
+        assert!(e.contains("METRICS_ADDR"), "{e}");
+        for bad in [
+            "--shutdown-grace=0s",
+            "--shutdown-grace=25h",
+            "--shutdown-grace=soon",
         ] {
             assert!(parse(&[bad]).is_err(), "{bad}");
         }

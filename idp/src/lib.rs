@@ -6,7 +6,7 @@
 //! Modules depend one way, each only on modules listed before it (`tests/module_deps.rs`
 //! fails on a cycle or a step out of this order):
 //!
-//! 1. `clock`, `keys`, `tls`, `throttle`: leaves, no other module of the crate;
+//! 1. `clock`, `keys`, `tls`, `throttle`, `metrics`: leaves, no other module of the crate;
 //! 2. `error`: the error types (protocol errors' JSON; pages render theirs in `web`);
 //! 3. `crypto`, `store`, `config`, `metadata` (the discovery document): storage and settings;
 //! 4. `state`: what every request shares;
@@ -16,7 +16,8 @@
 //! 7. `token`: the token endpoint, one file per grant, minting, access-token checks;
 //! 8. `oidc`: the other protocol endpoints and the authorization endpoint's decisions;
 //! 9. `web`: pages, which call into the protocol layers and render what they decide;
-//! 10. `routes` (the path table and `app`), then `server`, `testing`, `cli`.
+//! 10. `ops` (probes and the metrics endpoint), `routes` (the path table and `app`), then
+//!     `server`, `testing`, `cli`.
 
 pub mod accounts;
 pub mod admin;
@@ -30,7 +31,9 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod metadata;
+pub mod metrics;
 pub mod oidc;
+pub mod ops;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -1,10 +1,10 @@
 //! The routes: one table of every path the IdP serves, and the router with its security
 //! layers.
 //!
-//! May depend on: `state`, `oidc`, `token`, `web` (the handlers).
+//! May depend on: `state`, `oidc`, `token`, `web`, `ops` (the handlers).
 
 use crate::state::AppState;
-use crate::{oidc, token, web};
+use crate::{oidc, ops, token, web};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::routing::{get, post};
 use axum::Router;
@@ -90,6 +90,9 @@ pub fn routes() -> Router<AppState> {
         // The self-service pages, built from their path table (`web::account::ROUTES`).
         .merge(web::account::router())
         .route("/health", get(health))
+        // Probes (`ops`): liveness without the database, readiness with it.
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
         // The admin console, built from its path table (`web::admin::ROUTES`).
         .merge(web::admin::router())
 }

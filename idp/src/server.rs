@@ -58,6 +58,12 @@ pub async fn open_store(data: &DataArgs) -> Result<Arc<dyn Store>, IdpError> {
     Ok(Arc::new(SqliteStore::open(&url).await?))
 }
 
+/// The database file a sqlite URL names, or None for an in-memory database (`backup`,
+/// `restore`).
+pub fn sqlite_database_file(url: &str) -> Result<Option<PathBuf>, IdpError> {
+    sqlite_file(url)
+}
+
 /// The database file a sqlite URL names, or None for an in-memory database.
 fn sqlite_file(url: &str) -> Result<Option<PathBuf>, IdpError> {
     use std::str::FromStr as _;
@@ -72,7 +78,7 @@ fn sqlite_file(url: &str) -> Result<Option<PathBuf>, IdpError> {
 
 /// Makes sure the database file exists with mode 0600 in a directory that exists (created
 /// 0700 if it did not), before SQLite creates it with the umask's mode.
-fn prepare_private_file(file: &Path) -> Result<(), IdpError> {
+pub fn prepare_private_file(file: &Path) -> Result<(), IdpError> {
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         if dir.exists() {
             warn_if_shared(dir, "database directory");
@@ -235,9 +241,73 @@ pub fn spawn_background(state: AppState) {
     });
 }
 
-/// Runs the server until Ctrl-C or SIGTERM.
+/// The lock file beside a SQLite database (`<file>.lock`): `serve` holds a shared lock on it
+/// while it runs, `restore` an exclusive one, so a restore never replaces a database under a
+/// running server. A separate file, because closing any descriptor of the database file itself
+/// would drop SQLite's own POSIX locks on it. The kernel releases the lock when the process
+/// ends, however it ends.
+pub fn lock_file_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes the database's lock file (see [`lock_file_path`]); `Ok(None)` when the database is not
+/// a SQLite file, `Err` when another process holds the lock in a conflicting mode.
+pub fn lock_database(data: &DataArgs, exclusive: bool) -> Result<Option<std::fs::File>, IdpError> {
+    let url = data.url();
+    if !url.starts_with("sqlite:") {
+        return Ok(None);
+    }
+    let Some(db) = sqlite_file(&url)? else {
+        return Ok(None);
+    };
+    let path = lock_file_path(&db);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            create_private_dir(dir)?;
+        }
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let file = options
+        .open(&path)
+        .map_err(|e| IdpError::Config(format!("cannot open {}: {e}", path.display())))?;
+    let taken = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match taken {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) if exclusive => Err(IdpError::Config(format!(
+            "a kubelogin-idp server is using {} (its lock {} is held); stop it first",
+            db.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::WouldBlock) => Err(IdpError::Config(format!(
+            "{} is being restored (its lock {} is held); start the server when the restore has finished",
+            db.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(IdpError::Config(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Runs the server until Ctrl-C or SIGTERM, then lets requests in flight finish for at most
+/// `SHUTDOWN_GRACE`.
 pub async fn run(args: &ServeArgs, data: &DataArgs) -> Result<(), IdpError> {
     let config = Config::from_args(args)?;
+    // Held until the server returns (a restore refuses to run meanwhile).
+    let _db_lock = lock_database(data, false)?;
     let store = open_store(data).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let creds = args
@@ -258,10 +328,51 @@ pub async fn run(args: &ServeArgs, data: &DataArgs) -> Result<(), IdpError> {
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| IdpError::Config(format!("cannot listen on {}: {e}", config.addr)))?;
-    tracing::info!(issuer = %config.issuer, addr = %config.addr, tls = tls.is_some(), "kubelogin-idp is serving");
-    let app = crate::app(state);
+    let metrics_listener =
+        match config.metrics_addr {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                IdpError::Config(format!("cannot listen on METRICS_ADDR {addr}: {e}"))
+            })?),
+            None => None,
+        };
+    tracing::info!(issuer = %config.issuer, addr = %config.addr, tls = tls.is_some(), metrics = ?config.metrics_addr, "kubelogin-idp is serving");
+    let app = crate::app(state.clone());
     let limits = config.limits.clone();
-    crate::tls::serve(listener, tls, app, limits, shutdown_signal()).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        // An error means the sender is gone, which only happens once it has sent.
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let public = crate::tls::serve(listener, tls, app, limits, stopped(stop_rx.clone()));
+    let metrics = async {
+        match metrics_listener {
+            Some(l) => {
+                let app = crate::ops::metrics_app(state);
+                let limits = crate::tls::ServeLimits::default();
+                crate::tls::serve(l, None, app, limits, stopped(stop_rx.clone())).await
+            }
+            None => Ok(()),
+        }
+    };
+    let serving = async { tokio::try_join!(public, metrics) };
+    let grace = config.shutdown_grace;
+    let deadline = async {
+        stopped(stop_rx.clone()).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = serving => {
+            served?;
+            tracing::info!("stopped: every request in flight was answered");
+        }
+        () = deadline => {
+            tracing::warn!(grace = ?grace, "stopped: requests still in flight after SHUTDOWN_GRACE were cut off");
+        }
+    }
     Ok(())
 }
 
@@ -284,5 +395,5 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
-    tracing::info!("shutting down");
+    tracing::info!("shutting down: no new connections; finishing requests in flight");
 }

@@ -50,6 +50,8 @@ pub struct Inner {
     /// `None` only while a first boot generates the signing key in the background.
     keys: tokio::sync::watch::Sender<Option<Arc<KeySet>>>,
     pub grants: GrantCounters,
+    /// Prometheus counters (`metrics`): atomics, cheap on the token path.
+    pub metrics: crate::metrics::Metrics,
     /// Failed-login and user-code counters (keys built by `accounts`).
     pub throttle: Throttle,
     /// argon2id checks in flight at once (each takes 19 MiB and a core for tens of ms): one per
@@ -126,6 +128,7 @@ impl AppState {
             clock,
             keys: tokio::sync::watch::Sender::new(keys),
             grants: GrantCounters::default(),
+            metrics: crate::metrics::Metrics::new(),
             throttle: Throttle::default(),
             password_slots: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism()
@@ -135,6 +138,11 @@ impl AppState {
             discovery_json,
             csrf_key: tokio::sync::OnceCell::new(),
         })))
+    }
+
+    /// Whether a signing key is loaded (false while a first boot still generates it).
+    pub fn keys_loaded(&self) -> bool {
+        self.keys.borrow().is_some()
     }
 
     pub fn now(&self) -> u64 {

@@ -42,6 +42,9 @@ mod module_deps;
 // The built binary as a network service: header timeouts, connection caps, key reload,
 // database file modes.
 mod serving;
+// Operations: probes, /metrics on METRICS_ADDR, graceful shutdown on SIGTERM, LOG_FORMAT=json,
+// backup under load and restore, the examples/ manifests.
+mod ops;
 // Who may use each admin console route: every route x method x {anonymous, user, admin, stale
 // admin}, from the router's own table; admin group membership, idle timeout, re-authentication.
 mod access_control;

@@ -13,32 +13,32 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kubelogin-idp");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_kubelogin-idp");
 /// How long a server may take to answer discovery after being spawned.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A throwaway installation: its own working directory and data directory, clean environment.
-struct Install {
+pub(crate) struct Install {
     dir: tempfile::TempDir,
 }
 
 impl Install {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Install {
             dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    fn data_dir(&self) -> PathBuf {
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.path().join("data")
     }
 
     /// The binary with a clean environment and `--data-dir`.
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -52,7 +52,7 @@ impl Install {
     }
 
     /// Runs an admin command expected to succeed; returns (stdout, stderr).
-    fn ok(&self, cmd: &mut Command) -> (String, String) {
+    pub(crate) fn ok(&self, cmd: &mut Command) -> (String, String) {
         let out = cmd.output().unwrap();
         let (stdout, stderr) = (
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -64,7 +64,7 @@ impl Install {
 
     /// Starts `serve` with ES256 keys (fast to make) and extra environment; waits until it
     /// answers discovery.
-    fn serve(&self, env: &[(&str, &str)]) -> Server {
+    pub(crate) fn serve(&self, env: &[(&str, &str)]) -> Server {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
@@ -85,10 +85,10 @@ impl Install {
 }
 
 /// A running `serve`, killed and reaped on drop.
-struct Server {
-    child: Child,
-    stderr_path: PathBuf,
-    addr: SocketAddr,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) stderr_path: PathBuf,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Drop for Server {
@@ -99,7 +99,7 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
@@ -135,7 +135,7 @@ impl Server {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 }
@@ -250,7 +250,7 @@ fn slowloris_is_cut_off_over_https() {
 }
 
 /// The admin password `serve` wrote on first boot.
-fn admin_password(install: &Install) -> String {
+pub(crate) fn admin_password(install: &Install) -> String {
     let creds =
         std::fs::read_to_string(install.data_dir().join("kubelogin-idp-credentials.txt")).unwrap();
     creds
@@ -263,7 +263,7 @@ fn admin_password(install: &Install) -> String {
 
 /// A browser login: GET /login for the CSRF cookie, then POST /login; true when a session
 /// cookie comes back.
-async fn login(server: &Server, password: &str) -> bool {
+pub(crate) async fn login(server: &Server, password: &str) -> bool {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))

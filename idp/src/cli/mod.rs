@@ -6,6 +6,7 @@
 //! the result. The actor of every command is `cli:<unix user>` (`admin::Actor::cli`).
 
 mod audit;
+pub mod backup;
 mod clients;
 mod groups;
 mod keys;
@@ -36,6 +37,9 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(flatten)]
     pub data: DataArgs,
+    /// Log format on stderr: text, or json (one JSON object per line).
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -68,6 +72,25 @@ pub enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Copy the SQLite database to FILE, consistently, while the server runs (PostgreSQL:
+    /// use pg_dump).
+    Backup {
+        /// The backup file to write (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replace the SQLite database with a backup; the server must be stopped.
+    Restore {
+        /// A file written by `backup`.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace an existing database.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// The longest password read from standard input (the admin layer refuses longer ones).
@@ -93,7 +116,10 @@ pub async fn run_admin(
     let admin = Admin::new(store, &clock);
     let actor = Actor::cli();
     match cmd {
-        Command::Serve(_) | Command::Certs { .. } => Ok(()),
+        Command::Serve(_)
+        | Command::Certs { .. }
+        | Command::Backup { .. }
+        | Command::Restore { .. } => Ok(()),
         Command::User(c) => users::run(c, &admin, &actor, out).await,
         Command::Group(c) => groups::run(c, &admin, &actor, out).await,
         Command::Client(c) => clients::run(c, &admin, &actor, out).await,

@@ -10,6 +10,8 @@ mod sqlite;
 
 pub use postgres::{Change, Changes, PgStore};
 pub use sqlite::SqliteStore;
+/// The newest SQLite schema version this binary knows (`restore` refuses newer files).
+pub use sqlite::SCHEMA_VERSION as SQLITE_SCHEMA_VERSION;
 
 pub use crate::error::StoreError;
 use async_trait::async_trait;
@@ -483,4 +485,16 @@ pub trait Store: Send + Sync {
     /// ([`MAX_REUSE_GRACE_SECS`]) has passed, and audit events recorded before `audit_before`
     /// (the retention cutoff; 0 keeps them all).
     async fn purge_expired(&self, now: u64, audit_before: u64) -> StoreResult<u64>;
+
+    // operations (`ops`)
+
+    /// A trivial query, for readiness: the database answers.
+    async fn ping(&self) -> StoreResult<()> {
+        self.count_users().await.map(|_| ())
+    }
+    /// Open connections of the backend's pool as (idle, busy), for `/metrics`; None when the
+    /// backend has no pool to report.
+    fn pool_usage(&self) -> Option<(u64, u64)> {
+        None
+    }
 }

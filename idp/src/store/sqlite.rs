@@ -24,7 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0005_activity.sql"),
     include_str!("migrations/sqlite/0006_audit_search.sql"),
 ];
-const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// SQLite storage.
 #[derive(Clone, Debug)]
@@ -1328,6 +1328,25 @@ impl Store for SqliteStore {
         .fetch_all(&self.read)
         .await?;
         Ok(rows.iter().map(session_from).collect::<Result<_, _>>()?)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        // Reads the schema page, so an unreadable file fails; `SELECT 1` alone reads nothing.
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sqlite_master")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(())
+    }
+
+    fn pool_usage(&self) -> Option<(u64, u64)> {
+        let idle = self.read.num_idle() as u64;
+        let open = u64::from(self.read.size());
+        // The writer is one connection outside the pool: busy while someone holds it.
+        let writer_busy = u64::from(self.write.try_lock().is_err());
+        Some((
+            idle + 1 - writer_busy,
+            open.saturating_sub(idle) + writer_busy,
+        ))
     }
 
     async fn count_live_sessions(&self, now: u64) -> StoreResult<u64> {

@@ -30,6 +30,8 @@ use tower_http::timeout::TimeoutBody;
 /// HTTP/2 keep-alive ping interval and how long to wait for the answer.
 const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The longest request path written to the request log.
+const MAX_LOGGED_PATH: usize = 256;
 /// After an accept error such as EMFILE, pause instead of spinning on the same error.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
@@ -225,16 +227,33 @@ async fn serve_http<I>(
     let service = hyper::service::service_fn(move |mut req: Request| {
         // The same extension axum's `into_make_service_with_connect_info` adds.
         req.extensions_mut().insert(ConnectInfo(peer));
+        // The request log (debug level): method and path only. Never the query, which carries
+        // authorization codes, state and user codes, nor headers or bodies (credentials).
+        let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            let path: String = req.uri().path().chars().take(MAX_LOGGED_PATH).collect();
+            (req.method().clone(), path, std::time::Instant::now())
+        });
         let req = req.map(|body| TimeoutBody::new(body_timeout, body));
         let response = tower::ServiceExt::oneshot(app.clone(), req);
         async move {
-            match tokio::time::timeout(request_timeout, response).await {
+            let response = match tokio::time::timeout(request_timeout, response).await {
                 Ok(response) => response,
                 Err(_) => {
                     tracing::debug!(%peer, "request timed out");
                     Ok(request_timed_out(h2))
                 }
+            };
+            if let (Some((method, path, started)), Ok(r)) = (logged, &response) {
+                tracing::debug!(
+                    %peer,
+                    %method,
+                    path,
+                    status = r.status().as_u16(),
+                    micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    "request"
+                );
             }
+            response
         }
     });
 
