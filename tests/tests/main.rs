@@ -28,3 +28,6 @@ mod console;
 // The story's journey in real headless Chromium: the admin's console, kubectl through the
 // plugin, self-service revoke, force re-authentication, disable, audit search and CSV export.
 mod journey;
+// A real `kubelogin-idp serve` killed with SIGKILL in the middle of a refresh load and restarted:
+// every acknowledged refresh token still works, no family is half-rotated.
+mod durability;
