@@ -89,6 +89,12 @@ impl From<IdpError> for Response {
     }
 }
 
+impl From<crate::error::StoreError> for Response {
+    fn from(e: crate::error::StoreError) -> Response {
+        PageError::from(IdpError::from(e)).into_response()
+    }
+}
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         page(
