@@ -144,7 +144,8 @@ pub fn run(deps: &Deps, args: &DoctorArgs) -> Result<String> {
     doctor.check_issuer(&provider);
     doctor.check_client_id();
     doctor.check_apiserver_trust();
-    if r.login.grant == GrantType::Authcode {
+    // `auto` picks the browser login on a desktop: its redirect URIs are worth checking.
+    if matches!(r.login.grant, GrantType::Authcode | GrantType::Auto) {
         doctor.check_redirects(&provider)?;
     }
     doctor.check_signing_algs(&provider);
@@ -234,10 +235,16 @@ impl<'d> Doctor<'d> {
         }
     }
 
-    /// Check 2: The issuer string kube-apiserver compares the token's `iss` against.
+    /// Check 2: The issuer string kube-apiserver compares the token's `iss` against; it must be
+    /// https, or kube-apiserver does not start.
     fn check_issuer(&mut self, provider: &Provider) {
         let issuer = &provider.metadata.issuer;
+        let http = super::advice::http_issuer(&self.api_issuer);
+        if let Some(problem) = &http {
+            self.fail(problem, super::advice::HTTPS_FIX);
+        }
         match issuer_difference(issuer, &self.api_issuer) {
+            None if http.is_some() => {}
             None => self.ok(&format!(
                 "kube-apiserver's --oidc-issuer-url equals the provider's issuer \"{}\"",
                 self.api_issuer
