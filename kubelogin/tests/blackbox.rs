@@ -388,7 +388,15 @@ fn start_url_opened_twice_ends_with_one_error_line() {
         &format!("--browser-command={}", script.display()),
         "--authentication-timeout-sec=20",
     ]));
-    assert_bad_input(&o);
+    // The login reached the user, so stderr first says which flow `auto` picked and the URL
+    // (always printed); it ends with the one error line.
+    assert_eq!(o.code, 1, "stderr: {}", o.stderr);
+    assert_eq!(o.stdout, "");
+    let lines: Vec<&str> = o.stderr.lines().collect();
+    assert!(lines[0].starts_with("Using the browser login (authcode)"), "{}", o.stderr);
+    assert!(lines[1].starts_with("Please visit the following URL in your browser: http://localhost:"), "{}", o.stderr);
+    assert_eq!(lines.len(), 3, "{}", o.stderr);
+    assert!(lines[2].starts_with("error: "), "{}", o.stderr);
     assert!(o.stderr.contains("opened twice"), "{}", o.stderr);
     assert!(o.stderr.contains("another local user"), "{}", o.stderr);
     assert!(o.stderr.contains("retry"), "{}", o.stderr);
