@@ -117,7 +117,10 @@ impl FakeHost {
 }
 impl Host for FakeHost {
     fn var(&self, name: &str) -> Option<String> {
-        lock(&self.vars).get(name).filter(|v| !v.is_empty()).cloned()
+        lock(&self.vars)
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .cloned()
     }
     fn exists(&self, path: &str) -> bool {
         lock(&self.files).contains_key(path)

@@ -393,8 +393,16 @@ fn start_url_opened_twice_ends_with_one_error_line() {
     assert_eq!(o.code, 1, "stderr: {}", o.stderr);
     assert_eq!(o.stdout, "");
     let lines: Vec<&str> = o.stderr.lines().collect();
-    assert!(lines[0].starts_with("Using the browser login (authcode)"), "{}", o.stderr);
-    assert!(lines[1].starts_with("Please visit the following URL in your browser: http://localhost:"), "{}", o.stderr);
+    assert!(
+        lines[0].starts_with("Using the browser login (authcode)"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        lines[1].starts_with("Please visit the following URL in your browser: http://localhost:"),
+        "{}",
+        o.stderr
+    );
     assert_eq!(lines.len(), 3, "{}", o.stderr);
     assert!(lines[2].starts_with("error: "), "{}", o.stderr);
     assert!(o.stderr.contains("opened twice"), "{}", o.stderr);
@@ -535,8 +543,16 @@ fn man_pages_render_with_man_without_warnings() {
     let home = tempfile::tempdir().unwrap();
     for (page, title, words) in [
         ("", "kubectl-oidc_login(1)", "SUBCOMMANDS"),
-        ("get-token", "kubectl-oidc_login-get-token(1)", "--oidc-issuer-url"),
-        ("doctor", "kubectl-oidc_login-doctor(1)", "--apiserver-oidc-issuer-url"),
+        (
+            "get-token",
+            "kubectl-oidc_login-get-token(1)",
+            "--oidc-issuer-url",
+        ),
+        (
+            "doctor",
+            "kubectl-oidc_login-doctor(1)",
+            "--apiserver-oidc-issuer-url",
+        ),
     ] {
         let mut c = bin(home.path());
         c.arg("man");
@@ -586,7 +602,11 @@ printf '%s\n' "${COMPREPLY[@]}""#,
         .arg(&path)
         .output()
         .unwrap();
-    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
     let offered: Vec<String> = String::from_utf8_lossy(&shown.stdout)
         .lines()
         .map(str::to_string)

@@ -3,7 +3,7 @@
 //! page (`idp::testing::Browser`), and the terminal a real pty from `script(1)`.
 
 use idp::testing::{TestIdp, ALICE, ALICE_PASSWORD};
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::{BufReader, Read as _};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -155,23 +155,14 @@ fn a_failing_browser_launcher_is_reported_at_once() {
     args.push("--browser-command=/bin/false".into());
     args.push("--authentication-timeout-sec=600".into());
     let mut child = spawn_headless(&args);
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    while let Some(Ok(line)) = lines.next() {
-        let done = line.contains("--grant-type=device-code");
-        seen.push(line);
-        if done {
-            break;
-        }
-    }
+    let err = Output::read_from(child.stderr.take().unwrap());
+    // Bounded by DEADLINE (60 s), a tenth of the authentication timeout.
+    let text = err.wait_for(|t| t.contains("--grant-type=device-code"));
     // Said while the plugin still waits for the login: long before the 600 s timeout.
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "still waiting: {seen:?}"
-    );
+    assert!(child.try_wait().unwrap().is_none(), "still waiting: {text}");
     child.kill().unwrap();
     child.wait().unwrap();
-    let text = seen.join("\n");
+    err.finish();
     assert!(
         text.contains("Using the browser login (authcode): --browser-command is set"),
         "{text}"
@@ -223,8 +214,9 @@ fn strip_escapes(text: &str) -> String {
 /// Reads the half-block drawing back into modules and decodes it with rqrr (an independent
 /// decoder): each character is two modules stacked, U+2580 upper, U+2584 lower, U+2588 both.
 fn decode_qr(terminal: &str) -> String {
-    let is_qr_line =
-        |l: &str| l.chars().count() > 20 && l.chars().all(|c| " \u{2580}\u{2584}\u{2588}".contains(c));
+    let is_qr_line = |l: &str| {
+        l.chars().count() > 20 && l.chars().all(|c| " \u{2580}\u{2584}\u{2588}".contains(c))
+    };
     let plain = strip_escapes(terminal);
     let rows: Vec<&str> = plain
         .lines()
@@ -266,11 +258,18 @@ fn device_code_on_a_terminal_shows_a_qr_code_of_the_complete_uri_and_a_countdown
     args.push("--skip-open-browser".into());
     let mut plugin = vec![e2e::plugin_path().display().to_string()];
     plugin.extend(args);
-    let plugin = plugin.iter().map(|a| sh_quote(a)).collect::<Vec<_>>().join(" ");
+    let plugin = plugin
+        .iter()
+        .map(|a| sh_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
     // `script` gives the plugin a terminal on stderr; stdout goes to a file.
     let mut term = Command::new("script")
         .args(["-q", "-e", "-f", "-c"])
-        .arg(format!("{plugin} > {}", sh_quote(&out_json.display().to_string())))
+        .arg(format!(
+            "{plugin} > {}",
+            sh_quote(&out_json.display().to_string())
+        ))
         .arg("/dev/null")
         .env("KUBERNETES_EXEC_INFO", e2e::EXEC_INFO_V1)
         .stdin(Stdio::piped())
@@ -289,7 +288,9 @@ fn device_code_on_a_terminal_shows_a_qr_code_of_the_complete_uri_and_a_countdown
         .to_string();
     // RFC 8628 §3.3.1: verification_uri_complete is verification_uri with the user code.
     let mut complete = url::Url::parse(&format!("{}/device", idp.issuer())).unwrap();
-    complete.query_pairs_mut().append_pair("user_code", &user_code);
+    complete
+        .query_pairs_mut()
+        .append_pair("user_code", &user_code);
     let decoded = decode_qr(&text);
     assert_eq!(decoded, complete.to_string());
     assert!(text.contains("Waiting for approval: "), "{text:?}");
@@ -319,6 +320,12 @@ fn device_code_on_a_terminal_shows_a_qr_code_of_the_complete_uri_and_a_countdown
             Some(m.parse::<u64>().ok()? * 60 + s.parse::<u64>().ok()?)
         })
         .collect();
-    assert!(!lefts.is_empty() && lefts.windows(2).all(|w| w[0] >= w[1]), "{lefts:?}");
-    assert!(lefts[0] <= 180, "bounded by --authentication-timeout-sec: {lefts:?}");
+    assert!(
+        !lefts.is_empty() && lefts.windows(2).all(|w| w[0] >= w[1]),
+        "{lefts:?}"
+    );
+    assert!(
+        lefts[0] <= 180,
+        "bounded by --authentication-timeout-sec: {lefts:?}"
+    );
 }

@@ -83,13 +83,19 @@ fn setup_suggests_email_and_groups_claims_from_a_real_token() {
     });
     let (out, stdout, stderr) = run(&idp, "setup", &["--oidc-extra-scope=email,groups"]);
     assert!(out.status.success(), "{stderr}");
-    assert!(!stdout.contains("[FAIL]"), "an https issuer passes: {stdout}");
+    assert!(
+        !stdout.contains("[FAIL]"),
+        "an https issuer passes: {stdout}"
+    );
     assert!(stdout.contains("\"email_verified\": true"), "{stdout}");
     assert!(
         stdout.contains("  --oidc-username-claim=email\n"),
         "{stdout}"
     );
-    assert!(stdout.contains("  --oidc-groups-claim=groups\n"), "{stdout}");
+    assert!(
+        stdout.contains("  --oidc-groups-claim=groups\n"),
+        "{stdout}"
+    );
     assert!(stdout.contains("# --oidc-username-claim=email: the email scope was asked for"));
     assert!(stdout.contains("--user=alice@example.com"), "{stdout}");
 
@@ -97,5 +103,8 @@ fn setup_suggests_email_and_groups_claims_from_a_real_token() {
     let (out, stdout, stderr) = run(&idp, "setup", &["--oidc-extra-scope=groups"]);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("  --oidc-username-claim=sub\n"), "{stdout}");
-    assert!(stdout.contains("  --oidc-groups-claim=groups\n"), "{stdout}");
+    assert!(
+        stdout.contains("  --oidc-groups-claim=groups\n"),
+        "{stdout}"
+    );
 }

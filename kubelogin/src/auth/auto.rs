@@ -55,7 +55,14 @@ pub struct Asked {
 }
 
 /// Container hints in `/proc/1/cgroup` (cgroup v1 paths name the runtime).
-const CGROUP_HINTS: [&str; 6] = ["docker", "kubepods", "containerd", "lxc", "libpod", "garden"];
+const CGROUP_HINTS: [&str; 6] = [
+    "docker",
+    "kubepods",
+    "containerd",
+    "lxc",
+    "libpod",
+    "garden",
+];
 
 /// Whether a browser can be opened, from the environment alone. Checked in this order:
 /// 1. SSH without a forwarded display (`SSH_CONNECTION`/`SSH_TTY` set, `DISPLAY` unset): a
@@ -215,7 +222,10 @@ mod tests {
         let h = FakeHost::default();
         let c = pick(&h, true);
         assert_eq!(c.grant, GrantType::DeviceCode);
-        assert!(c.why.contains("neither DISPLAY nor WAYLAND_DISPLAY"), "{c:?}");
+        assert!(
+            c.why.contains("neither DISPLAY nor WAYLAND_DISPLAY"),
+            "{c:?}"
+        );
         // The provider has no device endpoint: the code typed back.
         let c = pick(&h, false);
         assert_eq!(c.grant, GrantType::AuthcodeKeyboard);

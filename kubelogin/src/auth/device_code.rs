@@ -38,7 +38,8 @@ pub fn login(deps: &Deps, provider: &Provider, opts: &LoginOptions) -> Result<Ca
     let countdown = deps.console.is_terminal().then(|| {
         show_on_terminal(deps, &auth);
         Countdown {
-            deadline: start + chrono::Duration::seconds(i64::try_from(limit.as_secs()).unwrap_or(0)),
+            deadline: start
+                + chrono::Duration::seconds(i64::try_from(limit.as_secs()).unwrap_or(0)),
         }
     });
     if countdown.is_none() {
@@ -48,7 +49,15 @@ pub fn login(deps: &Deps, provider: &Provider, opts: &LoginOptions) -> Result<Ca
         Some(complete) => open_browser_quietly(deps, opts, complete),
         None => open_browser_quietly(deps, opts, &auth.verification_uri),
     }
-    let result = poll(deps, provider, opts, &auth, pkce.as_ref(), limit, countdown.as_ref());
+    let result = poll(
+        deps,
+        provider,
+        opts,
+        &auth,
+        pkce.as_ref(),
+        limit,
+        countdown.as_ref(),
+    );
     if countdown.is_some() {
         // Leaves the cursor at the start of the emptied countdown line.
         deps.console.rewrite("");
@@ -81,7 +90,11 @@ fn show_plain(deps: &Deps, auth: &shared::device::DeviceAuthorizationResponse) {
 fn show_on_terminal(deps: &Deps, auth: &shared::device::DeviceAuthorizationResponse) {
     let user_code = printable(&format_user_code(&auth.user_code));
     let uri = printable(&auth.verification_uri);
-    match auth.verification_uri_complete.as_deref().and_then(qr::half_blocks) {
+    match auth
+        .verification_uri_complete
+        .as_deref()
+        .and_then(qr::half_blocks)
+    {
         Some(lines) => {
             for line in lines {
                 deps.say(&line);
@@ -341,12 +354,20 @@ mod tests {
         let p = Provider::discover(&fake.deps, &cfg).unwrap();
         login(&fake.deps, &p, &login_options(GrantType::DeviceCode)).unwrap();
         let console = fake.console_text();
-        assert!(console.contains('\u{2580}') && console.contains('\u{2584}'), "{console}");
         assert!(
-            console.contains(&format!("Scan the QR code, or open {ISSUER}/device-page and enter the code:")),
+            console.contains('\u{2580}') && console.contains('\u{2584}'),
             "{console}"
         );
-        assert!(console.contains("\n    \x1b[1mBCDF-GHJK\x1b[0m\n"), "{console:?}");
+        assert!(
+            console.contains(&format!(
+                "Scan the QR code, or open {ISSUER}/device-page and enter the code:"
+            )),
+            "{console}"
+        );
+        assert!(
+            console.contains("\n    \x1b[1mBCDF-GHJK\x1b[0m\n"),
+            "{console:?}"
+        );
         // login_options' 60 s timeout is sooner than expires_in (600 s).
         assert_eq!(
             fake.console.rewrites(),
@@ -358,7 +379,14 @@ mod tests {
                 "",
             ]
         );
-        let slept: Vec<u64> = fake.sleeper.slept.lock().unwrap().iter().map(|d| d.as_secs()).collect();
+        let slept: Vec<u64> = fake
+            .sleeper
+            .slept
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_secs())
+            .collect();
         assert_eq!(slept, vec![1, 1, 1, 1]);
     }
 
@@ -376,7 +404,10 @@ mod tests {
         let p = Provider::discover(&fake.deps, &cfg).unwrap();
         login(&fake.deps, &p, &login_options(GrantType::DeviceCode)).unwrap();
         let console = fake.console_text();
-        assert!(!console.contains('\u{2580}') && !console.contains('\x1b'), "{console:?}");
+        assert!(
+            !console.contains('\u{2580}') && !console.contains('\x1b'),
+            "{console:?}"
+        );
         assert!(fake.console.rewrites().is_empty());
         assert!(console.contains("(code BCDF-GHJK)"), "{console}");
     }

@@ -283,7 +283,9 @@ mod tests {
         assert_eq!(entry.access_token.expose(), "at");
         let console = fake.console_text();
         assert!(
-            console.contains("Using the device code flow (device-code): this is an SSH session (SSH_TTY is set)"),
+            console.contains(
+                "Using the device code flow (device-code): this is an SSH session (SSH_TTY is set)"
+            ),
             "{console}"
         );
         assert!(console.contains("pass --grant-type="), "{console}");
@@ -305,9 +307,16 @@ mod tests {
         let cfg = provider_config();
         let p = Provider::discover(&fake.deps, &cfg).unwrap();
         login(&fake.deps, &p, &login_options(GrantType::DeviceCode)).unwrap();
-        assert!(!fake.console_text().contains("Using "), "{}", fake.console_text());
+        assert!(
+            !fake.console_text().contains("Using "),
+            "{}",
+            fake.console_text()
+        );
         // Opened the browser: the desktop has a display.
-        assert_eq!(fake.browser.opened(), vec![format!("{ISSUER}/device-page?c=1")]);
+        assert_eq!(
+            fake.browser.opened(),
+            vec![format!("{ISSUER}/device-page?c=1")]
+        );
     }
 
     #[test]
@@ -319,7 +328,9 @@ mod tests {
         open_browser(&fake.deps, &opts, "http://localhost:4242/");
         let console = fake.console_text();
         assert!(
-            console.starts_with("Please visit the following URL in your browser: http://localhost:4242/"),
+            console.starts_with(
+                "Please visit the following URL in your browser: http://localhost:4242/"
+            ),
             "the URL comes first, always: {console}"
         );
         assert!(
@@ -338,7 +349,8 @@ mod tests {
             .on_open(|_| Err(Error::usage("no such file: firefox")));
         open_browser(&fake.deps, &opts, "http://localhost:4242/");
         assert!(
-            fake.console_text().contains("did not open (no such file: firefox)"),
+            fake.console_text()
+                .contains("did not open (no such file: firefox)"),
             "{}",
             fake.console_text()
         );

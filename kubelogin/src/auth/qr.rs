@@ -44,10 +44,15 @@ mod tests {
         // A version 3 code is 29 modules plus two quiet zones of 4: 37 wide, 19 lines.
         assert!(lines.len() > 10, "{}", lines.len());
         for l in &lines {
-            assert!(l.starts_with("\x1b[30;107m") && l.ends_with("\x1b[0m"), "{l:?}");
+            assert!(
+                l.starts_with("\x1b[30;107m") && l.ends_with("\x1b[0m"),
+                "{l:?}"
+            );
         }
         let body: String = lines.concat();
-        assert!(body.contains('\u{2580}') && body.contains('\u{2584}') && body.contains('\u{2588}'));
+        assert!(
+            body.contains('\u{2580}') && body.contains('\u{2584}') && body.contains('\u{2588}')
+        );
         assert_eq!(half_blocks(&"x".repeat(MAX_QR_TEXT + 1)), None);
     }
 }

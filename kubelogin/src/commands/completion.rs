@@ -34,7 +34,10 @@ pub fn man(command: Option<&str>) -> Result<String> {
                     ))
                 })?
                 .clone();
-            (sub.bin_name(format!("{BIN} {name}")), format!("{BIN}-{name}"))
+            (
+                sub.bin_name(format!("{BIN} {name}")),
+                format!("{BIN}-{name}"),
+            )
         }
     };
     let mut out = Vec::new();
@@ -54,7 +57,10 @@ mod tests {
     #[test]
     fn bash_completion_names_every_subcommand_and_flag() {
         let script = completion(clap_complete::Shell::Bash).unwrap();
-        for sub in Cli::command().get_subcommands().filter(|c| !c.is_hide_set()) {
+        for sub in Cli::command()
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set())
+        {
             assert!(
                 script.contains(sub.get_name()),
                 "{} missing from the bash completion",
@@ -76,7 +82,10 @@ mod tests {
             clap_complete::Shell::PowerShell,
         ] {
             let s = completion(shell).unwrap();
-            assert!(s.contains("get-token") && s.contains("--oidc-client-id"), "{shell}");
+            assert!(
+                s.contains("get-token") && s.contains("--oidc-client-id"),
+                "{shell}"
+            );
         }
     }
 
@@ -85,11 +94,26 @@ mod tests {
         let page = man(None).unwrap();
         assert!(page.starts_with(".ie \\n(.g .ds Aq"), "{}", &page[..80]);
         assert!(page.contains(".TH kubectl-oidc_login 1"), "{page}");
-        assert!(page.contains(".SH NAME") && page.contains(".SH SUBCOMMANDS"), "{page}");
-        assert!(page.contains("kubectl\\-oidc_login\\-get\\-token(1)"), "{page}");
+        assert!(
+            page.contains(".SH NAME") && page.contains(".SH SUBCOMMANDS"),
+            "{page}"
+        );
+        assert!(
+            page.contains("kubectl\\-oidc_login\\-get\\-token(1)"),
+            "{page}"
+        );
         let get_token = man(Some("get-token")).unwrap();
-        assert!(get_token.contains(".TH kubectl-oidc_login-get-token 1"), "{get_token}");
-        assert!(get_token.contains("\\-\\-oidc\\-issuer\\-url"), "{get_token}");
-        assert!(man(Some("nope")).unwrap_err().to_string().contains("no command"));
+        assert!(
+            get_token.contains(".TH kubectl-oidc_login-get-token 1"),
+            "{get_token}"
+        );
+        assert!(
+            get_token.contains("\\-\\-oidc\\-issuer\\-url"),
+            "{get_token}"
+        );
+        assert!(man(Some("nope"))
+            .unwrap_err()
+            .to_string()
+            .contains("no command"));
     }
 }

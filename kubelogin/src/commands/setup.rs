@@ -210,7 +210,10 @@ fn render(a: &ProviderArgs, grant: &GrantType, claims: &serde_json::Value) -> St
     s.push_str("\n## 3. Grant access to the cluster\n\n");
     let suggested = advice::suggest_claims(&a.oidc_extra_scope, claims);
     // kube-apiserver prefixes a non-email username claim with the issuer and `#`.
-    let user = match (suggested.username, claims.get("email").and_then(|v| v.as_str())) {
+    let user = match (
+        suggested.username,
+        claims.get("email").and_then(|v| v.as_str()),
+    ) {
         ("email", Some(email)) => email.to_string(),
         _ => format!("{issuer}#{sub}"),
     };
@@ -338,7 +341,9 @@ mod tests {
         };
         let claims = serde_json::json!({"sub":"u1","email":"a@example.com","email_verified":true});
         let text = render(&a.provider, &GrantType::Authcode, &claims);
-        let fail = text.find("[FAIL] kube-apiserver refuses the issuer").unwrap();
+        let fail = text
+            .find("[FAIL] kube-apiserver refuses the issuer")
+            .unwrap();
         let flags = text.find("kube-apiserver flags:").unwrap();
         assert!(fail < flags, "the failure comes before the flags: {text}");
         assert!(text.contains("kubelogin-idp certs"), "{text}");
