@@ -128,6 +128,11 @@ fn auto_picks_device_code_without_a_display_and_says_why() {
         text.contains("pass --grant-type=authcode, authcode-keyboard or device-code"),
         "says how to override: {text}"
     );
+    // stderr is not a terminal: no QR code, no countdown, no escape sequence.
+    assert!(
+        !text.contains('\u{2580}') && !text.contains('\x1b') && !text.contains(" left"),
+        "{text:?}"
+    );
     let user_code = text
         .split("(code ")
         .nth(1)

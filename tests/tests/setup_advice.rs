@@ -73,6 +73,11 @@ fn doctor_fails_the_http_issuer_instead_of_calling_it_equal() {
     assert!(stderr.contains("fix: serve the IdP over https"), "{stderr}");
     assert!(stderr.contains("kubelogin-idp certs"), "{stderr}");
     assert!(!stderr.contains("equals the provider's issuer"), "{stderr}");
+    // The flow auto picks here (--browser-command is set: the browser).
+    assert!(
+        stderr.contains("[note] --grant-type=auto: Using the browser login (authcode): --browser-command is set"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -153,6 +153,10 @@ fn poll(
     let mut interval = auth.interval.unwrap_or(DEFAULT_INTERVAL_SECS).max(1);
     loop {
         wait(deps, interval, countdown);
+        if countdown.is_some() && deps.verbosity >= 1 {
+            // The -v lines below start on a clean line, not after the countdown.
+            deps.console.rewrite("");
+        }
         let elapsed = (deps.clock.now() - start).to_std().unwrap_or_default();
         if elapsed > limit {
             return Err(Error::Login(format!(
