@@ -61,6 +61,27 @@ pub enum Command {
     Doctor(Box<DoctorArgs>),
     /// Print the version to stderr.
     Version,
+    /// Print a shell completion script to stdout, e.g.
+    /// `kubectl-oidc_login completion bash > /etc/bash_completion.d/kubectl-oidc_login`.
+    Completion(CompletionArgs),
+    /// Print the man page (roff) to stdout: `kubectl-oidc_login man | man -l -`; with a
+    /// command name, that command's page (`man get-token`).
+    Man(ManArgs),
+}
+
+/// `completion`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `man`.
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// A command (get-token, setup, ...) whose page to print instead of the main page.
+    pub command: Option<String>,
 }
 
 /// `doctor`: the get-token flags plus kube-apiserver's `--oidc-*` settings (flags, or read from
@@ -134,7 +155,9 @@ pub struct CleanArgs {
 /// `--grant-type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GrantType {
-    /// authcode, or password when --username is given.
+    /// password when --username is given; else the browser login when a browser can be
+    /// opened, device-code when there is no display (SSH, container, WSL without wslview)
+    /// and the provider supports it, else authcode-keyboard. Said on stderr.
     Auto,
     Authcode,
     AuthcodeKeyboard,

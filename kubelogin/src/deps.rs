@@ -23,10 +23,30 @@ pub trait Sleeper: Send + Sync {
     fn sleep(&self, duration: Duration);
 }
 
+/// Told, from another thread, why a browser launcher that started then failed.
+pub type LaunchFailed = Box<dyn FnOnce(String) + Send>;
+
 /// Opening a URL for the user.
 pub trait Browser: Send + Sync {
     /// Opens `url` with `command` (run as `command URL`, no shell) or the desktop default.
-    fn open(&self, url: &str, command: Option<&str>) -> Result<()>;
+    /// `Err` when no launcher could be started. A launcher that starts and then exits
+    /// unsuccessfully (xdg-open without a browser exits 3) is reported through `failed` as soon
+    /// as it exits, while the login is already waiting.
+    fn open(&self, url: &str, command: Option<&str>, failed: LaunchFailed) -> Result<()>;
+}
+
+/// What the machine looks like, for `--grant-type=auto` (`auth::auto`): environment
+/// variables, files, programs on `PATH`. Read only when a login is needed, never on a cache hit.
+pub trait Host: Send + Sync {
+    /// A non-empty environment variable.
+    fn var(&self, name: &str) -> Option<String>;
+    fn exists(&self, path: &str) -> bool;
+    /// The start of a small text file (`/proc/version`, `/proc/1/cgroup`), at most 64 KiB.
+    fn read(&self, path: &str) -> Option<String>;
+    /// Whether `program` is an executable file in a directory of `PATH`.
+    fn on_path(&self, program: &str) -> bool;
+    /// `std::env::consts::OS` of the build.
+    fn os(&self) -> &'static str;
 }
 
 /// Asking the person at the terminal.
@@ -51,6 +71,14 @@ pub trait Keyring: Send + Sync {
 /// Human output (stderr). Stdout belongs to kubectl and is written by `main` only.
 pub trait Console: Send + Sync {
     fn line(&self, text: &str);
+    /// Whether stderr is a terminal (a person watches it: QR code, countdown).
+    fn is_terminal(&self) -> bool {
+        false
+    }
+    /// Replaces the current line (a countdown); only called when [`Console::is_terminal`].
+    fn rewrite(&self, text: &str) {
+        self.line(text);
+    }
 }
 
 /// One HTTP request to the provider.
@@ -153,6 +181,7 @@ pub struct Deps {
     pub keyring: Arc<dyn Keyring>,
     pub http: Arc<dyn HttpFactory>,
     pub console: Arc<dyn Console>,
+    pub host: Arc<dyn Host>,
     pub env: Environment,
     /// `-v`: 1 flow, 2 HTTP headers, 3 HTTP bodies.
     pub verbosity: u8,
@@ -198,6 +227,54 @@ pub mod real {
             // A closed stderr must not turn into an error of the command itself.
             let _ = writeln!(std::io::stderr().lock(), "{text}");
         }
+        fn is_terminal(&self) -> bool {
+            std::io::stderr().is_terminal()
+        }
+        fn rewrite(&self, text: &str) {
+            // Carriage return and "erase line" (ECMA-48 EL, CSI 2 K), no newline.
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K{text}");
+            let _ = err.flush();
+        }
+    }
+
+    /// The real machine.
+    pub struct RealHost;
+    impl Host for RealHost {
+        fn var(&self, name: &str) -> Option<String> {
+            std::env::var(name).ok().filter(|v| !v.is_empty())
+        }
+        fn exists(&self, path: &str) -> bool {
+            std::path::Path::new(path).exists()
+        }
+        fn read(&self, path: &str) -> Option<String> {
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .ok()?
+                .take(64 * 1024)
+                .read_to_string(&mut text)
+                .ok()?;
+            Some(text)
+        }
+        fn on_path(&self, program: &str) -> bool {
+            let Some(path) = std::env::var_os("PATH") else {
+                return false;
+            };
+            std::env::split_paths(&path).any(|dir| is_executable(&dir.join(program)))
+        }
+        fn os(&self) -> &'static str {
+            std::env::consts::OS
+        }
+    }
+
+    #[cfg(unix)]
+    fn is_executable(path: &std::path::Path) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    #[cfg(not(unix))]
+    fn is_executable(path: &std::path::Path) -> bool {
+        path.is_file() || path.with_extension("exe").is_file()
     }
 
     /// Opens the browser with the child's stdout sent to our stderr: stdout belongs to kubectl
@@ -205,7 +282,7 @@ pub mod real {
     /// ExecCredential JSON.
     pub struct SystemBrowser;
     impl Browser for SystemBrowser {
-        fn open(&self, url: &str, command: Option<&str>) -> Result<()> {
+        fn open(&self, url: &str, command: Option<&str>, failed: LaunchFailed) -> Result<()> {
             let mut commands = match command {
                 Some(c) => {
                     let mut cmd = std::process::Command::new(c);
@@ -219,11 +296,18 @@ pub mod real {
                 cmd.stdin(std::process::Stdio::null())
                     .stdout(std::io::stderr())
                     .stderr(std::io::stderr());
+                let program = cmd.get_program().to_string_lossy().into_owned();
                 match cmd.spawn() {
                     Ok(mut child) => {
                         // Reap the launcher in the background; xdg-open and friends return fast,
-                        // a `--browser-command` may keep running for the whole login.
-                        std::thread::spawn(move || child.wait());
+                        // a `--browser-command` may keep running for the whole login. A failed
+                        // exit is told at once instead of leaving the user to wait for the
+                        // authentication timeout.
+                        std::thread::spawn(move || match child.wait() {
+                            Ok(status) if status.success() => {}
+                            Ok(status) => failed(format!("{program} exited with {status}")),
+                            Err(e) => failed(format!("{program}: {e}")),
+                        });
                         return Ok(());
                     }
                     Err(e) => last = Some(e),
@@ -464,6 +548,7 @@ pub mod real {
             keyring: Arc::new(OsKeyring),
             http: Arc::new(ReqwestFactory),
             console: Arc::new(Stderr),
+            host: Arc::new(RealHost),
             env: Environment {
                 exec_info: std::env::var("KUBERNETES_EXEC_INFO").ok(),
                 kube_cache_dir: std::env::var_os("KUBECACHEDIR")

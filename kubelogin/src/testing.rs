@@ -49,11 +49,13 @@ impl Sleeper for FakeSleeper {
 
 type BrowserAction = Box<dyn Fn(&str) -> Result<()> + Send + Sync>;
 
-/// Records opened URLs; optionally acts on them (e.g. an HTTP client following redirects).
+/// Records opened URLs; optionally acts on them (e.g. an HTTP client following redirects), or
+/// plays a launcher that starts and then exits unsuccessfully (`exit_failure`).
 #[derive(Default)]
 pub struct FakeBrowser {
     pub opened: Mutex<Vec<String>>,
     pub action: Mutex<Option<Arc<BrowserAction>>>,
+    pub exit_failure: Mutex<Option<String>>,
 }
 impl FakeBrowser {
     pub fn on_open(&self, f: impl Fn(&str) -> Result<()> + Send + Sync + 'static) {
@@ -62,15 +64,75 @@ impl FakeBrowser {
     pub fn opened(&self) -> Vec<String> {
         lock(&self.opened).clone()
     }
+    /// The launcher starts, then reports `reason` as its failure.
+    pub fn fail_after_start(&self, reason: &str) {
+        *lock(&self.exit_failure) = Some(reason.to_string());
+    }
 }
 impl Browser for FakeBrowser {
-    fn open(&self, url: &str, _command: Option<&str>) -> Result<()> {
+    fn open(&self, url: &str, _command: Option<&str>, failed: LaunchFailed) -> Result<()> {
         lock(&self.opened).push(url.to_string());
+        if let Some(reason) = lock(&self.exit_failure).clone() {
+            failed(reason);
+            return Ok(());
+        }
         let action = lock(&self.action).clone();
         match action {
             Some(f) => f(url),
             None => Ok(()),
         }
+    }
+}
+
+/// A machine described by tests: environment variables, files (with contents), programs on
+/// `PATH` and the OS name (`linux` unless set).
+#[derive(Default)]
+pub struct FakeHost {
+    pub vars: Mutex<BTreeMap<String, String>>,
+    pub files: Mutex<BTreeMap<String, String>>,
+    pub programs: Mutex<Vec<String>>,
+    pub os: Mutex<Option<&'static str>>,
+}
+impl FakeHost {
+    pub fn var(&self, name: &str, value: &str) -> &Self {
+        lock(&self.vars).insert(name.into(), value.into());
+        self
+    }
+    pub fn unset(&self, name: &str) -> &Self {
+        lock(&self.vars).remove(name);
+        self
+    }
+    pub fn file(&self, path: &str, contents: &str) -> &Self {
+        lock(&self.files).insert(path.into(), contents.into());
+        self
+    }
+    pub fn program(&self, name: &str) -> &Self {
+        lock(&self.programs).push(name.into());
+        self
+    }
+    pub fn set_os(&self, os: &'static str) -> &Self {
+        *lock(&self.os) = Some(os);
+        self
+    }
+}
+impl Host for FakeHost {
+    fn var(&self, name: &str) -> Option<String> {
+        lock(&self.vars)
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .cloned()
+    }
+    fn exists(&self, path: &str) -> bool {
+        lock(&self.files).contains_key(path)
+    }
+    fn read(&self, path: &str) -> Option<String> {
+        lock(&self.files).get(path).cloned()
+    }
+    fn on_path(&self, program: &str) -> bool {
+        lock(&self.programs).iter().any(|p| p == program)
+    }
+    fn os(&self) -> &'static str {
+        lock(&self.os).unwrap_or("linux")
     }
 }
 
@@ -158,12 +220,31 @@ impl Keyring for FakeKeyring {
     }
 }
 
-/// Captures stderr lines.
+/// Captures stderr lines; `terminal` makes it pretend to be a terminal, whose rewritten
+/// lines (the countdown) are kept apart in `rewrites`.
 #[derive(Default)]
-pub struct FakeConsole(pub Mutex<Vec<String>>);
+pub struct FakeConsole(
+    pub Mutex<Vec<String>>,
+    pub Mutex<bool>,
+    pub Mutex<Vec<String>>,
+);
+impl FakeConsole {
+    pub fn set_terminal(&self, terminal: bool) {
+        *lock(&self.1) = terminal;
+    }
+    pub fn rewrites(&self) -> Vec<String> {
+        lock(&self.2).clone()
+    }
+}
 impl Console for FakeConsole {
     fn line(&self, text: &str) {
         lock(&self.0).push(text.to_string());
+    }
+    fn is_terminal(&self) -> bool {
+        *lock(&self.1)
+    }
+    fn rewrite(&self, text: &str) {
+        lock(&self.2).push(text.to_string());
     }
 }
 
@@ -230,6 +311,7 @@ pub struct FakeDeps {
     pub keyring: Arc<FakeKeyring>,
     pub http: Arc<FakeHttp>,
     pub console: Arc<FakeConsole>,
+    pub host: Arc<FakeHost>,
     pub deps: Deps,
 }
 
@@ -250,6 +332,9 @@ impl FakeDeps {
         let keyring = Arc::new(FakeKeyring::default());
         let http = Arc::new(FakeHttp::default());
         let console = Arc::new(FakeConsole::default());
+        // A desktop: Linux with a display.
+        let host = Arc::new(FakeHost::default());
+        host.var("DISPLAY", ":0");
         let deps = Deps {
             clock: clock.clone(),
             sleeper: sleeper.clone(),
@@ -258,6 +343,7 @@ impl FakeDeps {
             keyring: keyring.clone(),
             http: Arc::new(FakeHttpFactory(http.clone())),
             console: console.clone(),
+            host: host.clone(),
             env: Environment::default(),
             verbosity: 0,
         };
@@ -269,6 +355,7 @@ impl FakeDeps {
             keyring,
             http,
             console,
+            host,
             deps,
         }
     }

@@ -388,7 +388,23 @@ fn start_url_opened_twice_ends_with_one_error_line() {
         &format!("--browser-command={}", script.display()),
         "--authentication-timeout-sec=20",
     ]));
-    assert_bad_input(&o);
+    // The login reached the user, so stderr first says which flow `auto` picked and the URL
+    // (always printed); it ends with the one error line.
+    assert_eq!(o.code, 1, "stderr: {}", o.stderr);
+    assert_eq!(o.stdout, "");
+    let lines: Vec<&str> = o.stderr.lines().collect();
+    assert!(
+        lines[0].starts_with("Using the browser login (authcode)"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        lines[1].starts_with("Please visit the following URL in your browser: http://localhost:"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(lines.len(), 3, "{}", o.stderr);
+    assert!(lines[2].starts_with("error: "), "{}", o.stderr);
     assert!(o.stderr.contains("opened twice"), "{}", o.stderr);
     assert!(o.stderr.contains("another local user"), "{}", o.stderr);
     assert!(o.stderr.contains("retry"), "{}", o.stderr);
@@ -518,4 +534,91 @@ fn symlinked_lock_file_is_refused() {
     assert_bad_input(&o);
     assert!(o.stderr.contains("symbolic link"), "{}", o.stderr);
     assert!(!victim.exists());
+}
+
+/// `man` pages render with the real man(1) (groff) without a warning, main page and each
+/// command's page.
+#[test]
+fn man_pages_render_with_man_without_warnings() {
+    let home = tempfile::tempdir().unwrap();
+    for (page, title, words) in [
+        ("", "kubectl-oidc_login(1)", "SUBCOMMANDS"),
+        (
+            "get-token",
+            "kubectl-oidc_login-get-token(1)",
+            "--oidc-issuer-url",
+        ),
+        (
+            "doctor",
+            "kubectl-oidc_login-doctor(1)",
+            "--apiserver-oidc-issuer-url",
+        ),
+    ] {
+        let mut c = bin(home.path());
+        c.arg("man");
+        if !page.is_empty() {
+            c.arg(page);
+        }
+        let roff = run(&mut c);
+        assert_eq!(roff.code, 0, "{}", roff.stderr);
+        let path = home.path().join("page.1");
+        std::fs::write(&path, &roff.stdout).unwrap();
+        let shown = Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(&path)
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "100")
+            .output()
+            .expect("man(1) is installed");
+        let text = String::from_utf8_lossy(&shown.stdout);
+        let warnings = String::from_utf8_lossy(&shown.stderr);
+        assert!(shown.status.success(), "{warnings}");
+        assert!(warnings.is_empty(), "groff warnings: {warnings}");
+        assert!(text.starts_with(title), "{text}");
+        assert!(text.contains(words), "{page}: {text}");
+    }
+}
+
+/// The bash completion script, loaded into real bash, offers every command after the program
+/// name.
+#[test]
+fn bash_completion_offers_every_command_in_bash() {
+    let home = tempfile::tempdir().unwrap();
+    let script = run(bin(home.path()).args(["completion", "bash"]));
+    assert_eq!(script.code, 0, "{}", script.stderr);
+    let path = home.path().join("completion.bash");
+    std::fs::write(&path, &script.stdout).unwrap();
+    let shown = Command::new("bash")
+        .arg("-c")
+        .arg(
+            r#"source "$1" || exit 2
+complete -p kubectl-oidc_login | grep -q -- '-F' || exit 3
+COMP_WORDS=(kubectl-oidc_login '')
+COMP_CWORD=1
+_kubectl__oidc_login kubectl-oidc_login '' kubectl-oidc_login
+printf '%s\n' "${COMPREPLY[@]}""#,
+        )
+        .arg("bash")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let offered: Vec<String> = String::from_utf8_lossy(&shown.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    use clap::CommandFactory;
+    let commands: Vec<String> = Cli::command()
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| c.get_name().to_string())
+        .collect();
+    assert!(commands.len() >= 7, "{commands:?}");
+    for command in &commands {
+        assert!(offered.contains(command), "{command}: {offered:?}");
+    }
 }

@@ -17,6 +17,11 @@ mod keyboard;
 mod templates;
 // `kubectl oidc-login doctor`: a healthy setup and the landmines it names.
 mod doctor;
+// --grant-type=auto without a display, a failing browser launcher, the device code's QR code
+// and countdown on a pty.
+mod flow_choice;
+// setup and doctor: the http issuer kube-apiserver refuses, the claims suggested from a token.
+mod setup_advice;
 // axe-core in real Chromium on every page a person meets, at 360 px: no serious or critical
 // WCAG 2.1 A/AA violation, no sideways scrolling.
 mod accessibility;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use shared::device::{format_user_code, DEFAULT_INTERVAL_SECS, SLOW_DOWN_INCREMENT_SECS};
 use shared::token::error_code;
 
-use super::{finish, form, pkce, LoginOptions};
+use super::{finish, form, pkce, qr, LoginOptions};
 use crate::deps::Deps;
 use crate::error::{Error, Result};
 use crate::printable::printable;
@@ -30,6 +30,43 @@ pub fn login(deps: &Deps, provider: &Provider, opts: &LoginOptions) -> Result<Ca
     }
     // §3.1–3.2.
     let auth = provider.device_authorization(params)?;
+    let start = deps.clock.now();
+    let limit = opts
+        .timeout
+        .min(Duration::from_secs(auth.expires_in.max(1)));
+    // A person watches a terminal: the QR code, the code set apart and a countdown.
+    let countdown = deps.console.is_terminal().then(|| {
+        show_on_terminal(deps, &auth);
+        Countdown {
+            deadline: start
+                + chrono::Duration::seconds(i64::try_from(limit.as_secs()).unwrap_or(0)),
+        }
+    });
+    if countdown.is_none() {
+        show_plain(deps, &auth);
+    }
+    match &auth.verification_uri_complete {
+        Some(complete) => open_browser_quietly(deps, opts, complete),
+        None => open_browser_quietly(deps, opts, &auth.verification_uri),
+    }
+    let result = poll(
+        deps,
+        provider,
+        opts,
+        &auth,
+        pkce.as_ref(),
+        limit,
+        countdown.as_ref(),
+    );
+    if countdown.is_some() {
+        // Leaves the cursor at the start of the emptied countdown line.
+        deps.console.rewrite("");
+    }
+    result
+}
+
+/// The lines printed when stderr is not a terminal (a log, kubectl's captured stderr).
+fn show_plain(deps: &Deps, auth: &shared::device::DeviceAuthorizationResponse) {
     // What the provider sent is printed without control characters (printable.rs).
     let user_code = printable(&format_user_code(&auth.user_code));
     match &auth.verification_uri_complete {
@@ -38,23 +75,88 @@ pub fn login(deps: &Deps, provider: &Provider, opts: &LoginOptions) -> Result<Ca
                 "Open {} to log in (code {user_code}).",
                 printable(complete)
             ));
-            open_browser_quietly(deps, opts, complete);
         }
         None => {
             deps.say(&format!(
                 "Open {} and enter the code {user_code}",
                 printable(&auth.verification_uri)
             ));
-            open_browser_quietly(deps, opts, &auth.verification_uri);
         }
     }
+}
+
+/// On a terminal: a QR code of `verification_uri_complete` to scan with a phone (RFC 8628
+/// §3.3.1 suggests exactly this), the URL, and the user code alone on its line.
+fn show_on_terminal(deps: &Deps, auth: &shared::device::DeviceAuthorizationResponse) {
+    let user_code = printable(&format_user_code(&auth.user_code));
+    let uri = printable(&auth.verification_uri);
+    match auth
+        .verification_uri_complete
+        .as_deref()
+        .and_then(qr::half_blocks)
+    {
+        Some(lines) => {
+            for line in lines {
+                deps.say(&line);
+            }
+            deps.say(&format!(
+                "Scan the QR code, or open {uri} and enter the code:"
+            ));
+        }
+        None => deps.say(&format!("Open {uri} and enter the code:")),
+    }
+    // §3.3: the code the user compares or types, set apart (bold, indented, blank lines).
+    deps.say(&format!("\n    \x1b[1m{user_code}\x1b[0m\n"));
+}
+
+/// The time left until the client gives up (`expires_in`, or `--authentication-timeout-sec`
+/// if sooner), redrawn every second from the injected clock.
+struct Countdown {
+    deadline: chrono::DateTime<chrono::Utc>,
+}
+
+impl Countdown {
+    fn show(&self, deps: &Deps) {
+        let left = (self.deadline - deps.clock.now()).num_seconds().max(0);
+        deps.console.rewrite(&format!(
+            "Waiting for approval: {}:{:02} left",
+            left / 60,
+            left % 60
+        ));
+    }
+}
+
+/// Sleeps `secs` seconds; with a countdown, one second at a time, redrawing it before each.
+fn wait(deps: &Deps, secs: u64, countdown: Option<&Countdown>) {
+    match countdown {
+        None => deps.sleeper.sleep(Duration::from_secs(secs)),
+        Some(c) => {
+            for _ in 0..secs {
+                c.show(deps);
+                deps.sleeper.sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Polls the token endpoint (§3.4–3.5) until the code is approved, refused or out of time.
+fn poll(
+    deps: &Deps,
+    provider: &Provider,
+    opts: &LoginOptions,
+    auth: &shared::device::DeviceAuthorizationResponse,
+    pkce: Option<&(oauth2::PkceCodeChallenge, oauth2::PkceCodeVerifier)>,
+    limit: Duration,
+    countdown: Option<&Countdown>,
+) -> Result<CacheEntry> {
     let start = deps.clock.now();
-    let limit = opts
-        .timeout
-        .min(Duration::from_secs(auth.expires_in.max(1)));
     let mut interval = auth.interval.unwrap_or(DEFAULT_INTERVAL_SECS).max(1);
     loop {
-        deps.sleeper.sleep(Duration::from_secs(interval));
+        wait(deps, interval, countdown);
+        if countdown.is_some() && deps.verbosity >= 1 {
+            // The -v lines below start on a clean line, not after the countdown.
+            deps.console.rewrite("");
+        }
         let elapsed = (deps.clock.now() - start).to_std().unwrap_or_default();
         if elapsed > limit {
             return Err(Error::Login(format!(
@@ -67,7 +169,7 @@ pub fn login(deps: &Deps, provider: &Provider, opts: &LoginOptions) -> Result<Ca
             ("grant_type", shared::token::grant_type::DEVICE_CODE),
             ("device_code", auth.device_code.as_str()),
         ]);
-        if let Some((_, verifier)) = &pkce {
+        if let Some((_, verifier)) = pkce {
             params.push(("code_verifier".into(), verifier.secret().clone()));
         }
         match provider.token(params) {
@@ -100,7 +202,16 @@ fn open_browser_quietly(deps: &Deps, opts: &LoginOptions, url: &str) {
     if opts.skip_open_browser {
         return;
     }
-    if let Err(e) = deps.browser.open(url, opts.browser_command.as_deref()) {
+    let (console, verbose) = (deps.console.clone(), deps.verbosity >= 1);
+    let failed = Box::new(move |why: String| {
+        if verbose {
+            console.line(&format!("no browser: {why}"));
+        }
+    });
+    if let Err(e) = deps
+        .browser
+        .open(url, opts.browser_command.as_deref(), failed)
+    {
         deps.log(1, || format!("no browser: {e}"));
     }
 }
@@ -225,6 +336,84 @@ mod tests {
             "{e}"
         );
         assert!(!e.chars().any(|c| c.is_control()), "{e:?}");
+    }
+
+    /// On a terminal: the QR code, the user code on its own line, and a countdown from the
+    /// injected clock, one second at a time, cleared at the end.
+    #[test]
+    fn terminal_shows_qr_code_and_countdown() {
+        let fake = FakeDeps::new();
+        fake.console.set_terminal(true);
+        fake.discovery();
+        device_answer(&fake, true, Some(2));
+        let token = format!("{ISSUER}/token");
+        fake.http
+            .route(&token, 400, r#"{"error":"authorization_pending"}"#);
+        fake.http.route(
+            &token,
+            200,
+            r#"{"access_token":"at","token_type":"Bearer","expires_in":60}"#,
+        );
+        let cfg = provider_config();
+        let p = Provider::discover(&fake.deps, &cfg).unwrap();
+        login(&fake.deps, &p, &login_options(GrantType::DeviceCode)).unwrap();
+        let console = fake.console_text();
+        assert!(
+            console.contains('\u{2580}') && console.contains('\u{2584}'),
+            "{console}"
+        );
+        assert!(
+            console.contains(&format!(
+                "Scan the QR code, or open {ISSUER}/device-page and enter the code:"
+            )),
+            "{console}"
+        );
+        assert!(
+            console.contains("\n    \x1b[1mBCDF-GHJK\x1b[0m\n"),
+            "{console:?}"
+        );
+        // login_options' 60 s timeout is sooner than expires_in (600 s).
+        assert_eq!(
+            fake.console.rewrites(),
+            vec![
+                "Waiting for approval: 1:00 left",
+                "Waiting for approval: 0:59 left",
+                "Waiting for approval: 0:58 left",
+                "Waiting for approval: 0:57 left",
+                "",
+            ]
+        );
+        let slept: Vec<u64> = fake
+            .sleeper
+            .slept
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_secs())
+            .collect();
+        assert_eq!(slept, vec![1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn no_qr_code_or_countdown_when_stderr_is_not_a_terminal() {
+        let fake = FakeDeps::new();
+        fake.discovery();
+        device_answer(&fake, true, Some(2));
+        fake.http.route(
+            &format!("{ISSUER}/token"),
+            200,
+            r#"{"access_token":"at","token_type":"Bearer","expires_in":60}"#,
+        );
+        let cfg = provider_config();
+        let p = Provider::discover(&fake.deps, &cfg).unwrap();
+        login(&fake.deps, &p, &login_options(GrantType::DeviceCode)).unwrap();
+        let console = fake.console_text();
+        assert!(
+            !console.contains('\u{2580}') && !console.contains('\x1b'),
+            "{console:?}"
+        );
+        assert!(fake.console.rewrites().is_empty());
+        assert!(console.contains("(code BCDF-GHJK)"), "{console}");
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! `commands::flags` builds them from the command line, so nothing here knows clap.
 
 pub mod authcode;
+pub mod auto;
 pub mod client_credentials;
 pub mod device_code;
 pub mod keyboard;
 pub mod loopback;
 pub mod password;
+pub mod qr;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,9 +25,12 @@ use crate::provider::Provider;
 use crate::secret::Secret;
 use crate::token_cache::CacheEntry;
 
-/// The grant a login uses (`--grant-type`, with `auto` already decided).
+/// The grant a login uses (`--grant-type`; `auto` with `--username` is already the password
+/// grant).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantType {
+    /// Decided at login time from the machine and the provider ([`auto::choose`]).
+    Auto,
     /// Authorization code through the browser and the loopback server (RFC 6749 §4.1).
     Authcode,
     /// Authorization code typed back on the terminal.
@@ -73,13 +78,35 @@ pub struct LoginOptions {
 
 /// Whether the grant may open a browser (and so is subject to the login back-off).
 pub fn opens_browser(grant: GrantType) -> bool {
-    matches!(grant, GrantType::Authcode | GrantType::DeviceCode)
+    matches!(
+        grant,
+        GrantType::Auto | GrantType::Authcode | GrantType::DeviceCode
+    )
 }
 
-/// Runs the login of `opts.grant`.
+/// Runs the login of `opts.grant`; `auto` is decided here, once discovery says whether the
+/// provider supports device authorization, and said on stderr with the way to override it.
 pub fn login(deps: &Deps, provider: &Provider, opts: &LoginOptions) -> Result<CacheEntry> {
+    if opts.grant == GrantType::Auto {
+        let asked = auto::Asked {
+            browser_command: opts.browser_command.is_some(),
+            skip_open_browser: opts.skip_open_browser,
+        };
+        let device = provider.metadata.device_authorization_endpoint.is_some()
+            || provider.cfg.device_authorization_endpoint.is_some();
+        let choice = auto::choose(deps.host.as_ref(), asked, device);
+        deps.say(&choice.message());
+        let chosen = LoginOptions {
+            grant: choice.grant,
+            // No display: a launcher would fail or open a browser nobody sees.
+            skip_open_browser: opts.skip_open_browser || choice.no_display,
+            ..opts.clone()
+        };
+        return login(deps, provider, &chosen);
+    }
     deps.log(1, || format!("logging in with the {:?} grant", opts.grant));
     match opts.grant {
+        GrantType::Auto => Err(Error::Login("--grant-type=auto was not decided".into())),
         GrantType::Authcode => authcode::login(deps, provider, opts),
         GrantType::AuthcodeKeyboard => keyboard::login(deps, provider, opts),
         GrantType::DeviceCode => device_code::login(deps, provider, opts),
@@ -184,20 +211,34 @@ pub fn pkce(
     use_it.then(PkceCodeChallenge::new_random_sha256)
 }
 
-/// Opens `url` in the browser, or prints it when asked to or when no browser starts.
+/// Prints `url` and opens it in the browser unless asked not to. The URL is always printed
+/// (kubelogin does): a user whose launcher is broken needs it. A launcher that cannot start, or
+/// starts and then fails (xdg-open without a browser), is reported at once with the way out,
+/// instead of leaving the user to wait for the authentication timeout.
 pub fn open_browser(deps: &Deps, opts: &LoginOptions, url: &str) {
+    deps.say(&format!(
+        "Please visit the following URL in your browser: {url}"
+    ));
     if opts.skip_open_browser {
-        deps.say(&format!(
-            "Please visit the following URL in your browser: {url}"
-        ));
         return;
     }
     deps.log(1, || format!("opening the browser at {url}"));
-    if let Err(e) = deps.browser.open(url, opts.browser_command.as_deref()) {
-        deps.say(&format!(
-            "warning: {e}\nPlease visit the following URL in your browser: {url}"
-        ));
+    let console = deps.console.clone();
+    let told = url.to_string();
+    let failed = Box::new(move |why: String| console.line(&launcher_failed(&why, &told)));
+    if let Err(e) = deps
+        .browser
+        .open(url, opts.browser_command.as_deref(), failed)
+    {
+        deps.say(&launcher_failed(&e.to_string(), url));
     }
+}
+
+/// What to do when the browser did not open: the URL by hand, or a flow without a browser.
+fn launcher_failed(why: &str, url: &str) -> String {
+    format!(
+        "warning: the browser did not open ({why}).\nOpen this URL in a browser on this machine yourself: {url}\nNo browser here (SSH, a container)? Use --grant-type=device-code instead."
+    )
 }
 
 /// Form pairs as owned strings.
@@ -211,7 +252,109 @@ pub(crate) fn form<const N: usize>(pairs: [(&str, &str); N]) -> Vec<(String, Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{provider_config, FakeDeps, ISSUER};
+    use crate::testing::{login_options, provider_config, FakeDeps, ISSUER};
+
+    /// A device flow the fake provider approves at the first poll.
+    fn device_provider(fake: &FakeDeps) {
+        fake.discovery();
+        let body = serde_json::json!({
+            "device_code": "dc", "user_code": "BCDFGHJK",
+            "verification_uri": format!("{ISSUER}/device-page"),
+            "verification_uri_complete": format!("{ISSUER}/device-page?c=1"),
+            "expires_in": 600, "interval": 1,
+        });
+        fake.http
+            .route(&format!("{ISSUER}/device"), 200, &body.to_string());
+        fake.http.route(
+            &format!("{ISSUER}/token"),
+            200,
+            r#"{"access_token":"at","token_type":"Bearer","expires_in":60}"#,
+        );
+    }
+
+    #[test]
+    fn auto_without_a_display_logs_in_with_device_code_and_says_why() {
+        let fake = FakeDeps::new();
+        fake.host.unset("DISPLAY").var("SSH_TTY", "/dev/pts/1");
+        device_provider(&fake);
+        let cfg = provider_config();
+        let p = Provider::discover(&fake.deps, &cfg).unwrap();
+        let entry = login(&fake.deps, &p, &login_options(GrantType::Auto)).unwrap();
+        assert_eq!(entry.access_token.expose(), "at");
+        let console = fake.console_text();
+        assert!(
+            console.contains(
+                "Using the device code flow (device-code): this is an SSH session (SSH_TTY is set)"
+            ),
+            "{console}"
+        );
+        assert!(console.contains("pass --grant-type="), "{console}");
+        assert!(
+            fake.browser.opened().is_empty(),
+            "no browser launch without a display"
+        );
+        assert_eq!(
+            fake.form_of(&format!("{ISSUER}/token"), 0)["grant_type"],
+            shared::token::grant_type::DEVICE_CODE
+        );
+    }
+
+    /// An explicit --grant-type is obeyed whatever the machine looks like, without a word.
+    #[test]
+    fn an_explicit_grant_skips_the_probe() {
+        let fake = FakeDeps::new();
+        device_provider(&fake);
+        let cfg = provider_config();
+        let p = Provider::discover(&fake.deps, &cfg).unwrap();
+        login(&fake.deps, &p, &login_options(GrantType::DeviceCode)).unwrap();
+        assert!(
+            !fake.console_text().contains("Using "),
+            "{}",
+            fake.console_text()
+        );
+        // Opened the browser: the desktop has a display.
+        assert_eq!(
+            fake.browser.opened(),
+            vec![format!("{ISSUER}/device-page?c=1")]
+        );
+    }
+
+    #[test]
+    fn a_launcher_that_fails_is_reported_at_once_with_the_url_and_device_code() {
+        let fake = FakeDeps::new();
+        fake.browser
+            .fail_after_start("xdg-open exited with exit status: 3");
+        let opts = login_options(GrantType::Authcode);
+        open_browser(&fake.deps, &opts, "http://localhost:4242/");
+        let console = fake.console_text();
+        assert!(
+            console.starts_with(
+                "Please visit the following URL in your browser: http://localhost:4242/"
+            ),
+            "the URL comes first, always: {console}"
+        );
+        assert!(
+            console.contains("the browser did not open (xdg-open exited with exit status: 3)"),
+            "{console}"
+        );
+        assert!(
+            console.contains("yourself: http://localhost:4242/"),
+            "{console}"
+        );
+        assert!(console.contains("--grant-type=device-code"), "{console}");
+
+        // A launcher that cannot even start.
+        let fake = FakeDeps::new();
+        fake.browser
+            .on_open(|_| Err(Error::usage("no such file: firefox")));
+        open_browser(&fake.deps, &opts, "http://localhost:4242/");
+        assert!(
+            fake.console_text()
+                .contains("did not open (no such file: firefox)"),
+            "{}",
+            fake.console_text()
+        );
+    }
 
     fn refresh_with(answer: Option<(u16, &str)>, use_access_token: bool) -> Result<Refresh> {
         let fake = FakeDeps::new();

@@ -144,10 +144,12 @@ pub fn run(deps: &Deps, args: &DoctorArgs) -> Result<String> {
     doctor.check_issuer(&provider);
     doctor.check_client_id();
     doctor.check_apiserver_trust();
-    if r.login.grant == GrantType::Authcode {
+    // `auto` picks the browser login on a desktop: its redirect URIs are worth checking.
+    if matches!(r.login.grant, GrantType::Authcode | GrantType::Auto) {
         doctor.check_redirects(&provider)?;
     }
     doctor.check_signing_algs(&provider);
+    doctor.note_flow(&provider);
     let token = exec_info.and_then(|_| {
         let cache = super::flags::cache_policy(deps, &get_token.cache, get_token.force_refresh);
         obtain(deps, &r, Some(&cache))
@@ -234,10 +236,16 @@ impl<'d> Doctor<'d> {
         }
     }
 
-    /// Check 2: The issuer string kube-apiserver compares the token's `iss` against.
+    /// Check 2: The issuer string kube-apiserver compares the token's `iss` against; it must be
+    /// https, or kube-apiserver does not start.
     fn check_issuer(&mut self, provider: &Provider) {
         let issuer = &provider.metadata.issuer;
+        let http = super::advice::http_issuer(&self.api_issuer);
+        if let Some(problem) = &http {
+            self.fail(problem, super::advice::HTTPS_FIX);
+        }
         match issuer_difference(issuer, &self.api_issuer) {
+            None if http.is_some() => {}
             None => self.ok(&format!(
                 "kube-apiserver's --oidc-issuer-url equals the provider's issuer \"{}\"",
                 self.api_issuer
@@ -443,6 +451,22 @@ impl<'d> Doctor<'d> {
                 &format!("set kube-apiserver's --oidc-signing-algs={offered}"),
             );
         }
+    }
+
+    /// Note: the flow `--grant-type=auto` picks on this machine, and why.
+    fn note_flow(&self, provider: &Provider) {
+        let login = &self.r.login;
+        if login.grant != GrantType::Auto {
+            return;
+        }
+        let asked = crate::auth::auto::Asked {
+            browser_command: login.browser_command.is_some(),
+            skip_open_browser: login.skip_open_browser,
+        };
+        let device = provider.metadata.device_authorization_endpoint.is_some()
+            || provider.cfg.device_authorization_endpoint.is_some();
+        let choice = crate::auth::auto::choose(self.deps.host.as_ref(), asked, device);
+        self.note(&format!("--grant-type=auto: {}", choice.message()));
     }
 
     /// Check 6: A real token (get-token's, from the cache, a refresh or a login) through

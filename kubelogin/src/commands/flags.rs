@@ -142,11 +142,13 @@ pub fn cache_key(provider: &ProviderConfig, login: &LoginOptions, name: &str) ->
     }
 }
 
-/// `--grant-type=auto`: password when a username is given, else the browser (kubelogin).
+/// `--grant-type=auto`: password when a username is given (kubelogin), else decided at login
+/// time from the machine and the provider (`auth::auto`).
 pub fn grant_type(grant: cli::GrantType, username: &str) -> GrantType {
     match grant {
         cli::GrantType::Auto if !username.is_empty() => GrantType::Password,
-        cli::GrantType::Auto | cli::GrantType::Authcode => GrantType::Authcode,
+        cli::GrantType::Auto => GrantType::Auto,
+        cli::GrantType::Authcode => GrantType::Authcode,
         cli::GrantType::AuthcodeKeyboard => GrantType::AuthcodeKeyboard,
         cli::GrantType::Password => GrantType::Password,
         cli::GrantType::DeviceCode => GrantType::DeviceCode,
@@ -244,7 +246,11 @@ mod tests {
 
     #[test]
     fn grant_auto_resolution() {
-        assert_eq!(grant_type(cli::GrantType::Auto, ""), GrantType::Authcode);
+        assert_eq!(grant_type(cli::GrantType::Auto, ""), GrantType::Auto);
+        assert_eq!(
+            grant_type(cli::GrantType::Authcode, ""),
+            GrantType::Authcode
+        );
         assert_eq!(
             grant_type(cli::GrantType::Auto, "alice"),
             GrantType::Password

@@ -2,7 +2,9 @@
 //! [`flags::resolve`] and runs; `get-token`, `setup` and `doctor` get their token from the one
 //! [`get_token::obtain`].
 
+pub mod advice;
 pub mod clean;
+pub mod completion;
 pub mod doctor;
 pub mod flags;
 pub mod get_token;

@@ -8,6 +8,7 @@ use crate::cli::{self, PkceMethod, ProviderArgs, SetupArgs, DEFAULT_LISTEN_ADDRE
 use crate::deps::Deps;
 use crate::error::{Error, Result};
 
+use super::advice;
 use super::get_token::obtain;
 
 /// Returns the text for stdout.
@@ -20,6 +21,13 @@ pub fn run(deps: &Deps, args: &SetupArgs) -> Result<String> {
     let claims = got
         .claims()
         .map_err(|e| Error::invalid("the token is not a JWT, no claims to show", e))?;
+    // Also on stderr: the failure must be seen even when stdout goes to a file.
+    if let Some(problem) = advice::http_issuer(&r.provider.issuer) {
+        deps.say(&format!(
+            "[FAIL] {problem}\n       fix: {}",
+            advice::HTTPS_FIX
+        ));
+    }
     Ok(render(&args.provider, &r.login.grant, &claims))
 }
 
@@ -200,8 +208,15 @@ fn render(a: &ProviderArgs, grant: &GrantType, claims: &serde_json::Value) -> St
         s.push_str("# --password is left out: the plugin asks for it on the terminal.\n");
     }
     s.push_str("\n## 3. Grant access to the cluster\n\n");
+    let suggested = advice::suggest_claims(&a.oidc_extra_scope, claims);
     // kube-apiserver prefixes a non-email username claim with the issuer and `#`.
-    let user = format!("{issuer}#{sub}");
+    let user = match (
+        suggested.username,
+        claims.get("email").and_then(|v| v.as_str()),
+    ) {
+        ("email", Some(email)) => email.to_string(),
+        _ => format!("{issuer}#{sub}"),
+    };
     s.push_str(&format!(
         "kubectl create clusterrolebinding oidc-{} --clusterrole=cluster-admin --user={}\n",
         rbac_name(sub),
@@ -215,13 +230,14 @@ fn render(a: &ProviderArgs, grant: &GrantType, claims: &serde_json::Value) -> St
         ));
     }
     s.push_str("\n## 4. Set up the Kubernetes API server\n\n");
+    s.push_str(&apiserver_notes(&issuer, &suggested));
     let mut api_flags = vec![
         format!("--oidc-issuer-url={issuer}"),
         format!("--oidc-client-id={client_id}"),
-        "--oidc-username-claim=sub".to_string(),
+        format!("--oidc-username-claim={}", suggested.username),
     ];
-    if !groups.is_empty() {
-        api_flags.push("--oidc-groups-claim=groups".to_string());
+    if let Some(claim) = suggested.groups {
+        api_flags.push(format!("--oidc-groups-claim={claim}"));
         api_flags.push("--oidc-groups-prefix=oidc:".to_string());
     }
     if let Some(ca) = a.certificate_authority.first() {
@@ -234,6 +250,25 @@ fn render(a: &ProviderArgs, grant: &GrantType, claims: &serde_json::Value) -> St
     s.push_str("\nk3s (/etc/rancher/k3s/config.yaml):\nkube-apiserver-arg:\n");
     for f in &api_flags {
         s.push_str(&format!("  - \"{}\"\n", f.trim_start_matches("--")));
+    }
+    s
+}
+
+/// Above kube-apiserver's flags: the failure of an http issuer (kube-apiserver would not start
+/// with it) and why each claim is suggested.
+fn apiserver_notes(issuer: &str, suggested: &advice::Claims) -> String {
+    let mut s = String::new();
+    if let Some(problem) = advice::http_issuer(issuer) {
+        s.push_str(&format!(
+            "[FAIL] {problem}\n       fix: {}\n\n",
+            advice::HTTPS_FIX
+        ));
+    }
+    for why in &suggested.why {
+        s.push_str(&format!("# {why}\n"));
+    }
+    if !suggested.why.is_empty() {
+        s.push('\n');
     }
     s
 }
@@ -288,5 +323,32 @@ mod tests {
         assert!(text.contains("--group=oidc:developers"));
         assert!(text.contains("--oidc-groups-claim=groups"));
         assert!(text.contains("kube-apiserver-arg:"));
+        assert!(!text.contains("[FAIL]"), "an https issuer passes: {text}");
+    }
+
+    #[test]
+    fn http_issuer_fails_and_email_is_suggested() {
+        let cli = Cli::try_parse_from([
+            "kubectl-oidc_login",
+            "setup",
+            "--oidc-issuer-url=http://127.0.0.1:8080",
+            "--oidc-client-id=kubelogin",
+            "--oidc-extra-scope=email",
+        ])
+        .unwrap();
+        let Some(Command::Setup(a)) = cli.command else {
+            panic!()
+        };
+        let claims = serde_json::json!({"sub":"u1","email":"a@example.com","email_verified":true});
+        let text = render(&a.provider, &GrantType::Authcode, &claims);
+        let fail = text
+            .find("[FAIL] kube-apiserver refuses the issuer")
+            .unwrap();
+        let flags = text.find("kube-apiserver flags:").unwrap();
+        assert!(fail < flags, "the failure comes before the flags: {text}");
+        assert!(text.contains("kubelogin-idp certs"), "{text}");
+        assert!(text.contains("--oidc-username-claim=email"), "{text}");
+        assert!(text.contains("--user=a@example.com"), "{text}");
+        assert!(!text.contains("--oidc-groups-claim"), "{text}");
     }
 }
