@@ -134,7 +134,7 @@ impl Metrics {
             pool_busy: AtomicI64::new(-1),
         });
         let mut registry = Registry::with_prefix("kubelogin_idp");
-        registry.register_collector(Box::new(Collector_(counts.clone())));
+        registry.register_collector(Box::new(CountsCollector(counts.clone())));
         Metrics { counts, registry }
     }
 
@@ -185,9 +185,9 @@ impl Metrics {
 
 /// Encodes [`Counts`] at scrape time.
 #[derive(Debug)]
-struct Collector_(Arc<Counts>);
+struct CountsCollector(Arc<Counts>);
 
-impl Collector for Collector_ {
+impl Collector for CountsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.0;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);

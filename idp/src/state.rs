@@ -1,6 +1,7 @@
 //! Shared application state: configuration, store, clock, signing keys and in-memory counters.
 //!
-//! May depend on: `clock`, `config`, `crypto`, `error`, `keys`, `metadata`, `store`, `throttle`.
+//! May depend on: `clock`, `config`, `crypto`, `error`, `keys`, `metadata`, `metrics`, `store`,
+//! `throttle`.
 //! Everything that handles a request sits above it.
 
 use crate::clock::Clock;
@@ -10,8 +11,7 @@ use crate::error::IdpError;
 use crate::keys::SigningKey;
 use crate::store::{Store, StoredKey};
 use crate::throttle::Throttle;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The keys in use: one that signs, all that verify (published in JWKS).
 #[derive(Debug)]
@@ -22,34 +22,12 @@ pub struct KeySet {
     pub jwks_json: bytes::Bytes,
 }
 
-/// Successful grants per type, for tests and `/metrics`-style inspection.
-#[derive(Debug, Default)]
-pub struct GrantCounters {
-    counts: Mutex<HashMap<String, u64>>,
-}
-
-impl GrantCounters {
-    pub fn inc(&self, grant: &str) {
-        if let Ok(mut m) = self.counts.lock() {
-            *m.entry(grant.to_string()).or_insert(0) += 1;
-        }
-    }
-    pub fn get(&self, grant: &str) -> u64 {
-        self.counts
-            .lock()
-            .ok()
-            .and_then(|m| m.get(grant).copied())
-            .unwrap_or(0)
-    }
-}
-
 pub struct Inner {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     /// `None` only while a first boot generates the signing key in the background.
     keys: tokio::sync::watch::Sender<Option<Arc<KeySet>>>,
-    pub grants: GrantCounters,
     /// Prometheus counters (`metrics`): atomics, cheap on the token path.
     pub metrics: crate::metrics::Metrics,
     /// Failed-login and user-code counters (keys built by `accounts`).
@@ -127,7 +105,6 @@ impl AppState {
             store,
             clock,
             keys: tokio::sync::watch::Sender::new(keys),
-            grants: GrantCounters::default(),
             metrics: crate::metrics::Metrics::new(),
             throttle: Throttle::default(),
             password_slots: tokio::sync::Semaphore::new(

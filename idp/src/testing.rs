@@ -146,7 +146,7 @@ impl TestIdp {
 
     /// Successful token grants of one type (e.g. "refresh_token") since start.
     pub fn token_grants(&self, grant: &str) -> u64 {
-        self.state.grants.get(grant)
+        self.state.metrics.grants(grant, "ok")
     }
 
     /// Runs a future on a private runtime (for store calls from synchronous tests).

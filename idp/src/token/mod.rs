@@ -159,7 +159,6 @@ async fn grant_request(
         grant_type::CLIENT_CREDENTIALS => client_credentials::grant(ctx).await?,
         _ => password::grant(ctx).await?,
     };
-    state.grants.inc(&grant);
     Ok(token_response(&resp))
 }
 
