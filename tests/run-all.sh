@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # sqlite3: the SIGKILL durability test reads the database read-only after the restart.
-packages=(dbus gnome-keyring libdbus-1-dev pkg-config chromium chromium-driver sqlite3)
+packages=(dbus gnome-keyring libdbus-1-dev pkg-config chromium chromium-driver postgresql sqlite3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -34,6 +34,14 @@ fi
 for tool in dbus-run-session gnome-keyring-daemon chromium chromedriver cargo node npm; do
   command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool not found on PATH" >&2; exit 1; }
 done
+# The PostgreSQL tests start a throwaway server with initdb and pg_ctl (idp::testing::pg), which
+# Debian keeps in /usr/lib/postgresql/<version>/bin, off PATH; the tests look there too. They
+# fail, never skip, without it; this check only says so first.
+pg_found=0
+for dir in /usr/lib/postgresql/*/bin $(echo "$PATH" | tr ':' ' '); do
+  if [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ]; then pg_found=1; break; fi
+done
+[ $pg_found -eq 1 ] || { echo "error: PostgreSQL's initdb and pg_ctl not found in /usr/lib/postgresql/*/bin or on PATH; install them with: apt-get install -y postgresql" >&2; exit 1; }
 
 # axe-core for the accessibility test, pinned by tests/axe/package-lock.json and installed into
 # tests/axe/node_modules (gitignored; never vendored). Reinstalled when the pinned version is not

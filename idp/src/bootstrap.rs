@@ -4,7 +4,7 @@
 use crate::audit;
 use crate::crypto;
 use crate::error::IdpError;
-use crate::store::{Client, NewUser, Store};
+use crate::store::{Client, NewUser, Store, StoreError};
 use shared::token::grant_type;
 use std::path::Path;
 
@@ -58,7 +58,7 @@ pub async fn first_boot(
     let password = crypto::generate_password();
     write_credentials(credentials_file, &password)?;
     let hash = crypto::hash_password(&password)?;
-    store
+    let created = store
         .create_user(
             NewUser {
                 username: "admin".into(),
@@ -69,9 +69,22 @@ pub async fn first_boot(
             },
             now,
         )
-        .await?;
+        .await;
+    match created {
+        Ok(_) => {}
+        // Another replica on the same database booted first: its admin stands, and this
+        // password opens nothing.
+        Err(StoreError::Conflict(_)) => {
+            let _ = std::fs::remove_file(credentials_file);
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    }
     if store.client(DEFAULT_CLIENT_ID).await?.is_none() {
-        store.create_client(default_client(now)).await?;
+        match store.create_client(default_client(now)).await {
+            Ok(()) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     audit::record_in(
         store,

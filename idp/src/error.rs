@@ -11,13 +11,43 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use shared::token::{error_code, ErrorResponse};
 
+/// Errors of the store (`crate::store::Store`), whatever the backend: what the caller can act
+/// on (not found, conflict) apart from the database failing, and apart from TLS, key and
+/// configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row an operation needs does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A uniqueness rule refused the write (a name taken, a code colliding).
+    #[error("{0}")]
+    Conflict(String),
+    /// The schema cannot be brought up to date (for example: newer than this binary).
+    #[error("database migration: {0}")]
+    Migration(String),
+    /// The database failed; the source says how.
+    #[error("database: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// A backend failure from any error of the database layer.
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::backend(e)
+    }
+}
+
 /// Errors of the IdP library.
 #[derive(Debug, thiserror::Error)]
 pub enum IdpError {
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("database migration: {0}")]
-    Migrate(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("signing key: {0}")]
     Key(#[from] crate::keys::KeyError),
     #[error("TLS: {0}")]
@@ -39,6 +69,23 @@ pub enum IdpError {
     /// A failure of our own (randomness, sealing) that no input causes.
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl IdpError {
+    /// What was not found, whether a use case or the store said so.
+    pub fn not_found(&self) -> Option<&str> {
+        match self {
+            IdpError::NotFound(m) | IdpError::Store(StoreError::NotFound(m)) => Some(m),
+            _ => None,
+        }
+    }
+    /// What conflicted, whether a use case or the store said so.
+    pub fn conflict(&self) -> Option<&str> {
+        match self {
+            IdpError::Conflict(m) | IdpError::Store(StoreError::Conflict(m)) => Some(m),
+            _ => None,
+        }
+    }
 }
 
 /// An OAuth 2.0 error response (RFC 6749 §5.2) with its HTTP status.
@@ -99,6 +146,12 @@ impl From<IdpError> for OAuthError {
     }
 }
 
+impl From<StoreError> for OAuthError {
+    fn from(e: StoreError) -> Self {
+        IdpError::from(e).into()
+    }
+}
+
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let body = ErrorResponse {
@@ -118,6 +171,12 @@ impl IntoResponse for OAuthError {
             );
         }
         resp
+    }
+}
+
+impl From<StoreError> for PageError {
+    fn from(e: StoreError) -> Self {
+        IdpError::from(e).into()
     }
 }
 

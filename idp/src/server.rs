@@ -5,7 +5,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ServeArgs};
 use crate::error::IdpError;
 use crate::state::AppState;
-use crate::store::{SqliteStore, Store};
+use crate::store::{Change, Changes, PgStore, SqliteStore, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,19 +33,21 @@ impl DataArgs {
     }
 }
 
-/// Opens the configured store. A SQLite database is private whatever `DATABASE_URL` says: a
-/// missing directory is created 0700 and a missing file 0600 (SQLite gives its -wal and -shm
-/// files the database file's mode); an existing file or directory others can read is left as
-/// it is, with a warning.
+/// Opens the configured store: PostgreSQL for a `postgres://` (or `postgresql://`) URL, where
+/// several replicas may share the database, and SQLite otherwise. A SQLite database is private
+/// whatever `DATABASE_URL` says: a missing directory is created 0700 and a missing file 0600
+/// (SQLite gives its -wal and -shm files the database file's mode); an existing file or
+/// directory others can read is left as it is, with a warning.
 pub async fn open_store(data: &DataArgs) -> Result<Arc<dyn Store>, IdpError> {
     let url = data.url();
-    if url.starts_with("postgres") {
-        return Err(IdpError::Config("DATABASE_URL names PostgreSQL, which this build does not support yet; use a sqlite:// URL".into()));
+    if is_postgres(&url) {
+        return Ok(Arc::new(PgStore::open(&url).await?));
     }
     if !url.starts_with("sqlite:") {
-        return Err(IdpError::Config(format!(
-            "DATABASE_URL {url:?} is not a sqlite:// URL"
-        )));
+        // Not the URL itself: a PostgreSQL URL may carry a password.
+        return Err(IdpError::Config(
+            "DATABASE_URL is neither a sqlite:// nor a postgres:// URL".into(),
+        ));
     }
     if data.database_url.is_none() {
         create_private_dir(&data.data_dir)?;
@@ -150,6 +152,48 @@ fn create_private_dir(dir: &Path) -> Result<(), IdpError> {
     })
 }
 
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Several replicas on one PostgreSQL database: applies what another replica announces on the
+/// changes channel (`LISTEN/NOTIFY`), so a key rotated on one replica signs on the others
+/// within a moment instead of at the next `KEY_RELOAD_INTERVAL`. A lost connection re-reads
+/// the keys, since announcements may have been missed meanwhile.
+async fn follow_changes(url: String, state: AppState) {
+    let mut changes: Option<Changes> = None;
+    loop {
+        let listening = match changes.as_mut() {
+            Some(c) => c,
+            None => match Changes::listen(&url).await {
+                Ok(c) => changes.insert(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for other replicas' changes; retrying");
+                    tokio::time::sleep(CHANGES_RETRY).await;
+                    continue;
+                }
+            },
+        };
+        match listening.next().await {
+            Ok(Change::Keys) | Ok(Change::Lost) => {
+                if let Err(e) = state.reload_keys().await {
+                    tracing::error!(error = %e, "reloading signing keys failed");
+                }
+            }
+            // No client record is held in memory yet.
+            Ok(Change::Clients) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "lost the changes channel; reconnecting");
+                changes = None;
+                tokio::time::sleep(CHANGES_RETRY).await;
+            }
+        }
+    }
+}
+
+/// How long to wait before listening again after the database could not be reached.
+const CHANGES_RETRY: Duration = Duration::from_secs(1);
+
 /// How often expired codes, tokens and sessions are deleted.
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
@@ -157,7 +201,7 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 pub async fn purge_expired(state: &AppState) -> Result<u64, IdpError> {
     let now = state.now();
     let audit_before = crate::audit::retention_cutoff(state.config.audit_retention, now);
-    state.store.purge_expired(now, audit_before).await
+    Ok(state.store.purge_expired(now, audit_before).await?)
 }
 
 /// Keeps keys fresh (every `KEY_RELOAD_INTERVAL`, so a `keys rotate` run by another process
@@ -207,6 +251,10 @@ pub async fn run(args: &ServeArgs, data: &DataArgs) -> Result<(), IdpError> {
     };
     let state = AppState::new_deferring_keygen(config.clone(), store, clock).await?;
     spawn_background(state.clone());
+    let url = data.url();
+    if is_postgres(&url) {
+        tokio::spawn(follow_changes(url, state.clone()));
+    }
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| IdpError::Config(format!("cannot listen on {}: {e}", config.addr)))?;

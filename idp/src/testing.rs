@@ -3,6 +3,8 @@
 //! Used by this crate's tests, by kubectl-oidc_login's and by the e2e crate, behind the
 //! `test-support` feature: it is never compiled into the shipped `kubelogin-idp`.
 
+pub mod pg;
+
 use crate::clock::{Clock, ManualClock};
 use crate::config::Config;
 use crate::crypto;

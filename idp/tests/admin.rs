@@ -163,8 +163,8 @@ fn invalid<T: std::fmt::Debug>(r: Result<T, IdpError>) -> String {
 
 fn not_found<T: std::fmt::Debug>(r: Result<T, IdpError>) -> String {
     match r {
-        Err(IdpError::NotFound(m)) => m,
-        other => panic!("expected IdpError::NotFound, got {other:?}"),
+        Err(e) if e.not_found().is_some() => e.to_string(),
+        other => panic!("expected not found, got {other:?}"),
     }
 }
 
@@ -247,10 +247,8 @@ async fn create_user_with_a_generated_or_a_given_password() {
     assert!(fx.store.user_by_username("carol").await.unwrap().is_none());
     assert_eq!(fx.count().await, n);
     req.username = "bob".into();
-    assert!(matches!(
-        admin.create_user(&fx.actor, req).await,
-        Err(IdpError::Conflict(_))
-    ));
+    let r = admin.create_user(&fx.actor, req).await;
+    assert!(matches!(&r, Err(e) if e.conflict().is_some()), "{r:?}");
     assert_eq!(fx.count().await, n);
 }
 
@@ -788,12 +786,10 @@ async fn create_client_refusals_write_nothing() {
         ..client_request("legacy", true)
     };
     admin.create_client(&fx.actor, req).await.unwrap();
-    assert!(matches!(
-        admin
-            .create_client(&fx.actor, client_request("legacy", true))
-            .await,
-        Err(IdpError::Conflict(_))
-    ));
+    let r = admin
+        .create_client(&fx.actor, client_request("legacy", true))
+        .await;
+    assert!(matches!(&r, Err(e) if e.conflict().is_some()), "{r:?}");
 }
 
 #[tokio::test]

@@ -17,6 +17,8 @@ mod rp;
 mod rules;
 // Revocation reaching everything a grant produced; disabled users; client authentication.
 mod revocation;
+// One audit row per event: every grant once, each of its events exactly once.
+mod grant_audit;
 // Accounts: bounded login input, throttling per address and account, device user-code
 // limits, the device request's origin, audit aggregation and retention.
 mod accounts;
@@ -24,6 +26,8 @@ mod accounts;
 mod account;
 // The storage conformance suite every backend must pass.
 mod store;
+// Two `serve` replicas on one PostgreSQL database: what one does, the other acts on at once.
+mod replicas;
 // Signing keys at rest: retired keys deleted, encryption with a key encryption key.
 mod keys;
 // The built binary: admin commands, serve start-up and refusals, certs.

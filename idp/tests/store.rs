@@ -1,6 +1,7 @@
 //! The storage conformance suite: one function per behaviour of the `Store` trait, written
-//! against `&dyn Store` only, so every backend (SQLite now, PostgreSQL later) runs the very same
-//! checks. `sqlite_suite!` at the bottom instantiates each function once on a fresh database.
+//! against `&dyn Store` only, so every backend (SQLite and PostgreSQL) runs the very same
+//! checks. `backend_suite!` at the bottom instantiates each function once per backend, each on a
+//! fresh database.
 //!
 //! Time is always passed in explicitly (the trait takes `now`), so nothing here sleeps.
 
@@ -8,7 +9,7 @@
 // shares; failing loudly is what a test helper should do.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use idp::error::IdpError;
+use idp::error::StoreError;
 use idp::store::{
     AuditEvent, AuditFilter, AuthCode, Client, CodeRedemption, Consent, DeviceCode, DevicePoll,
     DeviceStatus, Family, FamilyQuery, NewUser, RefreshToken, Rotation, Session, Store, StoredKey,
@@ -176,17 +177,17 @@ fn audit_fixture(at: u64, event: &str, actor: &str) -> AuditEvent {
     }
 }
 
-fn assert_conflict<T: std::fmt::Debug>(r: Result<T, IdpError>) {
+fn assert_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>) {
     match r {
-        Err(IdpError::Conflict(_)) => {}
-        other => panic!("expected IdpError::Conflict, got {other:?}"),
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("expected StoreError::Conflict, got {other:?}"),
     }
 }
 
-fn assert_not_found<T: std::fmt::Debug>(r: Result<T, IdpError>) {
+fn assert_not_found<T: std::fmt::Debug>(r: Result<T, StoreError>) {
     match r {
-        Err(IdpError::NotFound(_)) => {}
-        other => panic!("expected IdpError::NotFound, got {other:?}"),
+        Err(StoreError::NotFound(_)) => {}
+        other => panic!("expected StoreError::NotFound, got {other:?}"),
     }
 }
 
@@ -2217,7 +2218,10 @@ pub async fn audit_filters_every_field_and_pages_by_id(s: &dyn Store) {
     assert_eq!(seen, [4, 3, 2, 1, 0]);
 }
 
-macro_rules! sqlite_suite {
+/// Instantiates each behaviour once per backend: `store::sqlite::<name>` on a fresh SQLite file,
+/// `store::postgres::<name>` on a fresh database of the throwaway PostgreSQL cluster this test
+/// binary starts on first use (`idp::testing::pg`; a missing PostgreSQL fails these tests).
+macro_rules! backend_suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(
@@ -2231,10 +2235,21 @@ macro_rules! sqlite_suite {
                 }
             )*
         }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let url = idp::testing::pg::PgCluster::shared().database().await.unwrap();
+                    let store = idp::store::PgStore::open_with(&url, 4).await.unwrap();
+                    super::$name(&store).await;
+                    store.close().await;
+                }
+            )*
+        }
     };
 }
 
-sqlite_suite!(
+backend_suite!(
     server_secret_first_writer_wins,
     refresh_rotate_checks_the_client_and_audits_in_the_transaction,
     refresh_rotate_refuses_a_disabled_user,
@@ -2414,4 +2429,95 @@ async fn sqlite_upgrades_a_version_1_database() {
         .unwrap()
         .is_some());
     again.close().await;
+}
+
+/// Replicas starting together on a fresh PostgreSQL database: the migrations run once, under
+/// the advisory lock, and every replica comes up on the one schema (without the lock, all of
+/// them read version 0 and all but one fail on `CREATE TABLE`).
+#[tokio::test]
+async fn postgres_replicas_starting_at_once_migrate_once() {
+    let url = idp::testing::pg::PgCluster::shared()
+        .database()
+        .await
+        .unwrap();
+    let opened =
+        futures_util::future::join_all((0..4).map(|_| idp::store::PgStore::open_with(&url, 2)))
+            .await;
+    let stores: Vec<idp::store::PgStore> = opened
+        .into_iter()
+        .map(|s| s.expect("every replica opens"))
+        .collect();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+            .fetch_all(stores[0].pool())
+            .await
+            .unwrap();
+    assert_eq!(versions, [1]);
+    // Each replica works on the one schema: what one writes, another reads.
+    let alice = user(&stores[1], "alice").await;
+    assert_eq!(
+        stores[3].user_by_username("alice").await.unwrap(),
+        Some(alice)
+    );
+    for s in stores {
+        s.close().await;
+    }
+}
+
+/// 50 presentations of one refresh token at once, split across two replicas (two pools on one
+/// database): one rotates, the 49 others wait on the row lock and get the same successor back
+/// (the grace window), and the family is left with one current token.
+#[tokio::test]
+async fn postgres_concurrent_rotations_across_replicas_leave_one_chain() {
+    let url = idp::testing::pg::PgCluster::shared()
+        .database()
+        .await
+        .unwrap();
+    let a = idp::store::PgStore::open_with(&url, 8).await.unwrap();
+    let b = idp::store::PgStore::open_with(&url, 8).await.unwrap();
+    let alice = user(&a, "alice").await;
+    client(&a, "kubelogin", true).await;
+    family(&a, "f1", "kubelogin", &alice.id, "t1", T0).await;
+    let now = T0 + 10;
+    let tries = (0..50).map(|n| {
+        let s: &dyn Store = if n % 2 == 0 { &a } else { &b };
+        async move {
+            s.rotate_refresh_token(
+                "t1",
+                "kubelogin",
+                token(&format!("next-{n}"), "f1", now, now + 3600),
+                &format!("sealed-{n}"),
+                now,
+                5,
+                None,
+            )
+            .await
+            .unwrap()
+        }
+    });
+    let outcomes = futures_util::future::join_all(tries).await;
+    let rotated = outcomes
+        .iter()
+        .filter(|o| matches!(o, Rotation::Rotated(_)))
+        .count();
+    assert_eq!(rotated, 1, "{outcomes:?}");
+    let kept: Vec<&Option<String>> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Rotation::WithinGrace(_, kept) => Some(kept),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kept.len(), 49, "{outcomes:?}");
+    assert!(kept.windows(2).all(|w| w[0] == w[1] && w[0].is_some()));
+    let current: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM refresh_tokens WHERE family_id = 'f1' AND rotated_at IS NULL",
+    )
+    .fetch_one(b.pool())
+    .await
+    .unwrap();
+    assert_eq!(current, 1);
+    assert_eq!(a.family("f1").await.unwrap().unwrap().revoked_at, None);
+    a.close().await;
+    b.close().await;
 }

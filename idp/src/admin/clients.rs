@@ -239,7 +239,7 @@ impl Admin<'_> {
 
     /// Every client, by id.
     pub async fn clients(&self) -> Result<Vec<Client>, IdpError> {
-        self.store.list_clients().await
+        Ok(self.store.list_clients().await?)
     }
 
     pub async fn client(&self, client_id: &str) -> Result<Client, IdpError> {

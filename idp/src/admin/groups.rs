@@ -9,7 +9,7 @@ use crate::store::Group;
 impl Admin<'_> {
     /// Every group with its members' usernames, by name.
     pub async fn groups(&self) -> Result<Vec<Group>, IdpError> {
-        self.store.list_groups().await
+        Ok(self.store.list_groups().await?)
     }
 
     pub async fn create_group(&self, actor: &Actor, name: &str) -> Result<(), IdpError> {

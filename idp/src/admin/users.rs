@@ -330,7 +330,7 @@ impl Admin<'_> {
     /// A user's unexpired browser sessions, newest first.
     pub async fn sessions(&self, username: &str) -> Result<Vec<Session>, IdpError> {
         let user = self.user_named(username).await?;
-        self.store.sessions_of_user(&user.id, self.now()).await
+        Ok(self.store.sessions_of_user(&user.id, self.now()).await?)
     }
 
     /// Ends one browser session of a user (`id_hash` as [`Admin::sessions`] lists it).

@@ -76,6 +76,12 @@ impl From<IdpError> for AuthzError {
     }
 }
 
+impl From<crate::store::StoreError> for AuthzError {
+    fn from(e: crate::store::StoreError) -> Self {
+        AuthzError::Page(e.into())
+    }
+}
+
 fn page_err(title: &str, msg: impl Into<String>) -> AuthzError {
     AuthzError::Page(PageError::bad_request(title, msg))
 }

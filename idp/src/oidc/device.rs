@@ -5,7 +5,7 @@
 
 use crate::audit;
 use crate::crypto;
-use crate::error::{IdpError, OAuthError};
+use crate::error::OAuthError;
 use crate::http::{ClientMeta, FormParams};
 use crate::state::AppState;
 use crate::store::{Client, DeviceCode, DeviceStatus};
@@ -95,7 +95,7 @@ async fn store_codes(
         };
         match state.store.insert_device_code(rec).await {
             Ok(()) => break,
-            Err(IdpError::Conflict(_)) => continue,
+            Err(crate::store::StoreError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
         }
     }

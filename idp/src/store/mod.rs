@@ -1,17 +1,20 @@
-//! Storage: the only place with SQL. One trait, implemented for SQLite now and PostgreSQL later,
-//! checked by one conformance suite (`tests/store.rs`) that every backend must pass.
+//! Storage: the only place with SQL. One trait, implemented for SQLite and PostgreSQL, checked
+//! by one conformance suite (`tests/store.rs`) that every backend must pass.
 //!
 //! Every method that must be atomic (code redemption, refresh rotation, device polling) is one
 //! trait method, so each backend can use the transaction style its database needs.
 
+mod postgres;
+pub mod rules;
 mod sqlite;
 
+pub use postgres::{Change, Changes, PgStore};
 pub use sqlite::SqliteStore;
 
-use crate::error::IdpError;
+pub use crate::error::StoreError;
 use async_trait::async_trait;
 
-pub type StoreResult<T> = Result<T, IdpError>;
+pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The longest refresh-reuse grace window the configuration accepts; the kept successor of a
 /// rotated token is erased once this has passed.
@@ -203,7 +206,8 @@ impl DeviceStatus {
 #[derive(Debug, Clone, PartialEq)]
 pub enum DevicePoll {
     Pending,
-    /// Polled faster than the interval; the interval has been raised by 5 s.
+    /// Polled faster than the interval; the interval has been raised by
+    /// `shared::device::SLOW_DOWN_INCREMENT_SECS`.
     SlowDown,
     Denied,
     Expired,

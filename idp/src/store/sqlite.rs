@@ -1,6 +1,7 @@
 //! The SQLite backend: one writer connection (SQLite has one writer at a time; queueing in the
 //! pool is far cheaper than SQLite's sleeping busy handler) and a few readers, in WAL mode.
 
+use super::rules::{self, AccessChange, RedemptionRule, RevocationPlan, RotationRule, Scope};
 use super::*;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -70,7 +71,7 @@ impl SqliteStore {
             .fetch_one(&mut write)
             .await?;
         if version > SCHEMA_VERSION {
-            return Err(IdpError::Migrate(format!(
+            return Err(StoreError::Migration(format!(
                 "the database has schema version {version}, newer than this binary's {SCHEMA_VERSION}; upgrade kubelogin-idp"
             )));
         }
@@ -250,25 +251,68 @@ async fn revoke_in(
     Ok(())
 }
 
-/// Revokes every refresh family and ends every browser session of a user (disable, password
-/// reset): one rule for both.
-async fn end_user_access(
+/// The rows a [`Scope`] selects, as a condition on `user_id`/`client_id` columns and the values
+/// to bind in order; `None` for [`Scope::Nothing`].
+fn scope_condition<'a>(
+    scope: Scope,
+    user_id: &'a str,
+    client_id: &'a str,
+) -> Option<(&'static str, Vec<&'a str>)> {
+    match scope {
+        Scope::Nothing => None,
+        Scope::User => Some(("user_id = ?", vec![user_id])),
+        Scope::Client => Some(("client_id = ?", vec![client_id])),
+        Scope::UserAtClient => Some(("user_id = ? AND client_id = ?", vec![user_id, client_id])),
+        Scope::UsersOfClient => Some((
+            "user_id IN (SELECT user_id FROM token_families WHERE client_id = ?
+                         UNION SELECT user_id FROM consents WHERE client_id = ?)",
+            vec![client_id, client_id],
+        )),
+    }
+}
+
+/// Applies a [`RevocationPlan`] (decided by `rules::revocation_plan`) inside the caller's
+/// transaction. Returns how many live families it revoked.
+async fn apply_plan(
     conn: &mut sqlx::SqliteConnection,
+    plan: RevocationPlan,
     user_id: &str,
+    client_id: &str,
     now: u64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE token_families SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
-    )
-    .bind(i(now))
-    .bind(user_id)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("DELETE FROM sessions WHERE user_id = ?")
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+) -> Result<u64, sqlx::Error> {
+    if plan.invalidate_client_tokens {
+        sqlx::query("UPDATE clients SET tokens_valid_after = ? WHERE client_id = ?")
+            .bind(i(now))
+            .bind(client_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let mut revoked = 0;
+    if let Some((cond, args)) = scope_condition(plan.revoke_families, user_id, client_id) {
+        let sql =
+            format!("UPDATE token_families SET revoked_at = ? WHERE {cond} AND revoked_at IS NULL");
+        let mut q = sqlx::query(&sql).bind(i(now));
+        for a in args {
+            q = q.bind(a);
+        }
+        revoked = q.execute(&mut *conn).await?.rows_affected();
+    }
+    let deletes = [
+        ("token_families", plan.delete_families),
+        ("sessions", plan.end_sessions),
+        ("consents", plan.forget_consents),
+    ];
+    for (table, scope) in deletes {
+        if let Some((cond, args)) = scope_condition(scope, user_id, client_id) {
+            let sql = format!("DELETE FROM {table} WHERE {cond}");
+            let mut q = sqlx::query(&sql);
+            for a in args {
+                q = q.bind(a);
+            }
+            q.execute(&mut *conn).await?;
+        }
+    }
+    Ok(revoked)
 }
 
 /// The audit query for `f`, with only the conditions it sets, so SQLite can use the index that
@@ -421,7 +465,7 @@ impl Store for SqliteStore {
         match res {
             Ok(_) => {}
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(IdpError::Conflict(format!(
+                return Err(StoreError::Conflict(format!(
                     "user {:?} already exists",
                     user.username
                 )))
@@ -494,9 +538,10 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
-            return Err(IdpError::NotFound("no such user".into()));
+            return Err(StoreError::NotFound("no such user".into()));
         }
-        end_user_access(&mut tx, user_id, now).await?;
+        let plan = rules::revocation_plan(AccessChange::PasswordReset);
+        apply_plan(&mut tx, plan, user_id, "", now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -511,11 +556,14 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
-            return Err(IdpError::NotFound("no such user".into()));
+            return Err(StoreError::NotFound("no such user".into()));
         }
-        if disabled {
-            end_user_access(&mut tx, user_id, now).await?;
-        }
+        let change = if disabled {
+            AccessChange::DisableUser
+        } else {
+            AccessChange::EnableUser
+        };
+        apply_plan(&mut tx, rules::revocation_plan(change), user_id, "", now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -523,16 +571,14 @@ impl Store for SqliteStore {
     async fn delete_user(&self, user_id: &str) -> StoreResult<()> {
         let mut writer = self.write.lock().await;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("DELETE FROM token_families WHERE user_id = ?")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        let plan = rules::revocation_plan(AccessChange::DeleteUser);
+        apply_plan(&mut tx, plan, user_id, "", 0).await?;
         let r = sqlx::query("DELETE FROM users WHERE id = ?")
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
-            return Err(IdpError::NotFound("no such user".into()));
+            return Err(StoreError::NotFound("no such user".into()));
         }
         tx.commit().await?;
         Ok(())
@@ -577,7 +623,7 @@ impl Store for SqliteStore {
             .execute(&mut *self.write.lock().await)
             .await?;
         if r.rows_affected() == 0 {
-            return Err(IdpError::NotFound("no such user".into()));
+            return Err(StoreError::NotFound("no such user".into()));
         }
         Ok(())
     }
@@ -590,7 +636,7 @@ impl Store for SqliteStore {
             .fetch_optional(&mut *tx)
             .await?;
         if user.is_none() {
-            return Err(IdpError::NotFound("no such user".into()));
+            return Err(StoreError::NotFound("no such user".into()));
         }
         for g in groups {
             let exists: Option<String> =
@@ -599,7 +645,7 @@ impl Store for SqliteStore {
                     .fetch_optional(&mut *tx)
                     .await?;
             if exists.is_none() {
-                return Err(IdpError::NotFound(format!("no group {g:?}")));
+                return Err(StoreError::NotFound(format!("no group {g:?}")));
             }
         }
         sqlx::query("DELETE FROM group_members WHERE user_id = ?")
@@ -625,9 +671,9 @@ impl Store for SqliteStore {
             .await
         {
             Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(IdpError::Conflict(format!("group {name:?} already exists")))
-            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
+                format!("group {name:?} already exists"),
+            )),
             Err(e) => Err(e.into()),
         }
     }
@@ -664,7 +710,7 @@ impl Store for SqliteStore {
             .execute(&mut *self.write.lock().await)
             .await?;
         if r.rows_affected() == 0 {
-            return Err(IdpError::NotFound(format!("no group {name:?}")));
+            return Err(StoreError::NotFound(format!("no group {name:?}")));
         }
         Ok(())
     }
@@ -675,7 +721,7 @@ impl Store for SqliteStore {
             .fetch_optional(&mut *self.write.lock().await)
             .await?;
         if exists.is_none() {
-            return Err(IdpError::NotFound(format!("no group {group:?}")));
+            return Err(StoreError::NotFound(format!("no group {group:?}")));
         }
         sqlx::query("INSERT OR IGNORE INTO group_members (group_name, user_id) VALUES (?, ?)")
             .bind(group)
@@ -692,7 +738,7 @@ impl Store for SqliteStore {
             .execute(&mut *self.write.lock().await)
             .await?;
         if r.rows_affected() == 0 {
-            return Err(IdpError::NotFound(
+            return Err(StoreError::NotFound(
                 "the user is not a member of that group".into(),
             ));
         }
@@ -727,7 +773,7 @@ impl Store for SqliteStore {
         {
             Ok(_) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(IdpError::Conflict(format!("client {:?} already exists", c.client_id)))
+                Err(StoreError::Conflict(format!("client {:?} already exists", c.client_id)))
             }
             Err(e) => Err(e.into()),
         }
@@ -760,7 +806,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
-            return Err(IdpError::NotFound(format!("no client {client_id:?}")));
+            return Err(StoreError::NotFound(format!("no client {client_id:?}")));
         }
         tx.commit().await?;
         Ok(())
@@ -775,7 +821,7 @@ impl Store for SqliteStore {
         .execute(&mut *self.write.lock().await)
         .await?;
         if r.rows_affected() == 0 {
-            return Err(IdpError::NotFound(format!(
+            return Err(StoreError::NotFound(format!(
                 "no confidential client {client_id:?}"
             )));
         }
@@ -785,36 +831,15 @@ impl Store for SqliteStore {
     async fn revoke_all_for_client(&self, client_id: &str, now: u64) -> StoreResult<u64> {
         let mut writer = self.write.lock().await;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        let r = sqlx::query("UPDATE clients SET tokens_valid_after = ? WHERE client_id = ?")
-            .bind(i(now))
+        let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM clients WHERE client_id = ?")
             .bind(client_id)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-        if r.rows_affected() == 0 {
-            return Err(IdpError::NotFound(format!("no client {client_id:?}")));
+        if known.is_none() {
+            return Err(StoreError::NotFound(format!("no client {client_id:?}")));
         }
-        let n = sqlx::query(
-            "UPDATE token_families SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL",
-        )
-        .bind(i(now))
-        .bind(client_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        // Forced re-authentication also signs out every user who used the client and forgets
-        // consent, so the next authorization goes through the login page.
-        sqlx::query(
-            "DELETE FROM sessions WHERE user_id IN (
-                 SELECT user_id FROM token_families WHERE client_id = ?1
-                 UNION SELECT user_id FROM consents WHERE client_id = ?1)",
-        )
-        .bind(client_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM consents WHERE client_id = ?")
-            .bind(client_id)
-            .execute(&mut *tx)
-            .await?;
+        let plan = rules::revocation_plan(AccessChange::ClientRevokeAll);
+        let n = apply_plan(&mut tx, plan, "", client_id, now).await?;
         tx.commit().await?;
         Ok(n)
     }
@@ -857,20 +882,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<u64> {
         let mut writer = self.write.lock().await;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        let n = sqlx::query(
-            "UPDATE token_families SET revoked_at = ? WHERE user_id = ? AND client_id = ? AND revoked_at IS NULL",
-        )
-        .bind(i(now))
-        .bind(user_id)
-        .bind(client_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        sqlx::query("DELETE FROM consents WHERE user_id = ? AND client_id = ?")
-            .bind(user_id)
-            .bind(client_id)
-            .execute(&mut *tx)
-            .await?;
+        let plan = rules::revocation_plan(AccessChange::RevokeAuthorization);
+        let n = apply_plan(&mut tx, plan, user_id, client_id, now).await?;
         tx.commit().await?;
         Ok(n)
     }
@@ -932,35 +945,36 @@ impl Store for SqliteStore {
             .bind(code_hash)
             .fetch_optional(&mut *tx)
             .await?;
-        let Some(row) = row else {
-            return Ok(CodeRedemption::NotFound);
+        let stored = match row {
+            Some(r) => Some(rules::StoredCode {
+                code: code_from(&r)?,
+                used_at: r.try_get::<Option<i64>, _>("used_at")?.map(u),
+                family_id: r.try_get("family_id")?,
+            }),
+            None => None,
         };
-        let used_at: Option<i64> = row.try_get("used_at")?;
-        if used_at.is_some() {
-            let family: Option<String> = row.try_get("family_id")?;
-            if let Some(f) = family {
-                sqlx::query(
-                    "UPDATE token_families SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                )
-                .bind(i(now))
-                .bind(f)
-                .execute(&mut *tx)
-                .await?;
+        match rules::redemption(stored.as_ref(), now) {
+            RedemptionRule::NotFound | RedemptionRule::Expired => Ok(CodeRedemption::NotFound),
+            RedemptionRule::Replayed { revoke_family } => {
+                if let Some(f) = revoke_family {
+                    revoke_in(&mut tx, &f, now).await?;
+                    tx.commit().await?;
+                }
+                Ok(CodeRedemption::Replayed)
             }
-            tx.commit().await?;
-            return Ok(CodeRedemption::Replayed);
+            RedemptionRule::Redeem => {
+                sqlx::query("UPDATE auth_codes SET used_at = ? WHERE code_hash = ?")
+                    .bind(i(now))
+                    .bind(code_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                match stored {
+                    Some(s) => Ok(CodeRedemption::Fresh(s.code)),
+                    None => Ok(CodeRedemption::NotFound),
+                }
+            }
         }
-        let code = code_from(&row)?;
-        if code.expires_at <= now {
-            return Ok(CodeRedemption::NotFound);
-        }
-        sqlx::query("UPDATE auth_codes SET used_at = ? WHERE code_hash = ?")
-            .bind(i(now))
-            .bind(code_hash)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(CodeRedemption::Fresh(code))
     }
 
     async fn link_code_family(&self, code_hash: &str, family_id: &str) -> StoreResult<()> {
@@ -1035,26 +1049,27 @@ impl Store for SqliteStore {
         };
         let token = refresh_from(&row)?;
         let family = family_from(&row)?;
-        // RFC 6749 §6: the token must have been issued to the authenticated client; a foreign
-        // client must not be able to burn it, so nothing is written.
-        if family.client_id != client_id {
-            return Ok(Rotation::WrongClient);
-        }
-        if family.revoked_at.is_some() || token.expires_at <= now {
-            return Ok(Rotation::Invalid);
-        }
-        if row.try_get::<i64, _>("user_disabled")? != 0 {
-            revoke_in(&mut tx, &family.id, now).await?;
-            tx.commit().await?;
-            return Ok(Rotation::Invalid);
-        }
-        match token.rotated_at {
-            None => {}
-            Some(at) if now.saturating_sub(at) <= grace_secs => {
-                let kept: Option<String> = row.try_get("successor_enc")?;
-                return Ok(Rotation::WithinGrace(family, kept));
+        let kept: Option<String> = row.try_get("successor_enc")?;
+        let disabled = row.try_get::<i64, _>("user_disabled")? != 0;
+        match rules::rotation(
+            &token,
+            &family,
+            kept.as_deref(),
+            client_id,
+            disabled,
+            now,
+            grace_secs,
+        ) {
+            RotationRule::Rotate => {}
+            RotationRule::WrongClient => return Ok(Rotation::WrongClient),
+            RotationRule::Invalid => return Ok(Rotation::Invalid),
+            RotationRule::RevokeAndRefuse => {
+                revoke_in(&mut tx, &family.id, now).await?;
+                tx.commit().await?;
+                return Ok(Rotation::Invalid);
             }
-            Some(_) => {
+            RotationRule::WithinGrace(kept) => return Ok(Rotation::WithinGrace(family, kept)),
+            RotationRule::Reused => {
                 revoke_in(&mut tx, &family.id, now).await?;
                 tx.commit().await?;
                 return Ok(Rotation::Reused(family));
@@ -1203,7 +1218,7 @@ impl Store for SqliteStore {
         {
             Ok(_) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(IdpError::Conflict("user code collision".into()))
+                Err(StoreError::Conflict("user code collision".into()))
             }
             Err(e) => Err(e.into()),
         }
@@ -1255,43 +1270,18 @@ impl Store for SqliteStore {
             .bind(hash)
             .fetch_optional(&mut *tx)
             .await?;
-        let Some(row) = row else {
-            return Ok(DevicePoll::NotFound);
-        };
-        let d = device_from(&row)?;
-        if d.status == DeviceStatus::Consumed {
-            return Ok(DevicePoll::NotFound);
+        let code = row.as_ref().map(device_from).transpose()?;
+        let (outcome, update) = rules::device_poll(code.as_ref(), now);
+        if let Some(w) = update {
+            sqlx::query("UPDATE device_codes SET last_polled_at = ?, interval_secs = ?, status = ? WHERE device_code_hash = ?")
+                .bind(i(w.last_polled_at))
+                .bind(i(w.interval))
+                .bind(w.status.as_str())
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
         }
-        if d.expires_at <= now {
-            return Ok(DevicePoll::Expired);
-        }
-        // RFC 8628 §3.5: a client polling faster than the interval gets slow_down, and "the
-        // interval MUST be increased by 5 seconds for this and all subsequent requests".
-        let too_fast = d
-            .last_polled_at
-            .map(|t| now < t + d.interval)
-            .unwrap_or(false);
-        let (outcome, interval) = match d.status {
-            _ if too_fast && d.status == DeviceStatus::Pending => {
-                (DevicePoll::SlowDown, d.interval + 5)
-            }
-            DeviceStatus::Pending => (DevicePoll::Pending, d.interval),
-            DeviceStatus::Denied => (DevicePoll::Denied, d.interval),
-            DeviceStatus::Approved => (DevicePoll::Approved(Box::new(d.clone())), d.interval),
-            DeviceStatus::Consumed => (DevicePoll::NotFound, d.interval),
-        };
-        let status = match &outcome {
-            DevicePoll::Approved(_) | DevicePoll::Denied => DeviceStatus::Consumed.as_str(),
-            _ => d.status.as_str(),
-        };
-        sqlx::query("UPDATE device_codes SET last_polled_at = ?, interval_secs = ?, status = ? WHERE device_code_hash = ?")
-            .bind(i(now))
-            .bind(i(interval))
-            .bind(status)
-            .bind(hash)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
         Ok(outcome)
     }
 
@@ -1485,10 +1475,13 @@ impl Store for SqliteStore {
             .await?;
         let rows: Vec<AuditRow> = serde_json::from_str(&json).map_err(|e| {
             // The position only: the message of a type error would quote the stored text.
-            IdpError::Internal(format!(
-                "reading audit events: malformed JSON at column {}",
-                e.column()
-            ))
+            StoreError::Backend(
+                format!(
+                    "reading audit events: malformed JSON at column {}",
+                    e.column()
+                )
+                .into(),
+            )
         })?;
         Ok(rows.into_iter().map(audit_from_json).collect())
     }

@@ -30,7 +30,7 @@ use super::{csrf, current_user, login_redirect, page, SESSION_COOKIE};
 use crate::accounts::{self, PasswordCheck};
 use crate::admin::users::{UserEdit, MAX_PASSWORD};
 use crate::admin::{Actor, Admin, PasswordChoice, Secret};
-use crate::error::{IdpError, PageError};
+use crate::error::{IdpError, PageError, StoreError};
 use crate::http::{set_cookie, ClientMeta};
 use crate::state::AppState;
 use crate::store::{Session, User};
@@ -164,7 +164,7 @@ pub fn admin(state: &AppState) -> Admin<'_> {
 pub fn refusal(e: IdpError) -> PageError {
     match e {
         IdpError::Invalid(m) => PageError::bad_request("Not changed", m),
-        IdpError::NotFound(_) => PageError {
+        IdpError::NotFound(_) | IdpError::Store(StoreError::NotFound(_)) => PageError {
             status: StatusCode::NOT_FOUND,
             title: "Not found".into(),
             message: "There is no such item on your account (it may have ended already).".into(),

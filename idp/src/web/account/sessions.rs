@@ -193,7 +193,8 @@ pub async fn others_submit(
             .await
         {
             // Ended meanwhile (expired, or another tab): nothing left to do.
-            Ok(()) | Err(crate::error::IdpError::NotFound(_)) => {}
+            Ok(()) => {}
+            Err(e) if e.not_found().is_some() => {}
             Err(e) => return Err(refusal(e)),
         }
     }

@@ -29,7 +29,7 @@ pub mod users;
 
 use super::{csrf, current_user, login_redirect, page};
 use crate::admin::{Actor, Admin};
-use crate::error::{IdpError, PageError};
+use crate::error::{IdpError, PageError, StoreError};
 use crate::http::ClientMeta;
 use crate::state::AppState;
 use crate::store::{Session, User};
@@ -324,8 +324,12 @@ pub async fn check_csrf(
 pub fn refusal(e: IdpError) -> Result<(StatusCode, String), PageError> {
     match e {
         IdpError::Invalid(m) => Ok((StatusCode::BAD_REQUEST, m)),
-        IdpError::NotFound(m) => Ok((StatusCode::NOT_FOUND, m)),
-        IdpError::Conflict(m) => Ok((StatusCode::CONFLICT, m)),
+        IdpError::NotFound(m) | IdpError::Store(StoreError::NotFound(m)) => {
+            Ok((StatusCode::NOT_FOUND, m))
+        }
+        IdpError::Conflict(m) | IdpError::Store(StoreError::Conflict(m)) => {
+            Ok((StatusCode::CONFLICT, m))
+        }
         other => Err(PageError::from(other)),
     }
 }
