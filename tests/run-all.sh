@@ -10,7 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(dbus gnome-keyring libdbus-1-dev pkg-config chromium chromium-driver postgresql)
+# sqlite3: the SIGKILL durability test reads the database read-only after the restart.
+packages=(dbus gnome-keyring libdbus-1-dev pkg-config chromium chromium-driver postgresql sqlite3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

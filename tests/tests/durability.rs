@@ -4,8 +4,10 @@
 //! one live token, its predecessors answered from the grace window with that same token, and
 //! refused (with the whole family revoked) once the window is over.
 //!
-//! The scenario is written against [`Database`], so the PostgreSQL variant only adds an
-//! implementation (its URL in `DATABASE_URL`, `psql` for the read-only checks).
+//! The scenario is written against [`Database`]: SQLite in the data directory, and PostgreSQL
+//! on the throwaway cluster of `idp::testing::pg` (its URL in `DATABASE_URL`, `psql` for the
+//! read-only checks). The PostgreSQL server itself is not killed: it is the IdP process whose
+//! death must not lose an acknowledged token.
 //!
 //! Bounded: 16 workers, the kill after 400 acknowledged refreshes, every wait a bounded poll;
 //! loopback only, on ports the OS picked.
@@ -61,6 +63,46 @@ impl Database for Sqlite {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// A database on the throwaway PostgreSQL cluster (`idp::testing::pg`), read with `psql`.
+struct Postgres {
+    url: String,
+    /// `serve` still keeps its first-boot credentials file in a data directory.
+    data_dir: PathBuf,
+    psql: PathBuf,
+}
+
+impl Database for Postgres {
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DATA_DIR", self.data_dir.display().to_string()),
+            ("DATABASE_URL", self.url.clone()),
+        ]
+    }
+
+    fn query(&self, sql: &str) -> String {
+        let out = Command::new(&self.psql)
+            .args(["-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(&self.url)
+            .args(["-c", "SET default_transaction_read_only = on;"])
+            .args(["-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql (Debian postgresql-client) must be installed");
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The SET prints its tag ("SET") first.
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| *l != "SET")
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -494,6 +536,26 @@ fn sqlite_sigkill_during_refresh_load_loses_no_acknowledged_token() {
     let dir = tempfile::tempdir().unwrap();
     let db = Sqlite {
         data_dir: dir.path().join("data"),
+    };
+    sigkill_loses_no_acknowledged_token(&db, dir.path());
+}
+
+#[test]
+fn postgres_sigkill_during_refresh_load_loses_no_acknowledged_token() {
+    let cluster = idp::testing::pg::PgCluster::shared();
+    let url = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(cluster.database())
+        .unwrap();
+    let psql = [cluster.bin().join("psql"), PathBuf::from("/usr/bin/psql")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .expect("psql (Debian postgresql-client) must be installed");
+    let dir = tempfile::tempdir().unwrap();
+    let db = Postgres {
+        url,
+        data_dir: dir.path().join("data"),
+        psql,
     };
     sigkill_loses_no_acknowledged_token(&db, dir.path());
 }
