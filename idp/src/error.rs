@@ -43,6 +43,12 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::backend(e)
+    }
+}
+
 /// Errors of the IdP library.
 #[derive(Debug, thiserror::Error)]
 pub enum IdpError {

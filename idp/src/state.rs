@@ -9,8 +9,9 @@ use crate::config::Config;
 use crate::crypto::{self, KeyEncryptionKey};
 use crate::error::IdpError;
 use crate::keys::SigningKey;
-use crate::store::{Store, StoredKey};
+use crate::store::{Client, Store, StoreResult, StoredKey};
 use crate::throttle::Throttle;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The keys in use: one that signs, all that verify (published in JWKS).
@@ -22,6 +23,77 @@ pub struct KeySet {
     pub jwks_json: bytes::Bytes,
 }
 
+/// Client records read from the store, kept until a client changes (every grant looks its client
+/// up; a lookup that hits costs no store hand-off). A change made through this process's store
+/// drops the cache at once ([`Store::local_client_writes`]); one made by another process or
+/// replica is seen within a second (of the injected clock), by comparing
+/// [`Store::clients_version`].
+/// Only clients that exist are kept, so unknown ids cannot grow it.
+#[derive(Debug, Default)]
+pub struct ClientCache {
+    inner: std::sync::RwLock<ClientCacheState>,
+}
+
+#[derive(Debug, Default)]
+struct ClientCacheState {
+    clients: HashMap<String, Client>,
+    /// The store's `clients_version` and `local_client_writes` the entries are valid for.
+    version: u64,
+    local_writes: u64,
+    /// When (clock seconds) the version was last compared.
+    checked: Option<u64>,
+}
+
+impl ClientCache {
+    /// The client `client_id` at `now`, from the cache or the store.
+    pub async fn get(
+        &self,
+        store: &dyn Store,
+        client_id: &str,
+        now: u64,
+    ) -> StoreResult<Option<Client>> {
+        self.revalidate(store, now).await?;
+        let local = store.local_client_writes();
+        if let Ok(s) = self.inner.read() {
+            if let Some(c) = s.clients.get(client_id) {
+                return Ok(Some(c.clone()));
+            }
+        }
+        let found = store.client(client_id).await?;
+        if let (Some(c), Ok(mut s)) = (&found, self.inner.write()) {
+            // A client write of this process that began since the lookup began may not be in
+            // what was read: then it is not kept (a write counts itself before and after).
+            if store.local_client_writes() == local && s.local_writes == local {
+                s.clients.insert(client_id.to_string(), c.clone());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Drops the entries when this process wrote a client, or (compared at most once a
+    /// second) when the store's version moved.
+    async fn revalidate(&self, store: &dyn Store, now: u64) -> StoreResult<()> {
+        let local = store.local_client_writes();
+        let (wrote_here, due) = match self.inner.read() {
+            Ok(s) => (s.local_writes != local, s.checked.is_none_or(|t| now > t)),
+            Err(_) => (true, true),
+        };
+        if !wrote_here && !due {
+            return Ok(());
+        }
+        let version = store.clients_version().await?;
+        if let Ok(mut s) = self.inner.write() {
+            if s.version != version || s.local_writes != local {
+                s.clients.clear();
+            }
+            s.version = version;
+            s.local_writes = local;
+            s.checked = Some(now);
+        }
+        Ok(())
+    }
+}
+
 pub struct Inner {
     pub config: Config,
     pub store: Arc<dyn Store>,
@@ -30,6 +102,8 @@ pub struct Inner {
     keys: tokio::sync::watch::Sender<Option<Arc<KeySet>>>,
     /// Prometheus counters (`metrics`): atomics, cheap on the token path.
     pub metrics: crate::metrics::Metrics,
+    /// Client records (see [`ClientCache`]); read them with [`AppState::client`].
+    pub clients: ClientCache,
     /// Failed-login and user-code counters (keys built by `accounts`).
     pub throttle: Throttle,
     /// argon2id checks in flight at once (each takes 19 MiB and a core for tens of ms): one per
@@ -106,6 +180,7 @@ impl AppState {
             clock,
             keys: tokio::sync::watch::Sender::new(keys),
             metrics: crate::metrics::Metrics::new(),
+            clients: ClientCache::default(),
             throttle: Throttle::default(),
             password_slots: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism()
@@ -124,6 +199,13 @@ impl AppState {
 
     pub fn now(&self) -> u64 {
         self.clock.now()
+    }
+
+    /// A client record, through the cache (see [`ClientCache`]).
+    pub async fn client(&self, client_id: &str) -> StoreResult<Option<Client>> {
+        self.clients
+            .get(self.store.as_ref(), client_id, self.now())
+            .await
     }
 
     /// The keys, waiting for a first boot's key generation if it is still running.

@@ -19,6 +19,8 @@ mod rules;
 mod revocation;
 // One audit row per event: every grant once, each of its events exactly once.
 mod grant_audit;
+// The client cache: a change here is seen at once, on another replica within a second.
+mod client_cache;
 // Accounts: bounded login input, throttling per address and account, device user-code
 // limits, the device request's origin, audit aggregation and retention.
 mod accounts;

@@ -2218,6 +2218,32 @@ pub async fn audit_filters_every_field_and_pages_by_id(s: &dyn Store) {
     assert_eq!(seen, [4, 3, 2, 1, 0]);
 }
 
+/// Every client write moves `clients_version` (what a client cache on another replica compares)
+/// and `local_client_writes` (what this process's cache compares); reads and other writes do
+/// not.
+async fn clients_version_moves_with_every_client_write(s: &dyn Store) {
+    let versions = || async { (s.clients_version().await.unwrap(), s.local_client_writes()) };
+    let mut last = versions().await;
+    let mut moved = |now: (u64, u64), what: &str| {
+        assert!(now.0 != last.0, "{what}: clients_version did not move");
+        assert!(now.1 > last.1, "{what}: local_client_writes did not move");
+        last = now;
+    };
+    client(s, "ci", false).await;
+    moved(versions().await, "create");
+    s.set_client_secret_hash("ci", "new-hash").await.unwrap();
+    moved(versions().await, "secret");
+    s.revoke_all_for_client("ci", T0).await.unwrap();
+    moved(versions().await, "revoke-all");
+    let before_reads = versions().await;
+    s.client("ci").await.unwrap();
+    s.list_clients().await.unwrap();
+    s.create_group("ops", T0).await.unwrap();
+    assert_eq!(versions().await.0, before_reads.0, "reads and other writes");
+    s.delete_client("ci").await.unwrap();
+    moved(versions().await, "delete");
+}
+
 /// Instantiates each behaviour once per backend: `store::sqlite::<name>` on a fresh SQLite file,
 /// `store::postgres::<name>` on a fresh database of the throwaway PostgreSQL cluster this test
 /// binary starts on first use (`idp::testing::pg`; a missing PostgreSQL fails these tests).
@@ -2303,6 +2329,7 @@ backend_suite!(
     consents_of_user_and_revoke_authorization,
     live_families_and_their_count,
     audit_filters_every_field_and_pages_by_id,
+    clients_version_moves_with_every_client_write,
 );
 
 /// A database made by the first release (schema version 1) is brought up to date at open, and

@@ -142,7 +142,7 @@ async fn known_client(
 ) -> Result<Client, AuthzError> {
     let client_id = param(p, "client_id")
         .ok_or_else(|| page_err("Invalid request", "client_id is missing."))?;
-    state.store.client(&client_id).await?.ok_or_else(|| {
+    state.client(&client_id).await?.ok_or_else(|| {
         page_err(
             "Unknown application",
             format!("No client {client_id:?} is registered at this identity provider."),

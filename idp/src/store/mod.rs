@@ -364,6 +364,14 @@ pub trait Store: Send + Sync {
     /// How many live refresh families (see [`Store::live_families`]) there are, of one client
     /// or of all.
     async fn count_live_families(&self, client_id: Option<&str>, now: u64) -> StoreResult<u64>;
+    /// A number that changes with every write to any client record, in the writing
+    /// transaction, whichever process or replica writes: a cache of client records compares it
+    /// (at most once a second, `state::ClientCache`) to see another replica's change.
+    async fn clients_version(&self) -> StoreResult<u64>;
+    /// How many client writes were made through this store object: the cache in this process
+    /// drops a change made here at once, without waiting for its next [`Store::clients_version`]
+    /// check.
+    fn local_client_writes(&self) -> u64;
 
     // consent
     async fn consented_scopes(&self, user_id: &str, client_id: &str) -> StoreResult<Vec<String>>;

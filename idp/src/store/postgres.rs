@@ -17,7 +17,10 @@ use std::time::Duration;
 /// The schema as numbered migrations (see `migrations/postgres/`), applied in order at open,
 /// each in its own transaction with its row in `schema_migrations`. A released file is never
 /// edited.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres/0001_initial.sql"),
+    include_str!("migrations/postgres/0002_clients_version.sql"),
+];
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// The advisory lock key held while migrating (an arbitrary constant: "kubelogin" in ASCII,
@@ -96,6 +99,9 @@ impl Changes {
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// Client writes made through this store, counted before and after each, so a cache in this
+    /// process drops a change at once (see [`Store::local_client_writes`]).
+    client_writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn i(v: u64) -> i64 {
@@ -118,6 +124,23 @@ fn opt_u(v: Option<i64>) -> Option<u64> {
     v.map(u)
 }
 
+/// Counts a client write on `client_writes` when it starts and again when it ends (dropped), so
+/// a cache lookup overlapping the write on either side of its commit sees the count move.
+struct ClientWrite<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> ClientWrite<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicU64) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        ClientWrite(n)
+    }
+}
+
+impl Drop for ClientWrite<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 impl PgStore {
     /// Connects to the database at a `postgres://` URL and brings its schema up to date.
     pub async fn open(url: &str) -> StoreResult<Self> {
@@ -133,7 +156,10 @@ impl PgStore {
             .connect_with(opts)
             .await?;
         migrate(&pool).await?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            client_writes: Default::default(),
+        })
     }
 
     /// Closes the pool.
@@ -797,6 +823,7 @@ impl Store for PgStore {
     }
 
     async fn create_client(&self, c: Client) -> StoreResult<()> {
+        let _counted = ClientWrite::new(&self.client_writes);
         let r = sqlx::query(
             "INSERT INTO clients (client_id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, tokens_valid_after, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -832,6 +859,7 @@ impl Store for PgStore {
     }
 
     async fn delete_client(&self, client_id: &str) -> StoreResult<()> {
+        let _counted = ClientWrite::new(&self.client_writes);
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM token_families WHERE client_id = $1")
             .bind(client_id)
@@ -850,6 +878,7 @@ impl Store for PgStore {
     }
 
     async fn set_client_secret_hash(&self, client_id: &str, hash: &str) -> StoreResult<()> {
+        let _counted = ClientWrite::new(&self.client_writes);
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "UPDATE clients SET secret_hash = $1 WHERE client_id = $2 AND secret_hash IS NOT NULL",
@@ -869,6 +898,7 @@ impl Store for PgStore {
     }
 
     async fn revoke_all_for_client(&self, client_id: &str, now: u64) -> StoreResult<u64> {
+        let _counted = ClientWrite::new(&self.client_writes);
         let mut tx = self.pool.begin().await?;
         // The client's row lock orders this against a concurrent change of the client.
         let known: Option<i32> =
@@ -884,6 +914,25 @@ impl Store for PgStore {
         notify(&mut tx, Change::Clients).await?;
         tx.commit().await?;
         Ok(n)
+    }
+
+    async fn clients_version(&self) -> StoreResult<u64> {
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM store_versions WHERE name = 'clients'")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(u(v.unwrap_or(0)))
+    }
+
+    fn local_client_writes(&self) -> u64 {
+        self.client_writes
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn pool_usage(&self) -> Option<(u64, u64)> {
+        let idle = self.pool.num_idle() as u64;
+        let open = u64::from(self.pool.size());
+        Some((idle, open.saturating_sub(idle)))
     }
 
     async fn count_live_families(&self, client_id: Option<&str>, now: u64) -> StoreResult<u64> {

@@ -27,7 +27,7 @@ pub async fn check_access_token(
     if state.store.is_jti_revoked(&claims.jti).await? {
         return Ok(None);
     }
-    let Some(client) = state.store.client(&claims.client_id).await? else {
+    let Some(client) = state.client(&claims.client_id).await? else {
         return Ok(None);
     };
     if claims.iat < client.tokens_valid_after {

@@ -80,7 +80,7 @@ pub async fn authenticate_client(
     // impersonation). The secret is hashed even for an unknown id, so timing says no more.
     let failed = || OAuthError::invalid_client("client authentication failed");
     let presented = secret.as_deref().map(crypto::hash_secret);
-    let Some(client) = state.store.client(&client_id).await? else {
+    let Some(client) = state.client(&client_id).await? else {
         return Err(failed());
     };
     match (&client.secret_hash, presented) {
