@@ -96,6 +96,11 @@ pub struct DoctorArgs {
     /// kube-apiserver's --oidc-signing-algs [default: RS256].
     #[arg(long, value_delimiter = ',')]
     pub apiserver_oidc_signing_algs: Vec<String>,
+    /// kube-apiserver's --authentication-config file (an AuthenticationConfiguration, 1.30+):
+    /// validated with kube-apiserver's rules and run (CEL included) on a real token
+    /// [default: the one named in --k3s-config].
+    #[arg(long, value_name = "FILE", env = "KUBELOGIN_AUTHENTICATION_CONFIG")]
+    pub authentication_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -115,6 +120,9 @@ pub struct GetTokenArgs {
 pub struct SetupArgs {
     #[command(flatten)]
     pub provider: ProviderArgs,
+    /// `--write-*`: the files setup writes (kubeconfig, AuthenticationConfiguration, k3s, RBAC).
+    #[command(flatten)]
+    pub write: crate::commands::setup::WriteArgs,
 }
 
 #[derive(Debug, Clone, Args)]
