@@ -17,6 +17,9 @@ mod keyboard;
 mod templates;
 // `kubectl oidc-login doctor`: a healthy setup and the landmines it names.
 mod doctor;
+// `setup --write-*`: kubeconfig, AuthenticationConfiguration, k3s config and RBAC, accepted by
+// real kubectl, doctor and the stand-in; doctor --authentication-config with CEL.
+mod setup_writers;
 // axe-core in real Chromium on every page a person meets, at 360 px: no serious or critical
 // WCAG 2.1 A/AA violation, no sideways scrolling.
 mod accessibility;
