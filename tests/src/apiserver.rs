@@ -38,6 +38,10 @@ pub struct ApiServerSettings {
     /// `--authentication-config` instead of the `--oidc-*` flags: `oidc` then only names the
     /// issuer whose keys are fetched, and the CA is the file's inline `certificateAuthority`.
     pub authentication_config: Option<AuthenticationConfiguration>,
+    /// kube-apiserver's defaults `--anonymous-auth=true` and the `system:public-info-viewer`
+    /// ClusterRole: `/version` answers a request without a token (k3s and hardened clusters
+    /// turn anonymous requests off, which is the stand-in's default).
+    pub anonymous_public_info: bool,
     /// The least time between two JWKS fetches (go-oidc shares one in-flight fetch; this
     /// also stops a flood of bad tokens from hammering the issuer).
     pub jwks_refetch_interval: Duration,
@@ -49,6 +53,7 @@ impl ApiServerSettings {
             oidc,
             ca_file,
             authentication_config: None,
+            anonymous_public_info: false,
             jwks_refetch_interval: Duration::from_millis(500),
         }
     }
@@ -489,7 +494,8 @@ async fn authenticate(inner: &Inner, headers: &HeaderMap, path: &str) -> Option<
 }
 
 async fn version(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
-    if authenticate(&inner, &headers, "/version").await.is_none() {
+    let anonymous = inner.settings.anonymous_public_info && !headers.contains_key("authorization");
+    if !anonymous && authenticate(&inner, &headers, "/version").await.is_none() {
         return unauthorized();
     }
     Json(json!({

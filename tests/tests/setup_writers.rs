@@ -398,3 +398,72 @@ fn doctor_refuses_a_bad_configuration_and_a_cel_mapping_that_rejects_the_token()
     assert!(out.stdout.is_empty());
     assert!(err.starts_with("error: --authentication-config"), "{err}");
 }
+
+#[test]
+fn setup_asks_the_api_server_for_its_version_and_leaves_a_broken_kubeconfig_alone() {
+    let s = Setup::new();
+    let mut settings = ApiServerSettings::new(
+        shared::kube_oidc::Settings::new(&s.idp.issuer(), "kubelogin"),
+        Some(PathBuf::from(s.ca())),
+    );
+    settings.anonymous_public_info = true;
+    let api = ApiServer::start(settings.clone()).unwrap();
+    let kubeconfig = s.path("kubeconfig");
+    let exec = e2e::apiserver::ExecConfig {
+        api_version: "client.authentication.k8s.io/v1".into(),
+        command: e2e::plugin_path(),
+        args: vec!["get-token".into()],
+        env: Vec::new(),
+        interactive_mode: Some("Never".into()),
+    };
+    api.write_kubeconfig(&kubeconfig, &exec).unwrap();
+    let authn = s.path("authn.yaml");
+    let write = [format!("--write-authentication-config={}", authn.display())];
+    let mut env = s.env();
+    env.push(("KUBECONFIG", kubeconfig.display().to_string()));
+    let run = |env: &[(&str, String)]| {
+        let mut args = vec!["setup".to_string()];
+        args.extend(s.login_flags());
+        args.extend(write.iter().cloned());
+        run_plugin(&args, env).unwrap()
+    };
+    // The stand-in says 1.32 on /version: the beta API.
+    let out = run(&env);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let text = std::fs::read_to_string(&authn).unwrap();
+    assert!(
+        text.starts_with("apiVersion: apiserver.config.k8s.io/v1beta1\n"),
+        "{text}"
+    );
+
+    // Without anonymous access to /version: refused before any login, naming the flag.
+    settings.anonymous_public_info = false;
+    let closed = ApiServer::start(settings).unwrap();
+    closed.write_kubeconfig(&kubeconfig, &exec).unwrap();
+    let logins = s.idp.token_grants("authorization_code");
+    let out = run(&env);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("answered HTTP 401: give --kubernetes-version"),
+        "{err}"
+    );
+    assert_eq!(s.idp.token_grants("authorization_code"), logins);
+
+    // A kubeconfig that is not YAML is left as it was, before any login.
+    let broken = s.path("broken");
+    std::fs::write(&broken, "users: [\n").unwrap();
+    let (out, err) = s.plugin(
+        "setup",
+        &[format!("--write-kubeconfig={}", broken.display())],
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        err.starts_with("error: ") && err.contains("not a kubeconfig"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&broken).unwrap(), "users: [\n");
+    assert_eq!(s.idp.token_grants("authorization_code"), logins);
+}

@@ -694,6 +694,17 @@ mod tests {
     }
 
     #[test]
+    fn finds_the_authentication_config_in_a_k3s_config() {
+        let k3s = "kube-apiserver-arg:\n  # - authentication-config=/old.yaml\n  - \"authentication-config=/etc/rancher/k3s/authn.yaml\"\n";
+        let a = parse_k3s_config(k3s);
+        assert_eq!(
+            a.authentication_config.as_deref(),
+            Some("/etc/rancher/k3s/authn.yaml")
+        );
+        assert_eq!(a.issuer_url, None);
+    }
+
+    #[test]
     fn names_the_trailing_slash() {
         let d = issuer_difference("https://idp.example", "https://idp.example/").unwrap();
         assert!(d.contains("only the trailing slash differs"), "{d}");

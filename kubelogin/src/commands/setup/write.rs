@@ -129,6 +129,20 @@ pub fn prepare(deps: &Deps, w: &WriteArgs) -> Result<Plan> {
             )));
         }
     }
+    // An existing file setup cannot edit is refused now, before the login, and left as it is.
+    if w.write_kubeconfig.is_some() {
+        let path = w.kubeconfig_path(deps)?;
+        if let Some(old) = read_existing(&path)? {
+            kubeconfig::update(Some(&old), &w.user, Value::Null, None)
+                .map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
+        }
+    }
+    if let Some(path) = &w.write_k3s_config {
+        if let Some(old) = read_existing(path)? {
+            k3s::update(Some(&old), &[])
+                .map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
+        }
+    }
     Ok(Plan { minor })
 }
 
@@ -311,13 +325,30 @@ fn authentication_config(m: &Mapping, minor: u32) -> Result<String> {
         .map_err(|e| Error::invalid("cannot write the AuthenticationConfiguration", e))
 }
 
+/// The most bytes read from a file setup edits (a kubeconfig with many clusters is still far
+/// below).
+const MAX_EDITED_FILE_BYTES: u64 = 16 << 20;
+
 /// The file's text, or `None` when it does not exist.
 fn read_existing(path: &Path) -> Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(path.display().to_string(), e)),
+    use std::io::Read as _;
+    let what = || path.display().to_string();
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(what(), e)),
+    };
+    let mut text = String::new();
+    file.take(MAX_EDITED_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io(what(), e))?;
+    if text.len() as u64 > MAX_EDITED_FILE_BYTES {
+        return Err(Error::usage(format!(
+            "{}: larger than {MAX_EDITED_FILE_BYTES} bytes, not edited",
+            what()
+        )));
     }
+    Ok(Some(text))
 }
 
 /// Shows the change as a unified diff on stderr, then writes it atomically (an existing
