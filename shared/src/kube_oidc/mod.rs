@@ -20,7 +20,9 @@
 //!   disables it; the groups claim may be a string or an array of strings and may be absent.
 //!
 //! [`authenticate`] runs these checks as numbered steps, one function each, in kube-apiserver's
-//! order; the cases that pin them are in `tests.rs`.
+//! order; the cases that pin them are in `tests.rs`. Steps 1 to 7 (everything before the claim
+//! mapping) are also [`verify`], which `crate::authn_config` runs for kube-apiserver's
+//! structured authentication configuration before its own (CEL) mappings.
 
 use crate::jwk::{Jwk, JwkSet};
 use crate::jwt::{b64url_decode, JwtFormatError};

@@ -25,7 +25,7 @@ pub fn run(deps: &Deps, args: &SetupArgs) -> Result<String> {
     let interactive = deps.prompt.is_terminal();
     let r = super::resolve(&args.provider, None, interactive)?;
     // The writers' flags (and the cluster's version) are checked before the login.
-    let plan = write::prepare(deps, &args.write)?;
+    let plan = write::prepare(deps, &args.write, &args.provider)?;
     // No cache: a login every time, and nothing kept.
     let got = obtain(deps, &r, None)?;
     // Verified just now by the login; decoded again only to print every claim.

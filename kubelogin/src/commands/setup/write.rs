@@ -114,7 +114,18 @@ pub struct Plan {
 
 /// Checks the flags and finds the Kubernetes version before the login, so a mistake costs no
 /// login.
-pub fn prepare(deps: &Deps, w: &WriteArgs) -> Result<Plan> {
+pub fn prepare(deps: &Deps, w: &WriteArgs, provider: &crate::cli::ProviderArgs) -> Result<Plan> {
+    if w.write_authentication_config.is_some() || w.write_k3s_config.is_some() {
+        // kube-apiserver refuses an issuer that is not https, with the flags and the file alike.
+        let issuer = provider.oidc_issuer_url.as_deref().unwrap_or_default();
+        let client = provider.oidc_client_id.as_deref().unwrap_or_default();
+        if let Err(e) = shared::kube_oidc::Settings::new(issuer, client).validate() {
+            return Err(Error::usage(format!(
+                "kube-apiserver would refuse this provider: {e}; serve it over TLS (kubelogin-idp \
+                 certs, then TLS_CERT_FILE/TLS_KEY_FILE) and use its https:// issuer"
+            )));
+        }
+    }
     let needs_version = w.write_authentication_config.is_some() || w.write_k3s_config.is_some();
     let minor = if needs_version {
         Some(kubernetes_minor(deps, w)?)
@@ -363,7 +374,8 @@ fn show_and_write(deps: &Deps, path: &Path, old: Option<&str>, new: &str, mode: 
         .unified_diff()
         .header(if old.is_some() { &shown } else { "/dev/null" }, &shown)
         .to_string();
-    deps.say(diff.trim_end());
+    let diff: Vec<String> = diff.lines().map(redact).collect();
+    deps.say(&diff.join("\n"));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
     }
@@ -372,6 +384,44 @@ fn show_and_write(deps: &Deps, path: &Path, old: Option<&str>, new: &str, mode: 
         .map_err(|e| Error::io(shown.clone(), e))?;
     deps.say(&format!("wrote {shown}"));
     Ok(())
+}
+
+/// Keys whose values are credentials: a kubeconfig's other users (`token`, `client-key-data`,
+/// `password`, auth-provider `id-token`/`refresh-token`/`client-secret`) and the plugin's own
+/// `--oidc-client-secret`/`--password` in exec args.
+const SECRET_KEYS: &[&str] = &[
+    "token",
+    "client-key-data",
+    "password",
+    "id-token",
+    "refresh-token",
+    "client-secret",
+];
+const SECRET_FLAGS: &[&str] = &["--oidc-client-secret=", "--password="];
+
+/// A diff line with any credential's value replaced: the diff goes to stderr, and its context
+/// lines can show entries setup does not own (CONVENTIONS.md §9: no secret in output).
+fn redact(line: &str) -> String {
+    for flag in SECRET_FLAGS {
+        if let Some(i) = line.find(flag) {
+            return format!("{}{flag}<redacted>", &line[..i]);
+        }
+    }
+    let body = line
+        .get(1..)
+        .unwrap_or_default()
+        .trim_start()
+        .trim_start_matches("- ");
+    for key in SECRET_KEYS {
+        if let Some(value) = body.strip_prefix(key).and_then(|r| r.strip_prefix(':')) {
+            if !value.trim().is_empty() {
+                if let Some(i) = line.find(&format!("{key}:")) {
+                    return format!("{}{key}: <redacted>", &line[..i]);
+                }
+            }
+        }
+    }
+    line.to_string()
 }
 
 #[cfg(unix)]
@@ -454,6 +504,26 @@ pub fn parse_minor(v: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_never_reach_the_shown_diff() {
+        assert_eq!(redact("     token: abc.def"), "     token: <redacted>");
+        assert_eq!(
+            redact("+    client-key-data: LS0t"),
+            "+    client-key-data: <redacted>"
+        );
+        assert_eq!(
+            redact("-  - --oidc-client-secret=s3cret"),
+            "-  - --oidc-client-secret=<redacted>"
+        );
+        assert_eq!(
+            redact("+      - --password=pw"),
+            "+      - --password=<redacted>"
+        );
+        assert_eq!(redact("   user:"), "   user:");
+        assert_eq!(redact("+    tokenFile: /x"), "+    tokenFile: /x");
+        assert_eq!(redact("+- token-cache-dir"), "+- token-cache-dir");
+    }
 
     #[test]
     fn minor_versions() {
