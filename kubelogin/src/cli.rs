@@ -50,7 +50,7 @@ pub enum Command {
     GetToken(GetTokenArgs),
     /// Log in once (bypassing the cache) and print the kubeconfig and cluster settings to use.
     #[command(args_override_self = true)]
-    Setup(SetupArgs),
+    Setup(Box<SetupArgs>),
     /// Delete the token cache (disk and keyring); with --revoke, revoke the refresh token first.
     #[command(args_override_self = true)]
     Clean(CleanArgs),
