@@ -604,8 +604,8 @@ fn examples_parse_and_deployments_use_the_probes() {
     let mut deployments = 0;
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let v = <serde_norway::Value as serde::Deserialize>::deserialize(doc)
                 .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             if v["kind"].as_str() != Some("Deployment") {
                 continue;

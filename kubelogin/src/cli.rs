@@ -50,7 +50,7 @@ pub enum Command {
     GetToken(GetTokenArgs),
     /// Log in once (bypassing the cache) and print the kubeconfig and cluster settings to use.
     #[command(args_override_self = true)]
-    Setup(SetupArgs),
+    Setup(Box<SetupArgs>),
     /// Delete the token cache (disk and keyring); with --revoke, revoke the refresh token first.
     #[command(args_override_self = true)]
     Clean(CleanArgs),
@@ -117,6 +117,11 @@ pub struct DoctorArgs {
     /// kube-apiserver's --oidc-signing-algs [default: RS256].
     #[arg(long, value_delimiter = ',')]
     pub apiserver_oidc_signing_algs: Vec<String>,
+    /// kube-apiserver's --authentication-config file (an AuthenticationConfiguration, 1.30+):
+    /// validated with kube-apiserver's rules and run (CEL included) on a real token
+    /// [default: the one named in --k3s-config].
+    #[arg(long, value_name = "FILE", env = "KUBELOGIN_AUTHENTICATION_CONFIG")]
+    pub authentication_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -136,6 +141,9 @@ pub struct GetTokenArgs {
 pub struct SetupArgs {
     #[command(flatten)]
     pub provider: ProviderArgs,
+    /// `--write-*`: the files setup writes (kubeconfig, AuthenticationConfiguration, k3s, RBAC).
+    #[command(flatten)]
+    pub write: crate::commands::setup::WriteArgs,
 }
 
 #[derive(Debug, Clone, Args)]

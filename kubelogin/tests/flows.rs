@@ -687,3 +687,54 @@ fn start_url_opened_twice_aborts_the_login() {
     assert_eq!(h.stub.grants("authorization_code"), 0);
     assert!(h.cache_entries().is_empty());
 }
+
+#[test]
+fn setup_write_kubeconfig_keeps_the_secret_out_of_the_shown_diff() {
+    let h = Harness::new(Config {
+        client_secret: Some("s3cret-value".into()),
+        ..Config::default()
+    });
+    let path = h.dir.path().join("kubeconfig");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Config\nusers:\n- name: admin\n  user:\n    token: other-users-token\n",
+    )
+    .unwrap();
+    h.run_command(
+        "setup",
+        &[
+            "--oidc-client-secret=s3cret-value",
+            &format!("--write-kubeconfig={}", path.display()),
+        ],
+    )
+    .unwrap();
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        written.contains("--oidc-client-secret=s3cret-value"),
+        "{written}"
+    );
+    assert!(written.contains("token: other-users-token"), "{written}");
+    let shown = h.console();
+    assert!(shown.contains("+    exec:"), "{shown}");
+    assert!(!shown.contains("s3cret-value"), "{shown}");
+    assert!(!shown.contains("other-users-token"), "{shown}");
+    assert!(shown.contains("--oidc-client-secret=<redacted>"), "{shown}");
+}
+
+#[test]
+fn setup_refuses_to_write_apiserver_files_for_an_http_issuer_before_logging_in() {
+    let h = Harness::new(Config::default());
+    let path = h.dir.path().join("authn.yaml");
+    let err = h
+        .run_command(
+            "setup",
+            &[
+                &format!("--write-authentication-config={}", path.display()),
+                "--kubernetes-version=1.33",
+            ],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("requires https"), "{err}");
+    assert!(!path.exists());
+    assert_eq!(h.stub.grants("authorization_code"), 0, "no login happened");
+}

@@ -4,6 +4,8 @@
 //! against the same definitions. The one exception is `fs`, the atomic file write both programs
 //! need (token cache; IdP certificates and credentials), kept here so there is one of it.
 
+#[cfg(feature = "authn-config")]
+pub mod authn_config;
 pub mod claims;
 pub mod device;
 pub mod discovery;

@@ -7,6 +7,11 @@
 //! only `--oidc-ca-file` when given), keeps answering 401 while that has not worked, and
 //! re-fetches the JWKS once (rate-limited) when a token's key is unknown or its signature fails,
 //! which is how a rotated signing key gets picked up.
+//!
+//! It also starts from a structured authentication configuration file
+//! ([`ApiServerSettings::from_authentication_config`], kube-apiserver's
+//! `--authentication-config`), authenticating through `shared::authn_config` (CEL claim
+//! mappings and validation rules included), the same code `doctor --authentication-config` runs.
 
 use anyhow::{anyhow, bail, Context as _};
 use axum::extract::State;
@@ -16,6 +21,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use idp::clock::{Clock, SystemClock};
 use serde_json::{json, Value};
+use shared::authn_config::{self, AuthenticationConfiguration};
 use shared::jwk::JwkSet;
 use shared::kube_oidc::{self, RejectKind, Settings, UserInfo};
 use std::net::SocketAddr;
@@ -29,6 +35,13 @@ pub struct ApiServerSettings {
     pub oidc: Settings,
     /// `--oidc-ca-file`: the only CA trusted for the issuer; the system roots when `None`.
     pub ca_file: Option<PathBuf>,
+    /// `--authentication-config` instead of the `--oidc-*` flags: `oidc` then only names the
+    /// issuer whose keys are fetched, and the CA is the file's inline `certificateAuthority`.
+    pub authentication_config: Option<AuthenticationConfiguration>,
+    /// kube-apiserver's defaults `--anonymous-auth=true` and the `system:public-info-viewer`
+    /// ClusterRole: `/version` answers a request without a token (k3s and hardened clusters
+    /// turn anonymous requests off, which is the stand-in's default).
+    pub anonymous_public_info: bool,
     /// The least time between two JWKS fetches (go-oidc shares one in-flight fetch; this
     /// also stops a flood of bad tokens from hammering the issuer).
     pub jwks_refetch_interval: Duration,
@@ -39,8 +52,54 @@ impl ApiServerSettings {
         ApiServerSettings {
             oidc,
             ca_file,
+            authentication_config: None,
+            anonymous_public_info: false,
             jwks_refetch_interval: Duration::from_millis(500),
         }
+    }
+
+    /// kube-apiserver started with `--authentication-config` holding `text` (YAML): refused,
+    /// as kube-apiserver refuses to start, when the file breaks a rule. The stand-in fetches
+    /// the keys of one issuer, so the file must have exactly one `jwt` authenticator.
+    pub fn from_authentication_config(text: &str) -> anyhow::Result<Self> {
+        let config = authn_config::parse(text)?;
+        let errors = authn_config::validate(&config);
+        if !errors.is_empty() {
+            let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            bail!("invalid authentication configuration: {}", all.join("; "));
+        }
+        let [jwt] = config.jwt.as_slice() else {
+            bail!("the stand-in serves exactly one jwt authenticator");
+        };
+        let audience = jwt.issuer.audiences.first().cloned().unwrap_or_default();
+        let mut oidc = Settings::new(&jwt.issuer.url, &audience);
+        oidc.signing_algs = kube_oidc::SUPPORTED_ALGS
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        Ok(ApiServerSettings {
+            authentication_config: Some(config),
+            ..ApiServerSettings::new(oidc, None)
+        })
+    }
+
+    /// The issuer's inline CA (`certificateAuthority`) when started from a configuration file.
+    fn inline_ca(&self) -> Option<&str> {
+        self.authentication_config
+            .as_ref()?
+            .jwt
+            .first()?
+            .issuer
+            .certificate_authority
+            .as_deref()
+    }
+
+    /// Where discovery is fetched: the file's `discoveryURL` when set, else under the issuer.
+    fn discovery_url(&self) -> String {
+        self.authentication_config
+            .as_ref()
+            .and_then(|c| c.jwt.first()?.issuer.discovery_url.clone())
+            .unwrap_or_else(|| shared::discovery::discovery_url(&self.oidc.issuer_url))
     }
 }
 
@@ -136,6 +195,14 @@ impl ApiServer {
             http = http
                 .tls_built_in_root_certs(false)
                 .add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
+        if let Some(pem) = settings.inline_ca() {
+            http = http.tls_built_in_root_certs(false);
+            for cert in reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .context("certificateAuthority")?
+            {
+                http = http.add_root_certificate(cert);
+            }
         }
         let inner = Arc::new(Inner {
             settings,
@@ -292,7 +359,7 @@ async fn refresh_keys(inner: &Inner, keys: &mut Keys) -> bool {
 
 async fn fetch_keys(inner: &Inner) -> anyhow::Result<JwkSet> {
     let issuer = &inner.settings.oidc.issuer_url;
-    let url = shared::discovery::discovery_url(issuer);
+    let url = inner.settings.discovery_url();
     let meta: shared::discovery::ProviderMetadata = get_json(&inner.http, &url).await?;
     // go-oidc refuses a provider whose discovery document names another issuer.
     if meta.issuer != *issuer {
@@ -387,12 +454,16 @@ async fn authenticate(inner: &Inner, headers: &HeaderMap, path: &str) -> Option<
         record_reject(None, format!("oidc: authenticator not initialized: {err}"));
         return None;
     };
-    let settings = &inner.settings.oidc;
-    let mut result = kube_oidc::authenticate(settings, &jwks, token, SystemClock.now());
+    let settings = &inner.settings;
+    let check = |jwks: &JwkSet| match &settings.authentication_config {
+        Some(config) => authn_config::authenticate(config, jwks, token, SystemClock.now()),
+        None => kube_oidc::authenticate(&settings.oidc, jwks, token, SystemClock.now()),
+    };
+    let mut result = check(&jwks);
     if let Err(r) = &result {
         if r.kind.is_key_problem() && refresh_keys(inner, &mut keys).await {
             if let Some(jwks) = &keys.jwks {
-                result = kube_oidc::authenticate(settings, jwks, token, SystemClock.now());
+                result = check(jwks);
             }
         }
     }
@@ -423,7 +494,8 @@ async fn authenticate(inner: &Inner, headers: &HeaderMap, path: &str) -> Option<
 }
 
 async fn version(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
-    if authenticate(&inner, &headers, "/version").await.is_none() {
+    let anonymous = inner.settings.anonymous_public_info && !headers.contains_key("authorization");
+    if !anonymous && authenticate(&inner, &headers, "/version").await.is_none() {
         return unauthorized();
     }
     Json(json!({

@@ -22,6 +22,9 @@ mod doctor;
 mod flow_choice;
 // setup and doctor: the http issuer kube-apiserver refuses, the claims suggested from a token.
 mod setup_advice;
+// `setup --write-*`: kubeconfig, AuthenticationConfiguration, k3s config and RBAC, accepted by
+// real kubectl, doctor and the stand-in; doctor --authentication-config with CEL.
+mod setup_writers;
 // axe-core in real Chromium on every page a person meets, at 360 px: no serious or critical
 // WCAG 2.1 A/AA violation, no sideways scrolling.
 mod accessibility;

@@ -9,6 +9,7 @@
 //! Each check is a method of `Doctor`, numbered and run in order by [`run`]; the token it
 //! checks comes from `get_token::obtain`, as get-token would hand it to kubectl.
 
+use shared::authn_config::{self, AuthenticationConfiguration};
 use shared::kube_oidc::Settings;
 
 use crate::auth::GrantType;
@@ -32,6 +33,8 @@ pub struct ApiServerOidc {
     pub groups_prefix: Option<String>,
     pub ca_file: Option<String>,
     pub signing_algs: Vec<String>,
+    /// `--authentication-config`: the file's path.
+    pub authentication_config: Option<String>,
 }
 
 /// Reads the `oidc-*` kube-apiserver arguments from a k3s `config.yaml` (`kube-apiserver-arg`
@@ -63,6 +66,12 @@ pub fn parse_k3s_config(text: &str) -> ApiServerOidc {
                 out.signing_algs = value.split(',').map(|s| s.trim().to_string()).collect()
             }
             _ => {}
+        }
+    }
+    for line in text.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
+        if let Some(i) = line.find("authentication-config=") {
+            let value = &line[i + "authentication-config=".len()..];
+            out.authentication_config = Some(value.trim().trim_matches(['"', '\'']).to_string());
         }
     }
     out
@@ -137,7 +146,11 @@ pub fn run(deps: &Deps, args: &DoctorArgs) -> Result<String> {
     };
     let get_token = &args.get_token;
     let r = super::resolve(&get_token.provider, Some(&get_token.cache), interactive)?;
+    let structured = load_authentication_config(&api)?;
     let mut doctor = Doctor::new(deps, &r, api);
+    if let Some(config) = structured {
+        doctor.check_authentication_config(config);
+    }
     let Some(provider) = doctor.check_discovery() else {
         return doctor.finish();
     };
@@ -170,6 +183,10 @@ struct Doctor<'d> {
     api_client: String,
     /// kube-apiserver's `--oidc-signing-algs`, else its default RS256.
     api_algs: Vec<String>,
+    /// kube-apiserver's `--authentication-config`, when it has one (instead of the flags).
+    structured: Option<AuthenticationConfiguration>,
+    /// Its issuer's inline CA, as base64 of PEM.
+    structured_ca: Option<String>,
     problems: usize,
 }
 
@@ -192,8 +209,58 @@ impl<'d> Doctor<'d> {
                 api.signing_algs.clone()
             },
             api,
+            structured: None,
+            structured_ca: None,
             problems: 0,
         }
+    }
+
+    /// Check 0: an `AuthenticationConfiguration` is validated with kube-apiserver's start-up
+    /// rules (Kubernetes docs, "Authenticating" > "Using Authentication Configuration"), and
+    /// its authenticator for the client's issuer gives the issuer, audiences, algorithms and
+    /// CA the checks below compare with.
+    fn check_authentication_config(&mut self, config: AuthenticationConfiguration) {
+        let errors = authn_config::validate(&config);
+        if errors.is_empty() {
+            self.ok("the authentication configuration passes kube-apiserver's validation");
+        }
+        for e in &errors {
+            self.fail(
+                &format!("kube-apiserver would refuse the authentication configuration: {e}"),
+                "fix that field (kube-apiserver does not start, or keeps its previous configuration on reload)",
+            );
+        }
+        let client_issuer = &self.r.provider.issuer;
+        let jwt = config
+            .jwt
+            .iter()
+            .find(|j| &j.issuer.url == client_issuer)
+            .or(config.jwt.first());
+        match jwt {
+            Some(jwt) => {
+                self.api_issuer = jwt.issuer.url.clone();
+                let client = &self.r.provider.client_id;
+                self.api_client = if jwt.issuer.audiences.contains(client) {
+                    client.clone()
+                } else {
+                    jwt.issuer.audiences.join(",")
+                };
+                self.api.ca_file = None;
+                self.structured_ca = jwt.issuer.certificate_authority.as_ref().map(|pem| {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD.encode(pem)
+                });
+            }
+            None => self.fail(
+                "the authentication configuration has no jwt authenticator",
+                "add one for the provider (kubectl oidc-login setup --write-authentication-config=PATH writes it)",
+            ),
+        }
+        self.api_algs = shared::kube_oidc::SUPPORTED_ALGS
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        self.structured = Some(config);
     }
 
     fn ok(&self, what: &str) {
@@ -276,14 +343,15 @@ impl<'d> Doctor<'d> {
         }
         let settings = HttpSettings {
             ca_files: self.api.ca_file.iter().cloned().collect(),
-            ca_data: Vec::new(),
+            ca_data: self.structured_ca.iter().cloned().collect(),
             insecure_skip_tls_verify: false,
             timeout: self.r.provider.http.timeout,
             no_redirects: false,
         };
-        let via = match &self.api.ca_file {
-            Some(f) => format!("--oidc-ca-file={f}"),
-            None => "its system roots (no --oidc-ca-file)".to_string(),
+        let via = match (&self.api.ca_file, &self.structured_ca) {
+            (Some(f), _) => format!("--oidc-ca-file={f}"),
+            (None, Some(_)) => "the configuration's certificateAuthority".to_string(),
+            (None, None) => "its system roots (no --oidc-ca-file)".to_string(),
         };
         let url = shared::discovery::discovery_url(&self.api_issuer);
         match get(self.deps, &settings, &url) {
@@ -488,14 +556,26 @@ impl<'d> Doctor<'d> {
             .map_err(|e| Error::bad_response(jwks_uri, ResponseProblem::NotJwks(e)))?;
         let now = u64::try_from(self.deps.clock.now().timestamp()).unwrap_or(0);
         let token = got.credential.token.expose();
-        match shared::kube_oidc::authenticate(&self.kube_settings(), &jwks, token, now) {
+        let result = match &self.structured {
+            // CEL claim mappings and validation rules included.
+            Some(config) => authn_config::authenticate(config, &jwks, token, now),
+            None => shared::kube_oidc::authenticate(&self.kube_settings(), &jwks, token, now),
+        };
+        match result {
             Ok(user) => {
                 self.ok("a real token passes kube-apiserver's OIDC checks");
-                self.deps.say(&format!(
+                let mut seen = format!(
                     "\nkube-apiserver will see:\n  username: {}\n  groups:   {}",
                     user.username,
                     user.groups_with_authenticated().join(", ")
-                ));
+                );
+                if let Some(uid) = &user.uid {
+                    seen.push_str(&format!("\n  uid:      {uid}"));
+                }
+                for (key, values) in &user.extra {
+                    seen.push_str(&format!("\n  extra:    {key}={}", values.join(",")));
+                }
+                self.deps.say(&seen);
             }
             Err(reject) => self.fail(
                 &format!("kube-apiserver would reject the token: {}", reject.reason),
@@ -565,7 +645,28 @@ fn apiserver_settings(args: &DoctorArgs) -> Result<ApiServerOidc> {
     if !args.apiserver_oidc_signing_algs.is_empty() {
         api.signing_algs = args.apiserver_oidc_signing_algs.clone();
     }
+    if let Some(p) = &args.authentication_config {
+        api.authentication_config = Some(p.display().to_string());
+    }
     Ok(api)
+}
+
+/// kube-apiserver's `--authentication-config` file (the flag's, else the k3s config's), read
+/// and parsed; a file kube-apiserver could not even decode is an error.
+fn load_authentication_config(api: &ApiServerOidc) -> Result<Option<AuthenticationConfiguration>> {
+    let Some(path) = &api.authentication_config else {
+        return Ok(None);
+    };
+    let what = format!("--authentication-config {path}");
+    let file = std::fs::File::open(path).map_err(|e| Error::io(what.clone(), e))?;
+    let mut text = String::new();
+    use std::io::Read as _;
+    file.take(authn_config::MAX_FILE_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io(what.clone(), e))?;
+    authn_config::parse(&text)
+        .map(Some)
+        .map_err(|e| Error::invalid(format!("{what}: kube-apiserver would not start"), e))
 }
 
 /// The first value of `name` in the query of `url`, or nothing.
@@ -614,6 +715,17 @@ mod tests {
             parse_k3s_config(colima).ca_file.as_deref(),
             Some("/etc/ca.crt")
         );
+    }
+
+    #[test]
+    fn finds_the_authentication_config_in_a_k3s_config() {
+        let k3s = "kube-apiserver-arg:\n  # - authentication-config=/old.yaml\n  - \"authentication-config=/etc/rancher/k3s/authn.yaml\"\n";
+        let a = parse_k3s_config(k3s);
+        assert_eq!(
+            a.authentication_config.as_deref(),
+            Some("/etc/rancher/k3s/authn.yaml")
+        );
+        assert_eq!(a.issuer_url, None);
     }
 
     #[test]

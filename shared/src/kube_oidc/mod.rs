@@ -20,7 +20,9 @@
 //!   disables it; the groups claim may be a string or an array of strings and may be absent.
 //!
 //! [`authenticate`] runs these checks as numbered steps, one function each, in kube-apiserver's
-//! order; the cases that pin them are in `tests.rs`.
+//! order; the cases that pin them are in `tests.rs`. Steps 1 to 7 (everything before the claim
+//! mapping) are also [`verify`], which `crate::authn_config` runs for kube-apiserver's
+//! structured authentication configuration before its own (CEL) mappings.
 
 use crate::jwk::{Jwk, JwkSet};
 use crate::jwt::{b64url_decode, JwtFormatError};
@@ -193,6 +195,13 @@ pub enum RejectKind {
     BadGroupsClaim,
     BadUidClaim,
     RequiredClaim,
+    /// An `AuthenticationConfiguration` claim validation rule is false (or fails).
+    ClaimValidationRule,
+    /// An `AuthenticationConfiguration` claim mapping (a CEL expression) fails or gives a
+    /// value of the wrong type.
+    ClaimMapping,
+    /// An `AuthenticationConfiguration` user validation rule is false (or fails).
+    UserValidationRule,
 }
 
 impl RejectKind {
@@ -211,6 +220,13 @@ pub struct Reject {
     pub fix_hint: String,
 }
 
+impl Reject {
+    /// The same reason filed under another rule.
+    pub fn with_kind(self, kind: RejectKind) -> Reject {
+        Reject { kind, ..self }
+    }
+}
+
 impl std::fmt::Display for Reject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} (fix: {})", self.reason, self.fix_hint)
@@ -219,7 +235,11 @@ impl std::fmt::Display for Reject {
 
 impl std::error::Error for Reject {}
 
-fn reject(kind: RejectKind, reason: impl Into<String>, fix_hint: impl Into<String>) -> Reject {
+pub(crate) fn reject(
+    kind: RejectKind,
+    reason: impl Into<String>,
+    fix_hint: impl Into<String>,
+) -> Reject {
     Reject {
         kind,
         reason: reason.into(),
@@ -250,31 +270,26 @@ pub fn authenticate(
     token: &str,
     now: u64,
 ) -> Result<UserInfo, Reject> {
-    // 1. A compact JWS (RFC 7515 §7.1) whose header and payload are JSON objects.
-    let jwt = parse(token)?;
-    // 2. `iss` is --oidc-issuer-url, character for character.
-    check_issuer(settings, &jwt.claims)?;
-    // 3. `exp` is present and not past (no leeway).
-    check_expiry(&jwt.claims, now)?;
-    // 4. `nbf`, when present, is not ahead by more than the leeway.
-    check_not_before(&jwt.claims, now)?;
-    // 5. The header's `alg` is one of --oidc-signing-algs.
-    let alg = check_algorithm(settings, &jwt.header)?;
-    // 6. The signature verifies with the issuer's key chosen by `kid`.
-    verify_signature(jwks, &jwt.header, alg, jwt.h64, jwt.c64, jwt.s64)?;
-    // 7. `aud` contains --oidc-client-id.
-    check_audience(settings, &jwt.claims)?;
+    let audiences = [settings.client_id.clone()];
+    let algs = settings.algs();
+    let verifier = Verifier {
+        issuer_url: &settings.issuer_url,
+        audiences: &audiences,
+        signing_algs: &algs,
+    };
+    // Steps 1 to 7.
+    let claims = verify(&verifier, jwks, token, now)?;
     // 8. The username claim is a string (and, for `email`, the email is not unverified).
-    let username = username(settings, &jwt.claims)?;
-    check_email_verified(settings, &jwt.claims)?;
+    let username = username(settings, &claims)?;
+    check_email_verified(&settings.username_claim, &claims)?;
     // 9. The groups claim, when configured, is absent, a string or an array of strings.
-    let groups = groups(settings, &jwt.claims)?;
+    let groups = groups(settings, &claims)?;
     // 10. The uid claim, when configured, is a string.
-    let uid = uid(settings, &jwt.claims)?;
+    let uid = uid(settings, &claims)?;
     // 11. `jti` becomes the credential id in `extra`.
-    let extra = extra(&jwt.claims);
+    let extra = extra(&claims);
     // 12. Every --oidc-required-claim is present with its value.
-    check_required_claims(settings, &jwt.claims)?;
+    check_required_claims(settings, &claims)?;
     // 13. The username gets its prefix (see `Settings::username_prefix`).
     Ok(UserInfo {
         username: format!("{}{username}", settings.username_prefix()),
@@ -282,6 +297,52 @@ pub fn authenticate(
         uid,
         extra,
     })
+}
+
+/// What go-oidc's verifier is configured with: the issuer, the accepted audiences (the flags
+/// give one, `--oidc-client-id`; an `AuthenticationConfiguration` may list several, any one
+/// matching) and the accepted signing algorithms.
+#[derive(Debug, Clone, Copy)]
+pub struct Verifier<'a> {
+    pub issuer_url: &'a str,
+    pub audiences: &'a [String],
+    pub signing_algs: &'a [String],
+}
+
+/// Steps 1 to 7 of [`authenticate`], shared with the structured authentication configuration
+/// (`crate::authn_config`): the token's claims once its issuer, time window, algorithm,
+/// signature and audience are checked, before any claim mapping.
+pub fn verify(
+    v: &Verifier,
+    jwks: &JwkSet,
+    token: &str,
+    now: u64,
+) -> Result<Map<String, Value>, Reject> {
+    // 1. A compact JWS (RFC 7515 §7.1) whose header and payload are JSON objects.
+    let jwt = parse(token)?;
+    // 2. `iss` is --oidc-issuer-url, character for character.
+    check_issuer(v.issuer_url, &jwt.claims)?;
+    // 3. `exp` is present and not past (no leeway).
+    check_expiry(&jwt.claims, now)?;
+    // 4. `nbf`, when present, is not ahead by more than the leeway.
+    check_not_before(&jwt.claims, now)?;
+    // 5. The header's `alg` is one of --oidc-signing-algs.
+    let alg = check_algorithm(v.signing_algs, &jwt.header)?;
+    // 6. The signature verifies with the issuer's key chosen by `kid`.
+    verify_signature(jwks, &jwt.header, alg, jwt.h64, jwt.c64, jwt.s64)?;
+    // 7. `aud` contains --oidc-client-id.
+    check_audience(v.audiences, &jwt.claims)?;
+    Ok(jwt.claims)
+}
+
+/// The `iss` claim of a token, unverified: which of several configured issuers to verify
+/// it against (kube-apiserver picks the JWT authenticator by issuer the same way).
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    let jwt = parse(token).ok()?;
+    jwt.claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 /// A token split into its base64url parts, with the header and claims decoded.
@@ -320,12 +381,12 @@ fn parse(token: &str) -> Result<Jwt<'_>, Reject> {
 
 /// Step 2: go-oidc compares `iss` with the configured issuer as strings (OpenID Connect Core
 /// §3.1.3.7 item 2: "MUST exactly match"), so a trailing slash on one side only is a mismatch.
-fn check_issuer(settings: &Settings, claims: &Map<String, Value>) -> Result<(), Reject> {
+fn check_issuer(issuer_url: &str, claims: &Map<String, Value>) -> Result<(), Reject> {
     let iss = claims
         .get("iss")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if iss == settings.issuer_url {
+    if iss == issuer_url {
         return Ok(());
     }
     Err(reject(
@@ -334,7 +395,7 @@ fn check_issuer(settings: &Settings, claims: &Map<String, Value>) -> Result<(), 
             "the token's iss {} is not --oidc-issuer-url {}: kube-apiserver compares them \
              character for character",
             shown(iss),
-            shown(&settings.issuer_url)
+            shown(issuer_url)
         ),
         "make --oidc-issuer-url exactly the issuer the provider puts in tokens (the \
          `issuer` of its discovery document), trailing slash and port included",
@@ -387,15 +448,11 @@ fn check_not_before(claims: &Map<String, Value>, now: u64) -> Result<(), Reject>
 
 /// Step 5: the header's `alg` (RFC 7515 §4.1.1) must be one of `--oidc-signing-algs`, and one
 /// this module can verify; `none` and HMAC never are. Returns the algorithm.
-fn check_algorithm<'h>(
-    settings: &Settings,
-    header: &'h Map<String, Value>,
-) -> Result<&'h str, Reject> {
+fn check_algorithm<'h>(algs: &[String], header: &'h Map<String, Value>) -> Result<&'h str, Reject> {
     let alg = header
         .get("alg")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let algs = settings.algs();
     if algs.iter().any(|a| a == alg) && SUPPORTED_ALGS.contains(&alg) {
         return Ok(alg);
     }
@@ -415,10 +472,12 @@ fn check_algorithm<'h>(
 
 /// Step 7: `aud` (RFC 7519 §4.1.3), a string or an array of strings, must contain
 /// `--oidc-client-id` (OpenID Connect Core §3.1.3.7 item 3).
-fn check_audience(settings: &Settings, claims: &Map<String, Value>) -> Result<(), Reject> {
+fn check_audience(audiences: &[String], claims: &Map<String, Value>) -> Result<(), Reject> {
     let aud_ok = match claims.get("aud") {
-        Some(Value::String(a)) => *a == settings.client_id,
-        Some(Value::Array(v)) => v.iter().any(|a| a.as_str() == Some(&settings.client_id)),
+        Some(Value::String(a)) => audiences.contains(a),
+        Some(Value::Array(v)) => v
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| audiences.iter().any(|x| x == a))),
         _ => false,
     };
     if aud_ok {
@@ -427,9 +486,9 @@ fn check_audience(settings: &Settings, claims: &Map<String, Value>) -> Result<()
     Err(reject(
         RejectKind::AudienceMismatch,
         format!(
-            "the token's aud {} does not contain --oidc-client-id {:?}",
+            "the token's aud {} does not contain --oidc-client-id \"{}\"",
             claims.get("aud").cloned().unwrap_or(Value::Null),
-            settings.client_id
+            audiences.join("\", \"")
         ),
         "use the same client id in the credential plugin (--oidc-client-id) and in \
          kube-apiserver's --oidc-client-id",
@@ -462,8 +521,11 @@ fn username(settings: &Settings, claims: &Map<String, Value>) -> Result<String, 
 
 /// Step 8, continued: with `--oidc-username-claim=email`, an `email_verified` claim (OpenID
 /// Connect Core §5.1), when present, must be `true`.
-fn check_email_verified(settings: &Settings, claims: &Map<String, Value>) -> Result<(), Reject> {
-    if settings.username_claim != "email" {
+pub(crate) fn check_email_verified(
+    username_claim: &str,
+    claims: &Map<String, Value>,
+) -> Result<(), Reject> {
+    if username_claim != "email" {
         return Ok(());
     }
     match claims.get("email_verified") {
@@ -529,7 +591,7 @@ fn uid(settings: &Settings, claims: &Map<String, Value>) -> Result<Option<String
 
 /// Step 11: kube-apiserver (1.29+) puts a string `jti` (RFC 7519 §4.1.7) into `extra` as the
 /// credential id.
-fn extra(claims: &Map<String, Value>) -> BTreeMap<String, Vec<String>> {
+pub(crate) fn extra(claims: &Map<String, Value>) -> BTreeMap<String, Vec<String>> {
     let mut extra = BTreeMap::new();
     if let Some(Value::String(jti)) = claims.get("jti") {
         extra.insert(CREDENTIAL_ID_KEY.to_string(), vec![format!("JTI={jti}")]);
@@ -661,4 +723,4 @@ fn verify_signature(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

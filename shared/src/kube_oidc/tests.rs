@@ -7,8 +7,8 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde_json::json;
 use std::sync::OnceLock;
 
-const ISS: &str = "https://idp.example.com:8443";
-const NOW: u64 = 1_800_000_000;
+pub(crate) const ISS: &str = "https://idp.example.com:8443";
+pub(crate) const NOW: u64 = 1_800_000_000;
 
 struct Keys {
     rsa: EncodingKey,
@@ -69,13 +69,13 @@ fn keys() -> &'static Keys {
     })
 }
 
-fn jwks() -> JwkSet {
+pub(crate) fn jwks() -> JwkSet {
     JwkSet {
         keys: vec![keys().rsa_jwk.clone(), keys().ec_jwk.clone()],
     }
 }
 
-fn good_claims() -> Value {
+pub(crate) fn good_claims() -> Value {
     json!({
         "iss": ISS,
         "sub": "u-123",
@@ -89,7 +89,7 @@ fn good_claims() -> Value {
     })
 }
 
-fn sign(claims: &Value) -> String {
+pub(crate) fn sign(claims: &Value) -> String {
     sign_with(
         claims,
         jsonwebtoken::Algorithm::RS256,

@@ -1,5 +1,15 @@
 //! `setup`: log in once (bypassing the cache) and print, in one screen, the claims, the
-//! `kubectl config set-credentials` command, the RBAC commands and the API server flags.
+//! `kubectl config set-credentials` command, the RBAC commands and the API server flags; with
+//! the `--write-*` flags ([`write`]), also write them: kubeconfig ([`kubeconfig`]),
+//! AuthenticationConfiguration (`shared::authn_config`), k3s config ([`k3s`]) and RBAC
+//! ([`rbac`]).
+
+mod k3s;
+mod kubeconfig;
+mod rbac;
+mod write;
+
+pub use write::WriteArgs;
 
 use clap::ValueEnum;
 
@@ -15,6 +25,8 @@ use super::get_token::obtain;
 pub fn run(deps: &Deps, args: &SetupArgs) -> Result<String> {
     let interactive = deps.prompt.is_terminal();
     let r = super::resolve(&args.provider, None, interactive)?;
+    // The writers' flags (and the cluster's version) are checked before the login.
+    let plan = write::prepare(deps, &args.write, &args.provider)?;
     // No cache: a login every time, and nothing kept.
     let got = obtain(deps, &r, None)?;
     // Verified just now by the login; decoded again only to print every claim.
@@ -28,7 +40,35 @@ pub fn run(deps: &Deps, args: &SetupArgs) -> Result<String> {
             advice::HTTPS_FIX
         ));
     }
+    let exec = exec_entry(&args.provider, &r.login.grant);
+    write::run(deps, &args.write, &plan, &args.provider, exec, &claims)?;
     Ok(render(&args.provider, &r.login.grant, &claims))
+}
+
+/// kubectl's `--exec-interactive-mode`: prompts need stdin, which kubectl only gives the
+/// plugin with IfAvailable/Always.
+fn interactive_mode(a: &ProviderArgs, grant: &GrantType) -> &'static str {
+    let needs_stdin = matches!(grant, GrantType::AuthcodeKeyboard)
+        || (matches!(grant, GrantType::Password) && a.password.is_empty());
+    if needs_stdin {
+        "IfAvailable"
+    } else {
+        "Never"
+    }
+}
+
+/// The kubeconfig `users[].user.exec` entry that `set-credentials` below would make.
+fn exec_entry(a: &ProviderArgs, grant: &GrantType) -> serde_json::Value {
+    let mut args = vec!["oidc-login".to_string(), "get-token".to_string()];
+    args.extend(given_flags(a));
+    serde_json::json!({
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "command": "kubectl",
+        "args": args,
+        "env": null,
+        "interactiveMode": interactive_mode(a, grant),
+        "provideClusterInfo": false,
+    })
 }
 
 fn quote(s: &str) -> String {
@@ -187,10 +227,7 @@ fn render(a: &ProviderArgs, grant: &GrantType, claims: &serde_json::Value) -> St
     s.push_str("The ID token has these claims:\n\n");
     s.push_str(&pretty);
     s.push_str("\n\n## 2. Set up the kubeconfig\n\n");
-    // Prompts need stdin, which kubectl only gives the plugin with IfAvailable/Always.
-    let needs_stdin = matches!(grant, GrantType::AuthcodeKeyboard)
-        || (matches!(grant, GrantType::Password) && a.password.is_empty());
-    let mode = if needs_stdin { "IfAvailable" } else { "Never" };
+    let mode = interactive_mode(a, grant);
     let mut lines = vec![
         "kubectl config set-credentials oidc".to_string(),
         "--exec-api-version=client.authentication.k8s.io/v1".to_string(),
