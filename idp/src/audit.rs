@@ -83,6 +83,15 @@ impl Event {
     }
 }
 
+/// The name the audit log gives a user: their username, which is what an administrator searches
+/// for (the user filter matches actor or subject), or the id when the account is gone.
+pub async fn username_of(store: &dyn Store, user_id: &str) -> String {
+    match store.user_by_id(user_id).await {
+        Ok(Some(u)) => u.username,
+        _ => user_id.to_string(),
+    }
+}
+
 pub async fn record(state: &AppState, e: Event) {
     record_in(state.store.as_ref(), state.now(), e).await
 }

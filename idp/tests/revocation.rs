@@ -433,3 +433,78 @@ async fn attempt(h: &Harness, id: &str, secret: Option<&str>) -> Resp {
     }
     h.token(&form).await
 }
+
+/// A refused refresh of a known family is in the audit log under the user's name, as are reuse
+/// and revocation, so filtering the log by that user shows the refresh that failed after a
+/// disable or a forced re-authentication; a client retrying the dead token adds no rows.
+#[tokio::test]
+async fn refused_refreshes_are_audited_against_the_username() {
+    let h = harness().await;
+    let by_alice = |event: &'static str| {
+        let h = &h;
+        async move {
+            h.state
+                .store
+                .audit_events(AuditFilter {
+                    event: Some(event.into()),
+                    user: Some(ALICE.into()),
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    // Forced re-authentication: the family predates it.
+    let t = h.tokens_for_alice("openid").await;
+    let rt = t["refresh_token"].as_str().unwrap().to_string();
+    h.clock.advance(1);
+    h.state
+        .store
+        .revoke_all_for_client("kubelogin", h.clock_now())
+        .await
+        .unwrap();
+    assert_eq!(refresh(&h, &rt).await.json()["error"], "invalid_grant");
+    let refused = by_alice("refresh_token_refused").await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].client_id, "kubelogin");
+    // Retries within the minute add no row.
+    for _ in 0..5 {
+        assert_eq!(refresh(&h, &rt).await.json()["error"], "invalid_grant");
+    }
+    assert_eq!(by_alice("refresh_token_refused").await.len(), 1);
+
+    // A disabled user: a new login's refresh is refused and recorded again after the window.
+    h.clock.advance(120);
+    let t = h.tokens_for_alice("openid").await;
+    let rt = t["refresh_token"].as_str().unwrap().to_string();
+    let id = alice_id(&h).await;
+    h.state
+        .store
+        .set_user_disabled(&id, true, h.clock_now())
+        .await
+        .unwrap();
+    assert_eq!(refresh(&h, &rt).await.json()["error"], "invalid_grant");
+    assert_eq!(by_alice("refresh_token_refused").await.len(), 2);
+
+    // An unknown token names nobody and records nothing.
+    assert_eq!(
+        refresh(&h, "not-a-token").await.json()["error"],
+        "invalid_grant"
+    );
+    assert_eq!(events(&h, "refresh_token_refused").await.len(), 2);
+}
+
+/// Reuse of a rotated refresh token is found by the user's name too.
+#[tokio::test]
+async fn refresh_reuse_is_audited_against_the_username() {
+    let h = harness().await;
+    let t = h.tokens_for_alice("openid").await;
+    let old = t["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(refresh(&h, &old).await.status, StatusCode::OK);
+    h.clock.advance(60);
+    assert_eq!(refresh(&h, &old).await.json()["error"], "invalid_grant");
+    let reused = events(&h, "refresh_token_reused").await;
+    assert_eq!(reused.len(), 1);
+    assert_eq!(reused[0].subject, ALICE);
+}

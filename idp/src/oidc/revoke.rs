@@ -43,7 +43,7 @@ pub async fn revoke(
                 audit::record(
                     &state,
                     audit::Event::new("token_revoked", audit::INFO)
-                        .subject(&family.user_id)
+                        .subject(&audit::username_of(state.store.as_ref(), &family.user_id).await)
                         .client(&client.client_id)
                         .meta(&meta)
                         .details("refresh token family"),
@@ -59,7 +59,7 @@ pub async fn revoke(
             audit::record(
                 &state,
                 audit::Event::new("token_revoked", audit::INFO)
-                    .subject(&claims.sub)
+                    .subject(&audit::username_of(state.store.as_ref(), &claims.sub).await)
                     .client(&client.client_id)
                     .meta(&meta)
                     .details("access token"),

@@ -152,7 +152,10 @@ pub enum Rotation {
     Reused(Family),
     /// The token belongs to another client; nothing was changed.
     WrongClient,
-    /// Unknown, expired or revoked (or its user is disabled, which revokes the family now).
+    /// Known, but expired or of a revoked family, or its user is disabled (which revokes the
+    /// family now). The family says whose token it was, for the audit log.
+    Refused(Family),
+    /// Unknown.
     Invalid,
 }
 

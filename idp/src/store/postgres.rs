@@ -1153,11 +1153,11 @@ impl Store for PgStore {
         ) {
             RotationRule::Rotate => {}
             RotationRule::WrongClient => return Ok(Rotation::WrongClient),
-            RotationRule::Invalid => return Ok(Rotation::Invalid),
+            RotationRule::Invalid => return Ok(Rotation::Refused(family)),
             RotationRule::RevokeAndRefuse => {
                 revoke_in(&mut tx, &family.id, now).await?;
                 tx.commit().await?;
-                return Ok(Rotation::Invalid);
+                return Ok(Rotation::Refused(family));
             }
             RotationRule::WithinGrace(kept) => return Ok(Rotation::WithinGrace(family, kept)),
             RotationRule::Reused => {

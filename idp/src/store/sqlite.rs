@@ -726,10 +726,10 @@ fn rotate_in(
     );
     match rule {
         RotationRule::WrongClient => Ok(Rotation::WrongClient),
-        RotationRule::Invalid => Ok(Rotation::Invalid),
+        RotationRule::Invalid => Ok(Rotation::Refused(p.family)),
         RotationRule::RevokeAndRefuse => {
             revoke_in(tx, &p.family.id, now)?;
-            Ok(Rotation::Invalid)
+            Ok(Rotation::Refused(p.family))
         }
         RotationRule::WithinGrace(kept) => Ok(Rotation::WithinGrace(p.family, kept)),
         RotationRule::Reused => {

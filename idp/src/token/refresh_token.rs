@@ -85,6 +85,12 @@ pub async fn grant(ctx: GrantContext<'_>) -> Result<TokenResponse, OAuthError> {
     //    brings the claims), and the client not force-reauthenticated since.
     let (user, groups) = active_user(ctx.state, &family.user_id).await?;
     if family.created_at < ctx.client.tokens_valid_after {
+        refused(
+            ctx,
+            &family,
+            "the client's sessions were revoked (force re-authentication) after this refresh token was issued",
+        )
+        .await;
         return Err(OAuthError::invalid_grant(
             "the client's sessions were revoked; sign in again",
         ));
@@ -158,7 +164,7 @@ async fn rotate(ctx: GrantContext<'_>, presented: &str) -> Result<(Family, Strin
             audit::record(
                 state,
                 audit::Event::new("refresh_token_grace_reuse", audit::WARNING)
-                    .subject(&f.user_id)
+                    .subject(&audit::username_of(state.store.as_ref(), &f.user_id).await)
                     .client(&f.client_id)
                     .meta(ctx.meta)
                     .details("a just-rotated refresh token was presented again within the grace window; the same successor was returned"),
@@ -170,7 +176,7 @@ async fn rotate(ctx: GrantContext<'_>, presented: &str) -> Result<(Family, Strin
             audit::record(
                 state,
                 audit::Event::new("refresh_token_reused", audit::CRITICAL)
-                    .subject(&f.user_id)
+                    .subject(&audit::username_of(state.store.as_ref(), &f.user_id).await)
                     .client(&f.client_id)
                     .meta(ctx.meta)
                     .details(
@@ -185,11 +191,43 @@ async fn rotate(ctx: GrantContext<'_>, presented: &str) -> Result<(Family, Strin
         Rotation::WrongClient => Err(OAuthError::invalid_grant(
             "the refresh token was issued to another client",
         )),
+        Rotation::Refused(f) => {
+            refused(
+                ctx,
+                &f,
+                "a refresh token that expired, was revoked or belongs to a disabled user was presented",
+            )
+            .await;
+            Err(OAuthError::invalid_grant(
+                "the refresh token is invalid, expired or revoked",
+            ))
+        }
         Rotation::Invalid => Err(OAuthError::invalid_grant(
             "the refresh token is invalid, expired or revoked",
         )),
     }
 }
+
+/// Records a refused refresh of a known family against its user, so the audit log shows the
+/// refresh that failed after a revocation, a disable or a forced re-authentication. At most one
+/// row per user and minute: a client retrying a dead token in a loop adds no rows.
+async fn refused(ctx: GrantContext<'_>, family: &Family, why: &str) {
+    let state = ctx.state;
+    let user = audit::username_of(state.store.as_ref(), &family.user_id).await;
+    audit::record_aggregated(
+        state,
+        audit::Event::new("refresh_token_refused", audit::WARNING)
+            .subject(&user)
+            .client(&family.client_id)
+            .meta(ctx.meta)
+            .details(why),
+        state.now().saturating_sub(REFUSAL_AUDIT_WINDOW_SECS),
+    )
+    .await;
+}
+
+/// One `refresh_token_refused` row per user within this many seconds.
+const REFUSAL_AUDIT_WINDOW_SECS: u64 = 60;
 
 /// 3. A narrower scope may be asked for, never a wider one (§6).
 fn narrowed_scope(family: &Family, asked: Option<&String>) -> Result<String, OAuthError> {
