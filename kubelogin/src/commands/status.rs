@@ -13,7 +13,7 @@
 //! so.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::Serialize;
@@ -54,12 +54,15 @@ pub enum Place {
     Keyring,
 }
 
-/// Whether [`list`] reads the keyring, and what a keyring that cannot be read means.
+/// Which keys [`list`] looks up in the keyring, and what a keyring that cannot be read means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keyring {
-    /// Read it; if it cannot be read, say so on stderr and list the disk only.
+    /// Only keys without a disk file (a keyring login leaves just its lock file), so a user of
+    /// the disk cache never meets the keyring (no unlock prompt, no warning on a machine
+    /// without one); if it cannot be read, say so on stderr and list the disk only.
     Probe,
-    /// Read it; if it cannot be read, fail (the user said the tokens are there).
+    /// Every key, and fail if the keyring cannot be read (`--token-cache-storage=keyring`:
+    /// the user said the tokens are there).
     Required,
 }
 
@@ -85,7 +88,11 @@ pub fn list(deps: &Deps, dir: &Path, keyring: Keyring) -> Result<Vec<Found>> {
         }
     }
     let store = KeyringStore::new(deps, DiskStore::new(dir.to_path_buf()));
+    let on_disk = found.iter().map(|f| f.key.clone()).collect::<Vec<_>>();
     for key in &keys {
+        if keyring == Keyring::Probe && on_disk.contains(key) {
+            continue;
+        }
         match store.load_own(key) {
             Ok(Some(Some(entry))) => found.push(Found {
                 place: Place::Keyring,
@@ -106,7 +113,7 @@ pub fn list(deps: &Deps, dir: &Path, keyring: Keyring) -> Result<Vec<Found>> {
 }
 
 /// A cache file, when it is one of ours: at most [`MAX_ENTRY_BYTES`] of JSON.
-fn read_file(path: &PathBuf) -> Option<CacheEntry> {
+fn read_file(path: &Path) -> Option<CacheEntry> {
     let file = std::fs::File::open(path).ok()?;
     if !file.metadata().ok()?.is_file() {
         return None;
@@ -376,6 +383,54 @@ mod tests {
         assert!(text.contains("refresh token: none"));
         // A control sequence in a claim never reaches the terminal.
         assert!(text.contains("email:         e[2J@x"), "{text}");
+    }
+
+    /// A keyring that cannot be reached (no D-Bus session, a locked store).
+    struct Unreachable;
+    impl crate::deps::Keyring for Unreachable {
+        fn get(&self, _: &str, _: &str) -> Result<Option<String>> {
+            Err(Error::keyring("no secret service"))
+        }
+        fn set(&self, _: &str, _: &str, _: &str) -> Result<()> {
+            Err(Error::keyring("no secret service"))
+        }
+        fn delete(&self, _: &str, _: &str) -> Result<()> {
+            Err(Error::keyring("no secret service"))
+        }
+    }
+
+    /// A disk-cache user never meets the keyring; a lock without a file (a keyring login) is
+    /// looked up, and an unreachable keyring is then a warning, or an error when required.
+    #[test]
+    fn keyring_is_read_only_for_keys_without_a_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut fake = FakeDeps::new();
+        fake.deps.keyring = std::sync::Arc::new(Unreachable);
+        let entry = CacheEntry {
+            id_token: Secret::new(jwt(serde_json::json!({"exp": 4102444800u64}))),
+            ..Default::default()
+        };
+        let key = "b".repeat(64);
+        DiskStore::new(tmp.path().into())
+            .save(&key, &entry)
+            .unwrap();
+        std::fs::write(tmp.path().join(format!("{key}.lock")), "").unwrap();
+        assert_eq!(
+            list(&fake.deps, tmp.path(), Keyring::Probe).unwrap().len(),
+            1
+        );
+        assert_eq!(fake.console_text(), "");
+
+        std::fs::write(tmp.path().join(format!("{}.lock", "c".repeat(64))), "").unwrap();
+        assert_eq!(
+            list(&fake.deps, tmp.path(), Keyring::Probe).unwrap().len(),
+            1
+        );
+        assert!(fake
+            .console_text()
+            .contains("warning: the keyring could not be read"));
+        let err = list(&fake.deps, tmp.path(), Keyring::Required).unwrap_err();
+        assert!(err.to_string().contains("no secret service"), "{err}");
     }
 
     #[test]
