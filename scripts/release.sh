@@ -41,7 +41,7 @@ version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Carg
 
 if [ -z "$binary" ]; then
   cargo build --release --locked -p kubelogin --bin kubectl-oidc_login --config kubelogin/release.toml
-  binary=target/x86_64-unknown-linux-gnu/release/kubectl-oidc_login
+  binary=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/kubectl-oidc_login
   # The point of the release build: no dynamic loader and no shared library at start.
   if readelf -d "$binary" | grep -q NEEDED; then
     echo "error: $binary needs shared libraries; it should be static-pie" >&2
