@@ -175,7 +175,7 @@ impl Found {
     /// (the client when `aud` names exactly one), else unknown.
     pub fn origin(&self) -> (Option<Origin>, Source) {
         if let Some(o) = &self.entry.origin {
-            return (Some(o.clone()), Source::Recorded);
+            return (Some(Origin::clone(o)), Source::Recorded);
         }
         let c = self.claims();
         match c.iss {

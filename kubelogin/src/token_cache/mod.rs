@@ -99,8 +99,9 @@ pub struct CacheEntry {
     pub access_token_expires_at: Option<i64>,
     /// The login that stored this entry. The file name is a hash, so without this the issuer
     /// and client could only be guessed from the token's own claims.
+    /// Boxed to keep the entry small: it travels by value through `obtain`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub origin: Option<Origin>,
+    pub origin: Option<Box<Origin>>,
 }
 
 /// Which login an entry belongs to: the parts of its [`CacheKey`] a person names it by. No
@@ -134,7 +135,7 @@ pub struct Credential {
 impl CacheEntry {
     /// This entry marked as stored by the login of `key`.
     pub fn with_origin(mut self, key: &CacheKey) -> CacheEntry {
-        self.origin = Some(Origin::of(key));
+        self.origin = Some(Box::new(Origin::of(key)));
         self
     }
 
