@@ -54,6 +54,9 @@ pub enum Command {
     /// Delete the token cache (disk and keyring); with --revoke, revoke the refresh token first.
     #[command(args_override_self = true)]
     Clean(CleanArgs),
+    /// List the cached logins in both storages (disk and keyring): issuer, client, account
+    /// name, subject, email, ID token expiry and whether a refresh token is held; never a token.
+    Status(StatusArgs),
     /// Check the provider, the TLS trust, the issuer string, the redirect URIs, the signing
     /// algorithm and a real token against kube-apiserver's OIDC settings, and say what
     /// kube-apiserver will make of the token (or why it will reject it, with the fix).
@@ -152,12 +155,37 @@ pub struct CleanArgs {
     pub provider: ProviderArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
+    /// Delete only the cached logins of this issuer (as `status` shows it), in both storages,
+    /// instead of the whole cache; narrowed by --client-id and a non-empty --token-cache-name.
+    #[arg(long, value_name = "URL", conflicts_with = "oidc_issuer_url")]
+    pub issuer: Option<String>,
+    /// With --issuer: only the logins of this client.
+    #[arg(long, value_name = "ID", requires = "issuer")]
+    pub client_id: Option<String>,
     /// Revoke the cached refresh token at the provider (RFC 7009) before deleting it; needs
-    /// --oidc-issuer-url and --oidc-client-id to find the entry and the revocation endpoint.
+    /// --oidc-issuer-url and --oidc-client-id (or --issuer) to find the entry and the
+    /// revocation endpoint.
     #[arg(long, env = "KUBELOGIN_REVOKE", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", default_value = "false",
           value_parser = BoolishValueParser::new())]
     pub revoke: bool,
+}
+
+/// `status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Token cache directory [default: $KUBECACHEDIR/oidc-login or ~/.kube/cache/oidc-login].
+    #[arg(long, env = "KUBELOGIN_TOKEN_CACHE_DIR")]
+    pub token_cache_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }
 
 /// `--grant-type`.

@@ -538,6 +538,15 @@ pub mod real {
         }
     }
 
+    /// The home directory, as `directories` finds it on each platform: on Unix `$HOME` when
+    /// set and not empty (so a throwaway `HOME` is honoured, as kubelogin and kubectl honour
+    /// it), else the password database; on Windows the profile folder (FOLDERID_Profile, what
+    /// `USERPROFILE` names); on macOS the user's home. Only environment reads on the hot path:
+    /// `BaseDirs` reads no file.
+    pub fn home_dir() -> Option<PathBuf> {
+        directories::BaseDirs::new().map(|d| d.home_dir().to_path_buf())
+    }
+
     /// The real dependencies.
     pub fn deps(verbosity: u8) -> Deps {
         Deps {
@@ -554,10 +563,7 @@ pub mod real {
                 kube_cache_dir: std::env::var_os("KUBECACHEDIR")
                     .filter(|v| !v.is_empty())
                     .map(PathBuf::from),
-                home: std::env::var_os("HOME")
-                    .or_else(|| std::env::var_os("USERPROFILE"))
-                    .filter(|v| !v.is_empty())
-                    .map(PathBuf::from),
+                home: home_dir(),
             },
             verbosity,
         }

@@ -43,6 +43,7 @@ pub fn run(cli: Cli, mut deps: Deps) -> Result<String> {
         Some(cli::Command::GetToken(a)) => commands::get_token::run(&deps, a),
         Some(cli::Command::Setup(a)) => commands::setup::run(&deps, a),
         Some(cli::Command::Clean(a)) => commands::clean::run(&deps, a),
+        Some(cli::Command::Status(a)) => commands::status::run(&deps, a),
         Some(cli::Command::Doctor(a)) => commands::doctor::run(&deps, a),
         Some(cli::Command::Completion(a)) => commands::completion::completion(a.shell),
         Some(cli::Command::Man(a)) => commands::completion::man(a.command.as_deref()),
@@ -53,7 +54,7 @@ pub fn run(cli: Cli, mut deps: Deps) -> Result<String> {
         // kubelogin's root command is a legacy mode for `auth-provider: oidc` kubeconfigs,
         // which kubectl no longer supports; say what to run instead.
         None => Err(Error::usage(
-            "no command given: use get-token, setup, clean, doctor, version, completion or man (see --help)",
+            "no command given: use get-token, setup, clean, status, doctor, version, completion or man (see --help)",
         )),
     }
 }

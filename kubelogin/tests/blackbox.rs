@@ -622,3 +622,43 @@ printf '%s\n' "${COMPREPLY[@]}""#,
         assert!(offered.contains(command), "{command}: {offered:?}");
     }
 }
+
+/// The default cache lives under the home directory `directories` finds: `$HOME` when set,
+/// else the password database (checked against `getent passwd`, an independent reader of it).
+#[test]
+fn default_cache_dir_under_home_else_the_password_database() {
+    let home = tempfile::tempdir().unwrap();
+    let cache_dir = |o: &Out| -> String {
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        v["cache_dir"].as_str().unwrap().to_string()
+    };
+    let o = run(bin(home.path()).args(["status", "-o", "json"]));
+    assert_eq!(
+        cache_dir(&o),
+        home.path()
+            .join(".kube/cache/oidc-login")
+            .display()
+            .to_string()
+    );
+
+    let uid = rustix::process::getuid().as_raw().to_string();
+    let pw = Command::new("getent")
+        .args(["passwd", &uid])
+        .output()
+        .unwrap();
+    let line = String::from_utf8(pw.stdout).unwrap();
+    let pw_home = line.trim().split(':').nth(5).unwrap().to_string();
+    for unset in [None, Some("")] {
+        let mut c = bin(home.path());
+        match unset {
+            None => c.env_remove("HOME"),
+            Some(v) => c.env("HOME", v),
+        };
+        let o = run(c.args(["status", "-o", "json"]));
+        assert_eq!(cache_dir(&o), format!("{pw_home}/.kube/cache/oidc-login"));
+    }
+
+    // A bad output format is bad input like any other.
+    assert_bad_input(&run(bin(home.path()).args(["status", "-o", "yaml"])));
+}

@@ -738,3 +738,168 @@ fn setup_refuses_to_write_apiserver_files_for_an_http_issuer_before_logging_in()
     assert!(!path.exists());
     assert_eq!(h.stub.grants("authorization_code"), 0, "no login happened");
 }
+
+/// `status` lists a disk login and a named keyring login with who they are for, their expiry
+/// and refresh token, and shows no token in text or JSON.
+#[test]
+fn status_lists_disk_and_keyring_logins_without_tokens() {
+    let h = Harness::new(Config::default());
+    h.run(&[]).unwrap();
+    h.run(&["--token-cache-storage=keyring", "--token-cache-name=work"])
+        .unwrap();
+    let text = h.run_bare("status", &[]).unwrap();
+    let json = h.run_bare("status", &["-o", "json"]).unwrap();
+    let items: Vec<String> = h.fake.keyring.items().into_values().collect();
+    assert_eq!(items.len(), 1);
+    let tokens = h.cached_tokens(&items);
+    assert!(tokens.len() >= 4, "{tokens:?}");
+    for t in &tokens {
+        assert!(!text.contains(t.as_str()), "token shown: {t}");
+        assert!(!json.contains(t.as_str()), "token shown: {t}");
+        assert!(!h.console().contains(t.as_str()), "token shown: {t}");
+    }
+
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let entries = v["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{json}");
+    let disk = &entries[0];
+    let kr = &entries[1];
+    assert_eq!(disk["storage"], "disk");
+    assert_eq!(kr["storage"], "keyring");
+    for e in entries {
+        assert_eq!(e["issuer"], h.stub.issuer.as_str());
+        assert_eq!(e["client_id"], h.stub.client_id.as_str());
+        assert_eq!(e["origin_source"], "recorded");
+        assert_eq!(e["id_token"]["claims_unverified"]["sub"], "alice-sub");
+        assert_eq!(
+            e["id_token"]["claims_unverified"]["email"],
+            "alice@example.com"
+        );
+        assert_eq!(e["id_token"]["expired"], false);
+        assert_eq!(e["refresh_token"], true);
+    }
+    assert_eq!(disk["token_cache_name"], serde_json::Value::Null);
+    assert_eq!(kr["token_cache_name"], "work");
+    let exp = disk["id_token"]["expires_at"].as_str().unwrap();
+    assert!(exp.starts_with("20"), "{exp}");
+
+    assert!(text.contains("2 cached login(s)"), "{text}");
+    assert!(text.contains("without verifying it"), "{text}");
+    assert!(text.contains(&format!("issuer:        {}", h.stub.issuer)));
+    assert!(text.contains("account name:  work"));
+    assert!(text.contains("email:         alice@example.com"));
+    assert!(text.contains(&format!("ID token:      expires {exp}")));
+    assert!(text.contains("refresh token: held"));
+
+    // After expiry the same entries say so.
+    h.fake.clock.advance(Duration::from_secs(365 * 24 * 3600));
+    let later = h.run_bare("status", &[]).unwrap();
+    assert!(
+        later.contains(&format!("ID token:      expired {exp}")),
+        "{later}"
+    );
+}
+
+/// `clean --issuer` with a client and a cache name deletes just that login; with only the
+/// issuer and --revoke it revokes then deletes that issuer's logins in both storages; another
+/// issuer's login (an older entry without a recorded origin) stays until named.
+#[test]
+fn clean_issuer_deletes_only_the_selected_logins() {
+    let h = Harness::new(Config::default());
+    h.run(&[]).unwrap();
+    h.run(&["--token-cache-name=home"]).unwrap();
+    h.run(&["--token-cache-storage=keyring", "--token-cache-name=work"])
+        .unwrap();
+    let b = |v: serde_json::Value| shared::jwt::b64url(v.to_string().as_bytes());
+    let other = format!(
+        "{}.{}.c2ln",
+        b(serde_json::json!({"alg":"RS256"})),
+        b(
+            serde_json::json!({"iss":"https://other.example","aud":"k","sub":"bob","exp":4102444800u64})
+        )
+    );
+    let other_key = "e".repeat(64);
+    std::fs::write(
+        h.cache_dir().join(&other_key),
+        serde_json::json!({"id_token": other, "refresh_token": "r"}).to_string(),
+    )
+    .unwrap();
+    assert_eq!(h.cache_entries().len(), 3);
+    assert_eq!(h.fake.keyring.items().len(), 1);
+    let listed = || -> Vec<String> {
+        let v: serde_json::Value =
+            serde_json::from_str(&h.run_bare("status", &["-o=json"]).unwrap()).unwrap();
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| format!("{} {} {}", e["storage"], e["issuer"], e["token_cache_name"]))
+            .collect()
+    };
+    let issuer = h.stub.issuer.clone();
+
+    // A client that matches nothing deletes nothing.
+    h.run_bare("clean", &["--issuer", &issuer, "--client-id=nope"])
+        .unwrap();
+    assert_eq!(listed().len(), 4);
+    assert!(h.console().contains("No cached login matches"));
+
+    h.run_bare(
+        "clean",
+        &[
+            "--issuer",
+            &issuer,
+            "--client-id",
+            &h.stub.client_id,
+            "--token-cache-name=home",
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        listed(),
+        vec![
+            format!("\"disk\" \"{issuer}\" null"),
+            "\"disk\" \"https://other.example\" null".to_string(),
+            format!("\"keyring\" \"{issuer}\" \"work\""),
+        ]
+    );
+    assert!(h.stub.revoked().is_empty());
+
+    // Only the issuer, with --revoke: its disk and keyring logins are revoked, then deleted.
+    h.run_bare("clean", &["--issuer", &issuer, "--revoke"])
+        .unwrap();
+    assert_eq!(h.stub.revoked().len(), 2);
+    assert!(h.stub.revoked().iter().all(|t| t.starts_with("refresh-")));
+    assert!(h.fake.keyring.items().is_empty());
+    assert_eq!(h.cache_entries(), vec![other_key.clone()]);
+    assert!(h.console().contains(&format!(
+        "Deleted 2 cached login(s) of {issuer} (1 on disk, 1 in the keyring)"
+    )));
+
+    // The older entry is selected by its token's iss and aud.
+    h.run_bare(
+        "clean",
+        &["--issuer=https://other.example", "--client-id=k"],
+    )
+    .unwrap();
+    assert!(h.cache_entries().is_empty());
+    assert!(h
+        .console()
+        .contains("Deleted 1 cached login(s) of https://other.example"));
+}
+
+#[test]
+fn clean_issuer_and_oidc_issuer_url_conflict() {
+    use clap::Parser;
+    let err = kubelogin::Cli::try_parse_from([
+        "kubectl-oidc_login",
+        "clean",
+        "--issuer=https://a",
+        "--oidc-issuer-url=https://a",
+    ])
+    .unwrap_err();
+    assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+    let err = kubelogin::Cli::try_parse_from(["kubectl-oidc_login", "clean", "--client-id=x"])
+        .unwrap_err();
+    assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+}

@@ -87,6 +87,39 @@ impl Harness {
         kubelogin::run(cli, self.fake.deps.clone())
     }
 
+    /// `command` with exactly `args` and the harness's cache directory, nothing else (for
+    /// `status` and `clean --issuer`, which take no provider flags of their own).
+    pub fn run_bare(&self, command: &str, args: &[&str]) -> kubelogin::Result<String> {
+        let mut all = vec![
+            "kubectl-oidc_login".to_string(),
+            command.to_string(),
+            format!("--token-cache-dir={}", self.cache_dir().display()),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let cli = Cli::try_parse_from(all).unwrap();
+        kubelogin::run(cli, self.fake.deps.clone())
+    }
+
+    /// Every token the cache holds, on disk and in the keyring (to check none is shown).
+    pub fn cached_tokens(&self, keyring_items: &[String]) -> Vec<String> {
+        let mut texts: Vec<String> = keyring_items.to_vec();
+        for name in self.cache_entries() {
+            texts.push(std::fs::read_to_string(self.cache_dir().join(name)).unwrap());
+        }
+        let mut tokens = Vec::new();
+        for t in texts {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            for field in ["id_token", "refresh_token", "access_token"] {
+                if let Some(tok) = v[field].as_str() {
+                    tokens.push(tok.to_string());
+                    // No part of a JWT either (its signature alone is a secret's worth).
+                    tokens.extend(tok.split('.').filter(|p| p.len() > 8).map(str::to_string));
+                }
+            }
+        }
+        tokens
+    }
+
     /// Token files in the cache (not locks or back-off records).
     pub fn cache_entries(&self) -> Vec<String> {
         std::fs::read_dir(self.cache_dir())

@@ -13,6 +13,8 @@ mod harness;
 mod properties;
 /// The whole command against our real IdP in-process (idp::testing::TestIdp).
 mod real_idp;
+/// scripts/release.sh: the archive, and the krew manifest with the archive's sha256.
+mod release;
 /// The keyring storage against a real Secret Service (gnome-keyring under dbus-run-session).
 mod secret_service;
 /// A configurable stub OpenID provider for failures a real one never produces.

@@ -157,3 +157,62 @@ fn binary_serves_a_cache_hit_from_the_keyring() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains(&token));
 }
+
+/// `status` and `clean --issuer` against real entries: one login stored in the real Secret
+/// Service and one on disk, made by the whole get-token flow against the stub provider.
+#[test]
+fn status_and_selective_clean_with_the_real_keyring() {
+    if !available() {
+        return;
+    }
+    let mut h = crate::harness::Harness::new(crate::stub::Config::default());
+    h.fake.deps.keyring = Arc::new(OsKeyring);
+    let name = format!("ss-{:x}", rand::random::<u64>());
+    h.run(&[
+        "--token-cache-storage=keyring",
+        &format!("--token-cache-name={name}"),
+    ])
+    .unwrap();
+    h.run(&[]).unwrap();
+    let keys = kubelogin::token_cache::keys_in(&h.cache_dir());
+    let in_keyring: Vec<String> = keys
+        .iter()
+        .filter_map(|k| OsKeyring.get(SERVICE, &account(k)).unwrap())
+        .collect();
+    assert_eq!(in_keyring.len(), 1, "one login in the real keyring");
+
+    let json = h.run_bare("status", &["-o", "json"]).unwrap();
+    let text = h.run_bare("status", &[]).unwrap();
+    for t in h.cached_tokens(&in_keyring) {
+        assert!(!json.contains(&t) && !text.contains(&t), "token shown: {t}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let entries = v["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{json}");
+    let kr = entries.iter().find(|e| e["storage"] == "keyring").unwrap();
+    assert_eq!(kr["token_cache_name"], name.as_str());
+    assert_eq!(kr["issuer"], h.stub.issuer.as_str());
+    assert_eq!(kr["id_token"]["claims_unverified"]["sub"], "alice-sub");
+    assert_eq!(kr["refresh_token"], true);
+    assert!(text.contains(&format!("account name:  {name}")), "{text}");
+
+    // Only the named keyring login goes; the disk login stays.
+    h.run_bare(
+        "clean",
+        &[
+            &format!("--issuer={}", h.stub.issuer),
+            &format!("--token-cache-name={name}"),
+            "--token-cache-storage=keyring",
+        ],
+    )
+    .unwrap();
+    for k in &keys {
+        assert_eq!(OsKeyring.get(SERVICE, &account(k)).unwrap(), None);
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&h.run_bare("status", &["-o", "json"]).unwrap()).unwrap();
+    let left = v["entries"].as_array().unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["storage"], "disk");
+    assert_eq!(h.cache_entries().len(), 1);
+}

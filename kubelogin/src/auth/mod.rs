@@ -195,6 +195,7 @@ pub fn finish(
         refresh_token: response.refresh_token.map(Secret::new).unwrap_or_default(),
         access_token,
         access_token_expires_at: expires_at,
+        origin: None,
     })
 }
 

@@ -104,6 +104,7 @@ pub fn obtain(deps: &Deps, r: &Resolved, cache: Option<&CachePolicy>) -> Result<
     let provider = Provider::discover(deps, &r.provider)?;
     if let Some(entry) = cached.filter(|e| !e.refresh_token.is_empty()) {
         if let Some(refreshed) = refresh(deps, &provider, &entry, use_access_token)? {
+            let refreshed = refreshed.with_origin(&r.key);
             store.save(&key, &refreshed)?;
             return Obtained::new(refreshed, Source::Refresh, use_access_token);
         }
@@ -185,6 +186,7 @@ fn login(
     match auth::login(deps, provider, &r.login) {
         Ok(entry) => {
             Backoff::clear(&cache.dir, key);
+            let entry = entry.with_origin(&r.key);
             store.save(key, &entry)?;
             Obtained::new(entry, Source::Login, r.login.use_access_token)
         }

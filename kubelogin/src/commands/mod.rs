@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod flags;
 pub mod get_token;
 pub mod setup;
+pub mod status;
 
 pub use flags::{resolve, Resolved};
 

@@ -92,11 +92,14 @@ impl KeyringStore {
     }
 }
 
-impl TokenStore for KeyringStore {
-    fn load(&self, key: &str) -> Result<Option<CacheEntry>> {
+impl KeyringStore {
+    /// The entry held in the keyring itself, without looking at the disk fallback (`status`
+    /// lists each storage on its own). `None` when there is no item; `Some(None)` when the
+    /// item is unreadable or half-written.
+    pub fn load_own(&self, key: &str) -> Result<Option<Option<CacheEntry>>> {
         let account = account(key);
         let Some(text) = self.keyring.get(SERVICE, &account)? else {
-            return self.fallback.load(key);
+            return Ok(None);
         };
         let json = match serde_json::from_str::<Manifest>(&text) {
             Ok(m) => {
@@ -105,14 +108,32 @@ impl TokenStore for KeyringStore {
                     match self.keyring.get(SERVICE, &format!("{account}/{i}"))? {
                         Some(part) => json.push_str(&part),
                         // A half-written entry is a cache miss, not an error.
-                        None => return Ok(None),
+                        None => return Ok(Some(None)),
                     }
                 }
                 json
             }
             Err(_) => text,
         };
-        Ok(serde_json::from_str(&json).ok())
+        Ok(Some(serde_json::from_str(&json).ok()))
+    }
+}
+
+impl KeyringStore {
+    /// Deletes the keyring item (and its chunks) of `key`, leaving a disk entry of the same key.
+    pub fn delete_own(&self, key: &str) -> Result<()> {
+        let account = account(key);
+        self.delete_chunks(&account)?;
+        self.keyring.delete(SERVICE, &account)
+    }
+}
+
+impl TokenStore for KeyringStore {
+    fn load(&self, key: &str) -> Result<Option<CacheEntry>> {
+        match self.load_own(key)? {
+            Some(entry) => Ok(entry),
+            None => self.fallback.load(key),
+        }
     }
 
     fn save(&self, key: &str, entry: &CacheEntry) -> Result<()> {
@@ -157,9 +178,7 @@ impl TokenStore for KeyringStore {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        let account = account(key);
-        self.delete_chunks(&account)?;
-        self.keyring.delete(SERVICE, &account)?;
+        self.delete_own(key)?;
         self.fallback.delete(key)
     }
 }

@@ -81,7 +81,11 @@ impl CacheKey {
 }
 
 /// One cached login. Field names of kubelogin's file (`id_token`, `refresh_token`) plus what an
-/// opaque access token needs (#1459): the token and the expiry computed from `expires_in`.
+/// opaque access token needs (#1459): the token and the expiry computed from `expires_in`, and
+/// which login it is ([`Origin`]) for `status` and `clean --issuer`.
+///
+/// Every added field is optional: files written by kubelogin or by earlier versions (no
+/// origin) still read, and kubelogin ignores the fields it does not know.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CacheEntry {
     #[serde(default, skip_serializing_if = "Secret::is_empty")]
@@ -93,6 +97,32 @@ pub struct CacheEntry {
     /// Unix seconds; from `expires_in` when the access token is not a JWT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_token_expires_at: Option<i64>,
+    /// The login that stored this entry. The file name is a hash, so without this the issuer
+    /// and client could only be guessed from the token's own claims.
+    /// Boxed to keep the entry small: it travels by value through `obtain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Box<Origin>>,
+}
+
+/// Which login an entry belongs to: the parts of its [`CacheKey`] a person names it by. No
+/// secret: the client secret, headers and CA stay only in the key's hash.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub issuer: String,
+    pub client_id: String,
+    /// `--token-cache-name` (empty when not given).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token_cache_name: String,
+}
+
+impl Origin {
+    pub fn of(key: &CacheKey) -> Origin {
+        Origin {
+            issuer: key.issuer.clone(),
+            client_id: key.client_id.clone(),
+            token_cache_name: key.name.clone(),
+        }
+    }
 }
 
 /// The token kubectl gets and when it expires.
@@ -103,6 +133,12 @@ pub struct Credential {
 }
 
 impl CacheEntry {
+    /// This entry marked as stored by the login of `key`.
+    pub fn with_origin(mut self, key: &CacheKey) -> CacheEntry {
+        self.origin = Some(Box::new(Origin::of(key)));
+        self
+    }
+
     /// The credential for kubectl: the ID token, or the access token with
     /// `--oidc-use-access-token`. Expiry from the JWT `exp` without verification (the token was
     /// verified when it was received, before it was cached), or the stored `expires_in`.
@@ -209,6 +245,25 @@ pub fn cache_dir(deps: &Deps, flag: Option<&Path>) -> PathBuf {
         .join(".kube")
         .join("cache")
         .join("oidc-login")
+}
+
+/// Cache keys present in `dir`: file names of 64 hex digits, with or without the `.lock` or
+/// `.backoff` suffix (a keyring login leaves its lock file on disk, which is how its keyring
+/// entry is found again).
+pub fn keys_in(dir: &Path) -> Vec<String> {
+    let mut keys: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stem = name.split('.').next().unwrap_or("").to_string();
+            (stem.len() == 64 && stem.bytes().all(|b| b.is_ascii_hexdigit())).then_some(stem)
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 pub fn lock_path(dir: &Path, key: &str) -> PathBuf {
