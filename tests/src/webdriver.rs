@@ -228,6 +228,21 @@ impl<'a> Session<'a> {
             .map(str::to_string))
     }
 
+    /// The first element matching `css`, polled (bounded, 20 s) while the page loads: after a
+    /// click that submits a form, the URL can change before the new document is there.
+    pub fn wait_for(&self, css: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(e) = self.find(css)? {
+                return Ok(e);
+            }
+            if Instant::now() >= deadline {
+                bail!("never saw {css}; at {}", self.current_url()?);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn text(&self, element: &str) -> anyhow::Result<String> {
         let v = self.cmd(
             reqwest::Method::GET,

@@ -22,9 +22,7 @@ fn plugin_args(idp: &TestIdp, cache: &std::path::Path, extra: &[&str]) -> Vec<St
 }
 
 fn element(s: &Session, css: &str) -> String {
-    s.find(css)
-        .unwrap()
-        .unwrap_or_else(|| panic!("no {css} on {}", s.current_url().unwrap()))
+    s.wait_for(css).unwrap()
 }
 
 #[test]

@@ -217,6 +217,7 @@ async fn refused(ctx: GrantContext<'_>, family: &Family, why: &str) {
     audit::record_aggregated(
         state,
         audit::Event::new("refresh_token_refused", audit::WARNING)
+            .actor(&user)
             .subject(&user)
             .client(&family.client_id)
             .meta(ctx.meta)
