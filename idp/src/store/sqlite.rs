@@ -564,14 +564,13 @@ fn apply_plan(
 /// fits (a condition written as `?1 IS NULL OR event = ?1` would hide every index from it), and
 /// the values to bind.
 ///
-/// The matching rows come back as one JSON array of arrays in one result row (a shape kept from
-/// the sqlx driver, which paid per result row; it costs little here). The filter picks ids
-/// only, so an index that holds the filtered column answers it alone (a time range: the `(at)`
+/// The rows are read directly, newest first: the outer `ORDER BY id DESC` walks the sorted id
+/// list backwards, no sort of its own. The filter picks ids only, so an index that holds the filtered column answers it alone (a time range: the `(at)`
 /// index gives the ids of the range, which are sorted, and only the page's rows are read from
 /// the table). `head` goes before the query (`EXPLAIN QUERY PLAN ` in the index test).
 fn audit_query(head: &str, f: AuditFilter) -> (String, Vec<Value>) {
     let mut q = format!(
-        "{head}SELECT json_group_array(json_array({AUDIT_COLUMNS}) ORDER BY id DESC) \
+        "{head}SELECT {AUDIT_COLUMNS} \
          FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE 1 = 1"
     );
     let mut args: Vec<Value> = Vec::new();
@@ -614,43 +613,28 @@ fn audit_query(head: &str, f: AuditFilter) -> (String, Vec<Value>) {
         args.push(Value::Integer(id));
     }
     let limit = if f.limit == 0 { 1000 } else { f.limit };
-    q.push_str(" ORDER BY id DESC LIMIT ?)");
+    q.push_str(" ORDER BY id DESC LIMIT ?) ORDER BY id DESC");
     args.push(Value::Integer(i64::from(limit)));
     (q, args)
 }
 
-/// The columns of an audit event in the order of [`AuditRow`].
+/// The columns of an audit event, in the order [`audit_from`] reads them.
 const AUDIT_COLUMNS: &str =
     "id, at, event, severity, actor, subject, client_id, ip, user_agent, details";
 
-/// One element of [`audit_query`]'s JSON array.
-type AuditRow = (
-    i64,
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-);
-
-fn audit_from_json(r: AuditRow) -> AuditEvent {
-    let (id, at, event, severity, actor, subject, client_id, ip, user_agent, details) = r;
-    AuditEvent {
-        id,
-        at: u(at),
-        event,
-        severity,
-        actor,
-        subject,
-        client_id,
-        ip,
-        user_agent,
-        details,
-    }
+fn audit_from(r: &Row) -> rusqlite::Result<AuditEvent> {
+    Ok(AuditEvent {
+        id: r.get(0)?,
+        at: u(r.get(1)?),
+        event: r.get(2)?,
+        severity: r.get(3)?,
+        actor: r.get(4)?,
+        subject: r.get(5)?,
+        client_id: r.get(6)?,
+        ip: r.get(7)?,
+        user_agent: r.get(8)?,
+        details: r.get(9)?,
+    })
 }
 
 /// A `LIKE` pattern matching any text that contains `s` literally (`\` escapes `%`, `_` and
@@ -1927,21 +1911,8 @@ impl Store for SqliteStore {
 
     async fn audit_events(&self, f: AuditFilter) -> StoreResult<Vec<AuditEvent>> {
         let (sql, args) = audit_query("", f);
-        let json: Option<String> = self
-            .read(move |c| one(c, &sql, params_from_iter(args), |r| r.get(0)))
-            .await?;
-        let rows: Vec<AuditRow> =
-            serde_json::from_str(json.as_deref().unwrap_or("[]")).map_err(|e| {
-                // The position only: the message of a type error would quote the stored text.
-                StoreError::Backend(
-                    format!(
-                        "reading audit events: malformed JSON at column {}",
-                        e.column()
-                    )
-                    .into(),
-                )
-            })?;
-        Ok(rows.into_iter().map(audit_from_json).collect())
+        self.read(move |c| all(c, &sql, params_from_iter(args), audit_from))
+            .await
     }
 
     async fn server_secret(&self, name: &str, candidate: &str, now: u64) -> StoreResult<String> {
