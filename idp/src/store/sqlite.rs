@@ -52,6 +52,14 @@ const STATEMENT_CACHE: usize = 128;
 /// Write operations committed together at most: what queued while the previous commit ran.
 const MAX_BATCH: usize = 64;
 
+/// Committed write operations between two checkpoints by the checkpoint thread (at about four
+/// WAL pages per refresh grant, about SQLite's default of 1000 pages).
+const CHECKPOINT_EVERY: u64 = 256;
+
+/// The writer checkpoints by itself only when the WAL has grown this many pages (64 MiB at
+/// 4 KiB) because the checkpoint thread fell behind: a bound on the file, not the usual path.
+const WRITER_CHECKPOINT_PAGES: i64 = 16_384;
+
 /// A store operation, run on the thread that owns a connection. It returns how to answer its
 /// caller, which the writer calls only once the operation's transaction has committed.
 type Job = Box<dyn FnOnce(&mut Connection) -> Answer + Send>;
@@ -148,6 +156,9 @@ fn configure(c: &Connection) -> rusqlite::Result<()> {
     c.busy_timeout(BUSY_TIMEOUT)?;
     c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     c.pragma_update(None, "cache_size", -4000)?;
+    // Statement journals (the undo log of each savepoint of a group commit) and temporary
+    // b-trees stay in memory: in a file they were twice the WAL's writes on the refresh path.
+    c.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
 
@@ -162,6 +173,10 @@ fn open_writer(target: &Target) -> StoreResult<Connection> {
     let _mode: String = c.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
     c.pragma_update(None, "foreign_keys", "ON")?;
+    // Checkpoints (copying the WAL into the database, with an fsync of each) run on their own
+    // thread (`serve_checkpoints`), so the writer does not stall on an fsync with every caller of
+    // the batch waiting; it only steps in if that thread falls far behind.
+    c.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
     migrate(c)
 }
 
@@ -197,6 +212,18 @@ fn open_reader(path: &PathBuf) -> StoreResult<Connection> {
     Ok(c)
 }
 
+/// The checkpoint thread's connection: read-write (a checkpoint writes the database file), with
+/// no automatic checkpoint of its own.
+fn open_checkpointer(path: &PathBuf) -> StoreResult<Connection> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    configure(&c)?;
+    c.pragma_update(None, "wal_autocheckpoint", 0)?;
+    Ok(c)
+}
+
 /// Runs the reads sent to `jobs` on `conn` until every sender is gone.
 fn serve_reads(
     name: String,
@@ -223,11 +250,13 @@ fn serve_writes(
     mut conn: Connection,
     jobs: flume::Receiver<WriteJob>,
     busy: Arc<AtomicU64>,
+    checkpoint: Option<flume::Sender<()>>,
 ) -> StoreResult<()> {
     std::thread::Builder::new()
         .name("sqlite-writer".into())
         .spawn(move || {
             let mut next = None;
+            let mut since_checkpoint = 0u64;
             while let Some(first) = next.take().or_else(|| jobs.recv().ok()) {
                 busy.fetch_add(1, Ordering::Relaxed);
                 if first.alone {
@@ -244,9 +273,34 @@ fn serve_writes(
                             Err(_) => break,
                         }
                     }
+                    since_checkpoint += batch.len() as u64;
                     commit_together(&mut conn, batch);
                 }
+                if since_checkpoint >= CHECKPOINT_EVERY {
+                    if let Some(checkpoint) = &checkpoint {
+                        // Full: a checkpoint is already asked for, and it will see these pages.
+                        let _ = checkpoint.try_send(());
+                    }
+                    since_checkpoint = 0;
+                }
                 busy.fetch_sub(1, Ordering::Relaxed);
+            }
+        })
+        .map(|_| ())
+        .map_err(StoreError::backend)
+}
+
+/// Runs a PASSIVE checkpoint on `conn` each time the writer asks, until the writer is gone.
+/// PASSIVE never blocks the writer or a reader (SQLite, "Checkpointing a database"): it copies
+/// what no reader still needs and leaves the rest for the next one.
+fn serve_checkpoints(conn: Connection, asks: flume::Receiver<()>) -> StoreResult<()> {
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            while asks.recv().is_ok() {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::debug!(error = %e, "a WAL checkpoint failed; the next one retries");
+                }
             }
         })
         .map(|_| ())
@@ -376,7 +430,19 @@ impl SqliteStore {
             .await
             .map_err(StoreError::backend)??;
         let busy = Arc::new(AtomicU64::new(0));
-        serve_writes(conn, writer_jobs, busy.clone())?;
+        let checkpoint = match &path {
+            None => None,
+            Some(path) => {
+                let path = path.clone();
+                let conn = tokio::task::spawn_blocking(move || open_checkpointer(&path))
+                    .await
+                    .map_err(StoreError::backend)??;
+                let (asks, asked) = flume::bounded(1);
+                serve_checkpoints(conn, asked)?;
+                Some(asks)
+            }
+        };
+        serve_writes(conn, writer_jobs, busy.clone(), checkpoint)?;
         let mut connections = 1;
         let readers = match path {
             None => None,
