@@ -1,5 +1,6 @@
-//! Operations on the built binary: the probes, `/metrics` on its own listener (scraped and
-//! parsed after real grants and logins), graceful shutdown on SIGTERM with a request in flight,
+//! Operations on the built binary: the probes (readiness also while the database hangs, on
+//! PostgreSQL and on SQLite), `/metrics` on its own listener (scraped and parsed after real
+//! grants and logins), graceful shutdown on SIGTERM with a request in flight,
 //! `LOG_FORMAT=json`, `backup` under refresh load and `restore` into a fresh installation, and
 //! the examples/ manifests using the probes.
 //!
@@ -138,7 +139,10 @@ fn timed_get(url: &str) -> (u16, String, Duration) {
         .build()
         .unwrap();
     let t = Instant::now();
-    let r = http.get(url).send().unwrap_or_else(|e| panic!("{url}: {e}"));
+    let r = http
+        .get(url)
+        .send()
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
     let status = r.status().as_u16();
     (status, r.text().unwrap(), t.elapsed())
 }

@@ -449,7 +449,11 @@ fn failed_logins_split_across_replicas_add_up_to_a_lock_on_both() {
         assert_eq!(status, 429, "{body}; stderr:\n{}", r.stderr());
         assert_eq!(body["error"], "invalid_grant", "{body}");
     }
-    let audit = ok(p.cli(), &p.url, &["audit", "list", "--event", "login_throttled"]);
+    let audit = ok(
+        p.cli(),
+        &p.url,
+        &["audit", "list", "--event", "login_throttled"],
+    );
     assert!(audit.contains("user alice from 127.0.0.1"), "{audit}");
     // One row for the lock, whichever replica refused: its count is the total.
     assert_eq!(audit.matches("login_throttled").count(), 1, "{audit}");

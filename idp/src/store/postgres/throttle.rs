@@ -94,7 +94,7 @@ impl PgStore {
         save(&mut tx, &key, &e).await?;
         tx.commit().await?;
         let n = self.throttle_fails.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % rules::THROTTLE_SWEEP_EVERY == 0 {
+        if n.is_multiple_of(rules::THROTTLE_SWEEP_EVERY) {
             // After the failure is committed: a sweep that fails loses nothing but room, and
             // the next one tries again.
             if let Err(e) = self.throttle_sweep_op(now, rules::MAX_THROTTLE_KEYS).await {
@@ -150,10 +150,8 @@ impl PgStore {
     }
 
     pub(super) async fn throttle_keys_op(&self) -> StoreResult<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT key FROM throttle ORDER BY key")
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT key FROM throttle ORDER BY key")
+            .fetch_all(&self.pool)
+            .await?)
     }
 }

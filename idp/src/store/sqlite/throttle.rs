@@ -104,7 +104,7 @@ impl SqliteStore {
     pub(super) async fn throttle_fail_op(&self, key: &str, max: u32, now: u64) -> StoreResult<()> {
         let key = bounded(key)?;
         let n = self.throttle_fails.fetch_add(1, Ordering::Relaxed) + 1;
-        let due = n % rules::THROTTLE_SWEEP_EVERY == 0;
+        let due = n.is_multiple_of(rules::THROTTLE_SWEEP_EVERY);
         self.write(move |c| {
             immediate(c, |tx| {
                 let e = rules::throttle_fail(load(tx, &key)?, max, now);
