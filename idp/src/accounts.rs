@@ -5,7 +5,11 @@
 //! Signing in is a sequence of steps, each its own function: the password (`check_password`),
 //! then the session (`start_session`). A second factor joins between the two.
 //!
-//! Throttle keys, all of bounded length so that long input cannot grow the map:
+//! The throttle's counters live in the database (`Store::throttle_*`, the lock state machine in
+//! `store::rules::throttle`), so every replica counts the same failures: with N replicas an
+//! attacker still gets the limit once, not N times.
+//!
+//! Throttle keys, all of bounded length so that long input cannot grow the table:
 //! - `ip <address>`: every failed login from one address;
 //! - `user <name> from <address>`: failed logins for one account from one address. An account
 //!   is never locked as a whole: whatever an attacker's address does, the owner signing in with
@@ -17,10 +21,14 @@
 //!
 //! An IPv6 address counts as its /64: RFC 4291 §2.5.1 gives the interface identifier 64 bits, so
 //! one host can take any address of its /64 and would otherwise get a fresh counter per attempt.
-//! Each lock of a key lasts twice as long as the one before (`throttle`).
+//! Each lock of a key lasts twice as long as the one before (`store::rules::throttle`).
 //!
-//! May depend on: `state`, `store`, `crypto`, `error`, `throttle`, `metrics`, `audit`, `http` (the
-//! request's `ClientMeta`).
+//! The throttle fails closed: when the database cannot answer or count, the attempt is refused
+//! with the generic internal error (logged), never let through uncounted, or a database in
+//! trouble would give an attacker unlimited guesses.
+//!
+//! May depend on: `state`, `store`, `crypto`, `error`, `metrics`, `audit`, `http` (the request's
+//! `ClientMeta`).
 
 use crate::audit;
 use crate::crypto;
@@ -28,8 +36,8 @@ use crate::error::IdpError;
 use crate::http::ClientMeta;
 use crate::metrics::LoginOutcome;
 use crate::state::AppState;
-use crate::store::{Session, User, SESSION_TOUCH_SECS};
-use crate::throttle::{Blocked, Throttle};
+use crate::store::rules::Blocked;
+use crate::store::{Session, Store, StoreError, StoreResult, User, SESSION_TOUCH_SECS};
 use std::net::{IpAddr, Ipv6Addr};
 
 /// The longest username an account can have (the CLI's rule for `user add`).
@@ -89,33 +97,47 @@ impl LoginKeys {
 
     /// The first of the keys that is locked now, with its lock: the account from this address,
     /// the address, then the whole account if this address has failed before.
-    fn locked(&self, throttle: &Throttle, now: u64) -> Option<(&str, Blocked)> {
-        self.account
-            .as_deref()
-            .and_then(|k| throttle.check(k, now).map(|b| (k, b)))
-            .or_else(|| throttle.check(&self.ip, now).map(|b| (self.ip.as_str(), b)))
-            .or_else(|| {
-                let k = self.account_wide.as_deref()?;
-                if !throttle.has_history(&self.ip, now) {
-                    return None;
-                }
-                throttle.check(k, now).map(|b| (k, b))
-            })
+    async fn locked(&self, store: &dyn Store, now: u64) -> StoreResult<Option<(&str, Blocked)>> {
+        if let Some(k) = self.account.as_deref() {
+            if let Some(b) = store.throttle_check(k, now).await? {
+                return Ok(Some((k, b)));
+            }
+        }
+        if let Some(b) = store.throttle_check(&self.ip, now).await? {
+            return Ok(Some((&self.ip, b)));
+        }
+        let Some(k) = self.account_wide.as_deref() else {
+            return Ok(None);
+        };
+        if !store.throttle_has_history(&self.ip, now).await? {
+            return Ok(None);
+        }
+        Ok(store.throttle_check(k, now).await?.map(|b| (k, b)))
     }
 
     /// Counts a wrong password against every key.
-    fn fail(&self, state: &AppState, now: u64) {
-        let c = &state.config;
+    async fn fail(&self, state: &AppState, now: u64) -> StoreResult<()> {
+        let (c, store) = (&state.config, &state.store);
         if let Some(k) = &self.account {
-            state.throttle.fail(k, c.login_max_failures, now);
+            store.throttle_fail(k, c.login_max_failures, now).await?;
         }
-        state
-            .throttle
-            .fail(&self.ip, c.login_max_failures_per_ip, now);
+        store
+            .throttle_fail(&self.ip, c.login_max_failures_per_ip, now)
+            .await?;
         if let Some(k) = &self.account_wide {
-            state.throttle.fail(k, c.login_max_failures_per_ip, now);
+            store
+                .throttle_fail(k, c.login_max_failures_per_ip, now)
+                .await?;
         }
+        Ok(())
     }
+}
+
+/// A throttle the database could not check or count: logged, and the attempt refused with the
+/// generic internal error (fail closed, see the module comment).
+fn throttle_unavailable(e: StoreError) -> IdpError {
+    tracing::error!(error = %e, "login throttle unavailable: refusing the attempt");
+    IdpError::from(e)
 }
 
 /// Verifies a username and password with throttling and audit. Shared by the login page and the
@@ -147,7 +169,8 @@ async fn check_password_uncounted(
 ) -> Result<PasswordCheck, IdpError> {
     let now = state.now();
     let keys = LoginKeys::new(username, meta);
-    if let Some((key, b)) = keys.locked(&state.throttle, now) {
+    let locked = keys.locked(state.store.as_ref(), now).await;
+    if let Some((key, b)) = locked.map_err(throttle_unavailable)? {
         let e = audit::Event::new("login_throttled", audit::WARNING)
             .actor(username)
             .client(client_id)
@@ -156,7 +179,7 @@ async fn check_password_uncounted(
         return Ok(PasswordCheck::Throttled(b.wait));
     }
     let Some(account_key) = &keys.account else {
-        keys.fail(state, now);
+        keys.fail(state, now).await.map_err(throttle_unavailable)?;
         let why = "username longer than any account's";
         record_failure(state, username, client_id, meta, why).await;
         return Ok(PasswordCheck::Wrong);
@@ -164,7 +187,11 @@ async fn check_password_uncounted(
     let (user, ok) = verify_password(state, username, password).await?;
     match user {
         Some(u) if ok && !u.disabled => {
-            state.throttle.reset(account_key);
+            state
+                .store
+                .throttle_reset(account_key)
+                .await
+                .map_err(throttle_unavailable)?;
             Ok(PasswordCheck::Ok(u))
         }
         Some(u) if ok => {
@@ -172,7 +199,7 @@ async fn check_password_uncounted(
             Ok(PasswordCheck::Disabled)
         }
         _ => {
-            keys.fail(state, now);
+            keys.fail(state, now).await.map_err(throttle_unavailable)?;
             let why = "wrong username or password";
             record_failure(state, username, client_id, meta, why).await;
             Ok(PasswordCheck::Wrong)
@@ -231,37 +258,54 @@ fn user_code_keys(session_id_hash: &str, meta: &ClientMeta) -> (String, String) 
 
 /// RFC 8628 §5.1: user codes are short enough to guess, so "the authorization server SHOULD
 /// rate-limit user code attempts". Seconds to wait when this session or address entered too
-/// many wrong codes (the refusal is audited, one row per lock).
+/// many wrong codes (the refusal is audited, one row per lock). Fails closed: an error when the
+/// database cannot check.
 pub async fn user_code_blocked(
     state: &AppState,
     session_id_hash: &str,
     username: &str,
     meta: &ClientMeta,
-) -> Option<u64> {
+) -> Result<Option<u64>, IdpError> {
     let now = state.now();
     let (session_key, ip_key) = user_code_keys(session_id_hash, meta);
-    let (key, b) = state
-        .throttle
-        .check(&session_key, now)
-        .map(|b| (session_key, b))
-        .or_else(|| state.throttle.check(&ip_key, now).map(|b| (ip_key, b)))?;
+    let store = &state.store;
+    let mut locked = None;
+    for key in [session_key, ip_key] {
+        let b = store.throttle_check(&key, now).await;
+        if let Some(b) = b.map_err(throttle_unavailable)? {
+            locked = Some((key, b));
+            break;
+        }
+    }
+    let Some((key, b)) = locked else {
+        return Ok(None);
+    };
     let e = audit::Event::new("device_code_throttled", audit::WARNING)
         .actor(username)
         .meta(meta);
     record_refusal(state, e, &key, &b).await;
-    Some(b.wait)
+    Ok(Some(b.wait))
 }
 
 /// Counts a wrong (unknown, expired or used) user code against the session and the address,
 /// with the login limits (`LOGIN_MAX_FAILURES` per session, `LOGIN_MAX_FAILURES_PER_IP`).
-pub fn user_code_failed(state: &AppState, session_id_hash: &str, meta: &ClientMeta) {
+/// Fails closed: an error when the database cannot count.
+pub async fn user_code_failed(
+    state: &AppState,
+    session_id_hash: &str,
+    meta: &ClientMeta,
+) -> Result<(), IdpError> {
     let now = state.now();
     let (session_key, ip_key) = user_code_keys(session_id_hash, meta);
-    let c = &state.config;
-    state.throttle.fail(&session_key, c.login_max_failures, now);
-    state
-        .throttle
-        .fail(&ip_key, c.login_max_failures_per_ip, now);
+    let (c, store) = (&state.config, &state.store);
+    store
+        .throttle_fail(&session_key, c.login_max_failures, now)
+        .await
+        .map_err(throttle_unavailable)?;
+    store
+        .throttle_fail(&ip_key, c.login_max_failures_per_ip, now)
+        .await
+        .map_err(throttle_unavailable)
 }
 
 /// Starts a browser session for `user`, who just signed in, and returns its id (for the

@@ -6,7 +6,7 @@
 //! Modules depend one way, each only on modules listed before it (`tests/module_deps.rs`
 //! fails on a cycle or a step out of this order):
 //!
-//! 1. `clock`, `keys`, `tls`, `throttle`, `metrics`: leaves, no other module of the crate;
+//! 1. `clock`, `keys`, `tls`, `metrics`: leaves, no other module of the crate;
 //! 2. `error`: the error types (protocol errors' JSON; pages render theirs in `web`);
 //! 3. `crypto`, `store`, `config`, `metadata` (the discovery document): storage and settings;
 //! 4. `state`: what every request shares;
@@ -41,7 +41,6 @@ pub mod store;
 // A real IdP in-process for tests (this crate's, kubelogin's, e2e); never in the shipped binary.
 #[cfg(feature = "test-support")]
 pub mod testing;
-pub mod throttle;
 pub mod tls;
 pub mod token;
 pub mod web;

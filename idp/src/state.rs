@@ -1,7 +1,6 @@
 //! Shared application state: configuration, store, clock, signing keys and in-memory counters.
 //!
-//! May depend on: `clock`, `config`, `crypto`, `error`, `keys`, `metadata`, `metrics`, `store`,
-//! `throttle`.
+//! May depend on: `clock`, `config`, `crypto`, `error`, `keys`, `metadata`, `metrics`, `store`.
 //! Everything that handles a request sits above it.
 
 use crate::clock::Clock;
@@ -10,7 +9,6 @@ use crate::crypto::{self, KeyEncryptionKey};
 use crate::error::IdpError;
 use crate::keys::SigningKey;
 use crate::store::{Client, Store, StoreResult, StoredKey};
-use crate::throttle::Throttle;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -104,8 +102,6 @@ pub struct Inner {
     pub metrics: crate::metrics::Metrics,
     /// Client records (see [`ClientCache`]); read them with [`AppState::client`].
     pub clients: ClientCache,
-    /// Failed-login and user-code counters (keys built by `accounts`).
-    pub throttle: Throttle,
     /// argon2id checks in flight at once (each takes 19 MiB and a core for tens of ms): one per
     /// core, so a burst of logins queues instead of exhausting memory.
     pub password_slots: tokio::sync::Semaphore,
@@ -181,7 +177,6 @@ impl AppState {
             keys: tokio::sync::watch::Sender::new(keys),
             metrics: crate::metrics::Metrics::new(),
             clients: ClientCache::default(),
-            throttle: Throttle::default(),
             password_slots: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism()
                     .map(|n| n.get())

@@ -9,9 +9,11 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{header, Request, StatusCode};
 use idp::audit::TRUNCATION_MARK;
+use idp::clock::Clock;
 use idp::store::{AuditEvent, AuditFilter};
 use idp::testing::{form_value, ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, PASSWORD_CLIENT};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// A request as it reaches the router from `peer`, with extra headers.
 async fn send(h: &Harness, mut req: Request<Body>, peer: &str, extra: &[(&str, &str)]) -> Resp {
@@ -176,7 +178,7 @@ async fn an_overlong_username_is_wrong_and_never_stored_or_kept() {
         assert_eq!(e.actor.chars().count(), 64, "a marked truncation");
         assert!(e.actor.ends_with(TRUNCATION_MARK));
     }
-    for k in h.state.throttle.keys() {
+    for k in h.state.store.throttle_keys().await.unwrap() {
         assert!(k.len() <= 128 && !k.contains(&"a".repeat(65)), "{k}");
     }
 }
@@ -315,8 +317,10 @@ async fn ipv6_addresses_of_one_64_share_their_counters() {
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(h
         .state
-        .throttle
-        .keys()
+        .store
+        .throttle_keys()
+        .await
+        .unwrap()
         .contains(&"ip 2001:db8:1:2::/64".to_string()));
 }
 
@@ -351,7 +355,48 @@ async fn behind_a_trusted_proxy_each_forwarded_address_is_throttled_alone() {
     let r = login_from(&h, proxy, Some("203.0.113.8"), BOB, BOB_PASSWORD).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     // The proxy's own address was never the key.
-    assert!(h.state.throttle.keys().iter().all(|k| !k.contains(proxy)));
+    let keys = h.state.store.throttle_keys().await.unwrap();
+    assert!(keys.iter().all(|k| !k.contains(proxy)), "{keys:?}");
+}
+
+/// The throttle fails closed: while the database cannot check or count (its table made
+/// unreadable by another connection, a real SQLite error), neither the right password nor a
+/// wrong one gets through, both answered with the generic 500 and no session; once the table is
+/// back, the owner signs in and the earlier failure still counts.
+#[tokio::test]
+async fn a_throttle_the_database_cannot_check_refuses_every_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let h = harness_on(&format!("sqlite://{}", db.display())).await;
+    idp::testing::seed(h.state.store.as_ref(), h.clock.now()).await;
+    let r = login_from(&h, "203.0.113.40", None, ALICE, "wrong").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let other = rusqlite::Connection::open(&db).unwrap();
+    other.busy_timeout(Duration::from_secs(10)).unwrap();
+    other
+        .execute_batch("ALTER TABLE throttle RENAME TO throttle_away")
+        .unwrap();
+    for password in [ALICE_PASSWORD, "wrong"] {
+        let r = login_from(&h, "203.0.113.40", None, ALICE, password).await;
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+        assert!(
+            r.cookies().iter().all(|c| !c.contains("session")),
+            "{:?}",
+            r.cookies()
+        );
+    }
+    assert!(audit(&h, "login_succeeded").await.is_empty());
+    other
+        .execute_batch("ALTER TABLE throttle_away RENAME TO throttle")
+        .unwrap();
+    let r = login_from(&h, "203.0.113.40", None, ALICE, ALICE_PASSWORD).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(h
+        .state
+        .store
+        .throttle_has_history("ip 203.0.113.40", h.clock.now())
+        .await
+        .unwrap());
 }
 
 // ---------------------------------------------------------------------------------------------

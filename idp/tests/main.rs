@@ -28,7 +28,8 @@ mod accounts;
 mod account;
 // The storage conformance suite every backend must pass.
 mod store;
-// Two `serve` replicas on one PostgreSQL database: what one does, the other acts on at once.
+// Two `serve` replicas on one PostgreSQL database: what one does, the other acts on at once
+// (failed logins on both add up to one lock).
 mod replicas;
 // Signing keys at rest: retired keys deleted, encryption with a key encryption key.
 mod keys;
@@ -44,7 +45,7 @@ mod module_deps;
 // The built binary as a network service: header timeouts, connection caps, key reload,
 // database file modes.
 mod serving;
-// Operations: probes, /metrics on METRICS_ADDR, graceful shutdown on SIGTERM, LOG_FORMAT=json,
+// Operations: probes (readiness while the database hangs), /metrics on METRICS_ADDR, graceful shutdown on SIGTERM, LOG_FORMAT=json,
 // backup under load and restore, the examples/ manifests.
 mod ops;
 // Who may use each admin console route: every route x method x {anonymous, user, admin, stale

@@ -16,7 +16,6 @@ const LAYERS: &[&str] = &[
     "clock",
     "keys",
     "tls",
-    "throttle",
     "metrics",
     "error",
     "crypto",

@@ -1,5 +1,6 @@
-//! Operations on the built binary: the probes, `/metrics` on its own listener (scraped and
-//! parsed after real grants and logins), graceful shutdown on SIGTERM with a request in flight,
+//! Operations on the built binary: the probes (readiness also while the database hangs, on
+//! PostgreSQL and on SQLite), `/metrics` on its own listener (scraped and parsed after real
+//! grants and logins), graceful shutdown on SIGTERM with a request in flight,
 //! `LOG_FORMAT=json`, `backup` under refresh load and `restore` into a fresh installation, and
 //! the examples/ manifests using the probes.
 //!
@@ -118,6 +119,213 @@ async fn not_ready_until_the_signing_key_is_loaded() {
         .unwrap()
         .unwrap();
     assert_eq!(probe("/readyz").await, (200, "ready\n".into()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readiness while the database hangs: a real hang (the database's processes stopped, or its
+// locks held by another process), not an error
+// ---------------------------------------------------------------------------------------------
+
+/// How much later than `READY_DB_TIMEOUT` the 503 may arrive (the request's own way).
+const READY_MARGIN: Duration = Duration::from_secs(2);
+/// How long readiness may take to come back once the database answers again.
+const RECOVERY_BOUND: Duration = Duration::from_secs(30);
+
+/// GET `url`, with the time it took. The client gives up well after the readiness bound, so a
+/// server that waited on the database forever fails the test instead of hanging it.
+fn timed_get(url: &str) -> (u16, String, Duration) {
+    let http = reqwest::blocking::Client::builder()
+        .timeout(idp::ops::READY_DB_TIMEOUT * 5)
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    let r = http
+        .get(url)
+        .send()
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = r.status().as_u16();
+    (status, r.text().unwrap(), t.elapsed())
+}
+
+/// Ready; then, while the guard `hang` returns holds the database hung, `/readyz` answers 503
+/// "database unavailable" no sooner than `READY_DB_TIMEOUT` (it waited: the database hung, it
+/// did not fail) and no later than the margin after it, twice (the second probe's query queues
+/// behind the first's stuck one), while `/healthz` answers 200 at once; once the guard is
+/// dropped, `/readyz` is 200 again within a bound.
+fn unready_while_the_database_hangs<G>(server: &Server, hang: impl FnOnce() -> G) {
+    let ready = server.url("/readyz");
+    let (status, body, _) = timed_get(&ready);
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    let guard = hang();
+    for _ in 0..2 {
+        let (status, body, took) = timed_get(&ready);
+        assert_eq!(
+            (status, body.as_str()),
+            (503, "database unavailable\n"),
+            "stderr:\n{}",
+            server.stderr()
+        );
+        assert!(took >= idp::ops::READY_DB_TIMEOUT, "answered in {took:?}");
+        assert!(
+            took < idp::ops::READY_DB_TIMEOUT + READY_MARGIN,
+            "answered in {took:?}"
+        );
+        let (status, body, took) = timed_get(&server.url("/healthz"));
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+        assert!(took < Duration::from_secs(1), "liveness took {took:?}");
+    }
+    drop(guard);
+    let deadline = Instant::now() + RECOVERY_BOUND;
+    loop {
+        let (status, body, _) = timed_get(&ready);
+        if status == 200 {
+            assert_eq!(body, "ready\n");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {status} {body:?} {RECOVERY_BOUND:?} after the database came back; stderr:\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A PostgreSQL server stopped with SIGSTOP (the postmaster, then every process it forked):
+/// connections stay open and queries are never answered. SIGCONT on drop, however the test
+/// ends.
+struct StoppedPostgres(Vec<rustix::process::Pid>);
+
+impl StoppedPostgres {
+    fn stop(cluster: &idp::testing::pg::PgCluster) -> StoppedPostgres {
+        use rustix::process::{kill_process, Pid, Signal};
+        let pid_file = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid")).unwrap();
+        let pid = |n: i32| Pid::from_raw(n).unwrap();
+        let postmaster: i32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
+        let mut stopped = StoppedPostgres(Vec::new());
+        // The postmaster first, so it forks nothing new while its children are found.
+        kill_process(pid(postmaster), Signal::STOP).unwrap();
+        stopped.0.push(pid(postmaster));
+        for child in children_of(postmaster) {
+            // A child may have exited since it was listed.
+            if kill_process(pid(child), Signal::STOP).is_ok() {
+                stopped.0.push(pid(child));
+            }
+        }
+        assert!(stopped.0.len() > 1, "no backend found under the postmaster");
+        stopped
+    }
+}
+
+impl Drop for StoppedPostgres {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = rustix::process::kill_process(*p, rustix::process::Signal::CONT);
+        }
+    }
+}
+
+/// The processes whose parent is `parent` (from /proc/<pid>/stat, whose 4th field is the
+/// parent's pid; the 2nd, the name in parentheses, may hold spaces).
+fn children_of(parent: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let after_name = &stat[stat.rfind(')')? + 1..];
+            let ppid: i32 = after_name.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
+}
+
+/// On PostgreSQL: the server stopped, readiness fails within its bound and liveness does not;
+/// continued, readiness comes back. The cluster is this test's own: stopping the shared one
+/// would hang every other PostgreSQL test of the binary.
+#[test]
+fn readyz_is_503_while_postgresql_hangs_and_200_once_it_answers() {
+    let cluster = idp::testing::pg::PgCluster::start().unwrap();
+    let url = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(cluster.database())
+        .unwrap();
+    let install = Install::new();
+    let server = install.serve(&[("DATABASE_URL", &url)]);
+    unready_while_the_database_hangs(&server, || StoppedPostgres::stop(&cluster));
+}
+
+/// Exclusive locks on the read marks of an SQLite database in WAL mode, held by this process
+/// as a hung SQLite process would hold them: every reader of another process then retries
+/// (SQLite's `walTryBeginRead`, about ten seconds before it gives up with SQLITE_PROTOCOL).
+///
+/// The WAL-index locks are bytes 120 to 127 of the `-shm` file, read marks 0 to 4 at bytes 123
+/// to 127 (https://sqlite.org/walformat.html §2.3.1, "How the locks are implemented" in the unix
+/// VFS). The simpler hold, another connection in `PRAGMA locking_mode=EXCLUSIVE` with a write
+/// transaction, cannot be had in WAL mode while the server has the database open: taking the
+/// exclusive lock fails with SQLITE_BUSY instead of blocking the server's readers.
+struct HeldReadMarks(std::fs::File);
+
+impl HeldReadMarks {
+    const FIRST_READ_MARK_BYTE: i64 = 123;
+    const READ_MARKS: i64 = 5;
+
+    fn lock(file: &std::fs::File, kind: i32) -> nix::Result<i32> {
+        use nix::fcntl::{fcntl, FcntlArg};
+        use std::os::fd::AsRawFd as _;
+        let range = nix::libc::flock {
+            l_type: kind as i16,
+            l_whence: nix::libc::SEEK_SET as i16,
+            l_start: Self::FIRST_READ_MARK_BYTE,
+            l_len: Self::READ_MARKS,
+            l_pid: 0,
+        };
+        fcntl(file.as_raw_fd(), FcntlArg::F_SETLK(&range))
+    }
+
+    /// Takes the locks, retrying (bounded) while a reader of the server holds one of them.
+    fn hold(db: &Path) -> HeldReadMarks {
+        let mut shm = db.as_os_str().to_owned();
+        shm.push("-shm");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&shm)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Self::lock(&file, nix::libc::F_WRLCK) {
+                Ok(_) => return HeldReadMarks(file),
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES)
+                    if Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("locking the read marks of {shm:?}: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for HeldReadMarks {
+    fn drop(&mut self) {
+        // Closing the file releases them too; unlocked first to say so.
+        let _ = Self::lock(&self.0, nix::libc::F_UNLCK);
+    }
+}
+
+/// On SQLite: the database's read locks held by another process, readiness fails within its
+/// bound and liveness does not; released, readiness comes back.
+#[test]
+fn readyz_is_503_while_sqlite_hangs_and_200_once_it_answers() {
+    let install = Install::new();
+    let server = install.serve(&[]);
+    let db = install.data_dir().join("kubelogin-idp.db");
+    assert!(db.is_file(), "{db:?}");
+    unready_while_the_database_hangs(&server, || HeldReadMarks::hold(&db));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -418,3 +418,44 @@ fn two_replicas_starting_together_on_an_empty_database_both_serve() {
         .count();
     assert_eq!(credentials, 1, "one credentials file, the winner's");
 }
+
+/// Wrong passwords for one account, split across A and B, add up: the throttle's counters are
+/// in the database, so after `LOGIN_MAX_FAILURES` (5) failures in total (3 on A, 2 on B, fewer
+/// than the limit on either) the account is locked from that address on both replicas, even
+/// with the right password. With counters per process neither replica would have locked it.
+#[test]
+fn failed_logins_split_across_replicas_add_up_to_a_lock_on_both() {
+    let p = Pair::start();
+    let attempt = |r: &Replica, password: &str| {
+        p.token(
+            r,
+            &[
+                ("grant_type", "password"),
+                ("client_id", CLIENT),
+                ("username", "alice"),
+                ("password", password),
+                ("scope", "openid"),
+            ],
+        )
+    };
+    for n in 0..5 {
+        let r = if n % 2 == 0 { &p.a } else { &p.b };
+        let (status, body) = attempt(r, &format!("wrong-guess-{n}"));
+        assert_eq!(status, 400, "failure {n}: {body}");
+        assert_eq!(body["error"], "invalid_grant", "{body}");
+    }
+    for r in [&p.a, &p.b] {
+        let (status, body) = attempt(r, ALICE_PASSWORD);
+        assert_eq!(status, 429, "{body}; stderr:\n{}", r.stderr());
+        assert_eq!(body["error"], "invalid_grant", "{body}");
+    }
+    let audit = ok(
+        p.cli(),
+        &p.url,
+        &["audit", "list", "--event", "login_throttled"],
+    );
+    assert!(audit.contains("user alice from 127.0.0.1"), "{audit}");
+    // One row for the lock, whichever replica refused: its count is the total.
+    assert_eq!(audit.matches("login_throttled").count(), 1, "{audit}");
+    assert!(audit.contains("2 attempts refused"), "{audit}");
+}

@@ -2246,6 +2246,149 @@ async fn clients_version_moves_with_every_client_write(s: &dyn Store) {
     moved(versions().await, "delete");
 }
 
+// ---------------------------------------------------------------------------------------------
+// Login throttle (the state machine is `rules::throttle`'s, unit-tested there; these check that
+// a backend loads, applies and writes it, one key at a time)
+// ---------------------------------------------------------------------------------------------
+
+use idp::store::rules::{
+    MAX_THROTTLE_KEY_LEN, STRIKE_MEMORY_SECS, THROTTLE_SWEEP_EVERY, THROTTLE_WINDOW_SECS,
+};
+
+async fn fail_times(s: &dyn Store, key: &str, n: u32, max: u32, now: u64) {
+    for _ in 0..n {
+        s.throttle_fail(key, max, now).await.unwrap();
+    }
+}
+
+pub async fn throttle_locks_at_max_and_counts_refusals(s: &dyn Store) {
+    let key = "user alice from 203.0.113.7";
+    fail_times(s, key, 4, 5, T0).await;
+    assert_eq!(s.throttle_check(key, T0).await.unwrap(), None);
+    assert!(s.throttle_has_history(key, T0).await.unwrap());
+    s.throttle_fail(key, 5, T0 + 10).await.unwrap();
+    let b = s.throttle_check(key, T0 + 10).await.unwrap().unwrap();
+    assert_eq!(
+        (b.wait, b.since, b.until, b.refused),
+        (
+            THROTTLE_WINDOW_SECS,
+            T0 + 10,
+            T0 + 10 + THROTTLE_WINDOW_SECS,
+            1
+        )
+    );
+    let b = s.throttle_check(key, T0 + 11).await.unwrap().unwrap();
+    assert_eq!((b.wait, b.refused), (THROTTLE_WINDOW_SECS - 1, 2));
+    assert_eq!(
+        s.throttle_check(key, T0 + 10 + THROTTLE_WINDOW_SECS)
+            .await
+            .unwrap(),
+        None,
+        "the lock ends"
+    );
+    assert_eq!(
+        s.throttle_check("ip 203.0.113.7", T0 + 10).await.unwrap(),
+        None
+    );
+    assert!(!s.throttle_has_history("ip 203.0.113.7", T0).await.unwrap());
+    assert_eq!(s.throttle_keys().await.unwrap(), [key]);
+}
+
+pub async fn throttle_each_lock_is_twice_as_long(s: &dyn Store) {
+    let key = "ip 198.51.100.1";
+    let mut now = T0;
+    let mut locks = Vec::new();
+    for _ in 0..4 {
+        fail_times(s, key, 3, 3, now).await;
+        let b = s.throttle_check(key, now).await.unwrap().unwrap();
+        locks.push(b.wait / 60);
+        now = b.until;
+    }
+    assert_eq!(locks, [15, 30, 60, 120]);
+    // A day without failures forgets the past locks.
+    now += STRIKE_MEMORY_SECS;
+    fail_times(s, key, 3, 3, now).await;
+    assert_eq!(
+        s.throttle_check(key, now).await.unwrap().unwrap().wait,
+        THROTTLE_WINDOW_SECS
+    );
+}
+
+pub async fn throttle_reset_forgets_a_key(s: &dyn Store) {
+    fail_times(s, "account alice", 5, 5, T0).await;
+    fail_times(s, "account bob", 1, 5, T0).await;
+    assert!(s
+        .throttle_check("account alice", T0)
+        .await
+        .unwrap()
+        .is_some());
+    s.throttle_reset("account alice").await.unwrap();
+    assert_eq!(s.throttle_check("account alice", T0).await.unwrap(), None);
+    assert!(!s.throttle_has_history("account alice", T0).await.unwrap());
+    assert_eq!(s.throttle_keys().await.unwrap(), ["account bob"]);
+    // Resetting an unknown key is not an error.
+    s.throttle_reset("account nobody").await.unwrap();
+}
+
+pub async fn throttle_sweep_bounds_the_table_and_keeps_locked_keys(s: &dyn Store) {
+    fail_times(s, "locked", 5, 5, T0).await;
+    for i in 0..150 {
+        s.throttle_fail(&format!("k{i:03}"), 5, T0 + 1 + i)
+            .await
+            .unwrap();
+    }
+    let dropped = s.throttle_sweep(T0 + 200, 100).await.unwrap();
+    let keys = s.throttle_keys().await.unwrap();
+    assert!(keys.len() <= 100, "{} keys", keys.len());
+    assert_eq!(dropped as usize, 151 - keys.len());
+    assert!(keys.contains(&"locked".to_string()), "a locked key stays");
+    assert!(
+        s.throttle_check("locked", T0 + 200)
+            .await
+            .unwrap()
+            .is_some(),
+        "and stays locked"
+    );
+    // The oldest unlocked keys went first.
+    assert!(!keys.contains(&"k000".to_string()));
+    assert!(keys.contains(&"k149".to_string()));
+    // Once window, lock and strike memory are over, everything is forgotten.
+    let later = T0 + THROTTLE_WINDOW_SECS + 200 + STRIKE_MEMORY_SECS;
+    s.throttle_sweep(later, 100).await.unwrap();
+    assert_eq!(s.throttle_keys().await.unwrap(), Vec::<String>::new());
+}
+
+pub async fn throttle_failures_sweep_forgettable_keys(s: &dyn Store) {
+    for i in 0..10 {
+        s.throttle_fail(&format!("old{i}"), 5, T0).await.unwrap();
+    }
+    // Past every window (no key was locked): forgettable, but only a sweep drops them.
+    let later = T0 + THROTTLE_WINDOW_SECS;
+    assert_eq!(s.throttle_keys().await.unwrap().len(), 10);
+    let rest = u32::try_from(THROTTLE_SWEEP_EVERY).unwrap() - 10;
+    fail_times(s, "new", rest, u32::MAX, later).await;
+    assert_eq!(s.throttle_keys().await.unwrap(), ["new"]);
+}
+
+pub async fn throttle_refuses_an_overlong_key(s: &dyn Store) {
+    let long = "k".repeat(MAX_THROTTLE_KEY_LEN + 1);
+    assert!(s.throttle_fail(&long, 5, T0).await.is_err());
+    assert!(s.throttle_check(&long, T0).await.is_err());
+    assert_eq!(s.throttle_keys().await.unwrap(), Vec::<String>::new());
+    let longest = "k".repeat(MAX_THROTTLE_KEY_LEN);
+    s.throttle_fail(&longest, 5, T0).await.unwrap();
+    assert_eq!(s.throttle_keys().await.unwrap(), [longest]);
+}
+
+pub async fn throttle_concurrent_failures_all_count(s: &dyn Store) {
+    let tries = (0..20).map(|_| s.throttle_fail("ip 192.0.2.1", 20, T0));
+    for r in futures_util::future::join_all(tries).await {
+        r.unwrap();
+    }
+    let b = s.throttle_check("ip 192.0.2.1", T0).await.unwrap();
+    assert!(b.is_some(), "20 failures at once with max 20 lock the key");
+}
+
 /// Instantiates each behaviour once per backend: `store::sqlite::<name>` on a fresh SQLite file,
 /// `store::postgres::<name>` on a fresh database of the throwaway PostgreSQL cluster this test
 /// binary starts on first use (`idp::testing::pg`; a missing PostgreSQL fails these tests).
@@ -2332,6 +2475,13 @@ backend_suite!(
     live_families_and_their_count,
     audit_filters_every_field_and_pages_by_id,
     clients_version_moves_with_every_client_write,
+    throttle_locks_at_max_and_counts_refusals,
+    throttle_each_lock_is_twice_as_long,
+    throttle_reset_forgets_a_key,
+    throttle_sweep_bounds_the_table_and_keeps_locked_keys,
+    throttle_failures_sweep_forgettable_keys,
+    throttle_refuses_an_overlong_key,
+    throttle_concurrent_failures_all_count,
 );
 
 /// A database made by the first release (schema version 1) is brought up to date at open, and
@@ -2481,7 +2631,7 @@ async fn postgres_replicas_starting_at_once_migrate_once() {
             .fetch_all(stores[0].pool())
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2], "each migration once");
+    assert_eq!(versions, [1, 2, 3], "each migration once");
     // Each replica works on the one schema: what one writes, another reads.
     let alice = user(&stores[1], "alice").await;
     assert_eq!(
@@ -2547,6 +2697,40 @@ async fn postgres_concurrent_rotations_across_replicas_leave_one_chain() {
     .unwrap();
     assert_eq!(current, 1);
     assert_eq!(a.family("f1").await.unwrap().unwrap().revoked_at, None);
+    a.close().await;
+    b.close().await;
+}
+
+/// Failures of one key counted at once through two replicas' pools all count: the row lock
+/// makes each load-apply-write see the other's failure, so `max` failures in total lock it, and
+/// `max - 1` do not.
+#[tokio::test]
+async fn postgres_throttle_failures_across_replicas_add_up() {
+    let url = idp::testing::pg::PgCluster::shared()
+        .database()
+        .await
+        .unwrap();
+    let a = idp::store::PgStore::open_with(&url, 8).await.unwrap();
+    let b = idp::store::PgStore::open_with(&url, 8).await.unwrap();
+    let fail = |key: &'static str, n: usize, max: u32| {
+        let (a, b) = (&a, &b);
+        futures_util::future::join_all((0..n).map(move |i| {
+            let s: &dyn Store = if i % 2 == 0 { a } else { b };
+            s.throttle_fail(key, max, T0)
+        }))
+    };
+    for r in fail("account alice", 30, 30).await {
+        r.unwrap();
+    }
+    assert!(b
+        .throttle_check("account alice", T0)
+        .await
+        .unwrap()
+        .is_some());
+    for r in fail("account bob", 29, 30).await {
+        r.unwrap();
+    }
+    assert_eq!(a.throttle_check("account bob", T0).await.unwrap(), None);
     a.close().await;
     b.close().await;
 }

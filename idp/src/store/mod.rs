@@ -497,6 +497,26 @@ pub trait Store: Send + Sync {
     /// (the retention cutoff; 0 keeps them all).
     async fn purge_expired(&self, now: u64, audit_before: u64) -> StoreResult<u64>;
 
+    // login throttle (`rules::throttle`): counters in the database, so every replica counts
+    // the same failures. Each method is one operation (one transaction where it writes).
+
+    /// Whether `key` is locked at `now`; if so the attempt is counted as refused.
+    async fn throttle_check(&self, key: &str, now: u64) -> StoreResult<Option<rules::Blocked>>;
+    /// Counts a failure of `key` (`rules::throttle_fail`) in one transaction. Every
+    /// `rules::THROTTLE_SWEEP_EVERY`-th failure counted through this store object also sweeps
+    /// the table with `rules::MAX_THROTTLE_KEYS` (see [`Store::throttle_sweep`]).
+    async fn throttle_fail(&self, key: &str, max: u32, now: u64) -> StoreResult<()>;
+    /// Forgets `key` (after a successful login from that address).
+    async fn throttle_reset(&self, key: &str) -> StoreResult<()>;
+    /// Whether `key` failed recently enough to be remembered (`rules::throttle_has_history`).
+    async fn throttle_has_history(&self, key: &str, now: u64) -> StoreResult<bool>;
+    /// Forgets the keys with nothing left to remember at `now`, then, if more than `capacity`
+    /// remain, drops the oldest (`rules::throttle_overflow`), unlocked keys first. Returns how
+    /// many keys were dropped.
+    async fn throttle_sweep(&self, now: u64, capacity: u64) -> StoreResult<u64>;
+    /// The keys held, for inspection and tests.
+    async fn throttle_keys(&self) -> StoreResult<Vec<String>>;
+
     // operations (`ops`)
 
     /// A trivial query, for readiness: the database answers.

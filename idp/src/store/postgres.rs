@@ -14,12 +14,16 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use std::str::FromStr;
 use std::time::Duration;
 
+// The login throttle's operations (`postgres/throttle.rs`).
+mod throttle;
+
 /// The schema as numbered migrations (see `migrations/postgres/`), applied in order at open,
 /// each in its own transaction with its row in `schema_migrations`. A released file is never
 /// edited.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_initial.sql"),
     include_str!("migrations/postgres/0002_clients_version.sql"),
+    include_str!("migrations/postgres/0003_throttle.sql"),
 ];
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -102,6 +106,8 @@ pub struct PgStore {
     /// Client writes made through this store, counted before and after each, so a cache in this
     /// process drops a change at once (see [`Store::local_client_writes`]).
     client_writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Throttle failures counted through this store: every `THROTTLE_SWEEP_EVERY`-th sweeps.
+    throttle_fails: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn i(v: u64) -> i64 {
@@ -159,6 +165,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             client_writes: Default::default(),
+            throttle_fails: Default::default(),
         })
     }
 
@@ -1580,6 +1587,30 @@ impl Store for PgStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(v)
+    }
+
+    async fn throttle_check(&self, key: &str, now: u64) -> StoreResult<Option<rules::Blocked>> {
+        self.throttle_check_op(key, now).await
+    }
+
+    async fn throttle_fail(&self, key: &str, max: u32, now: u64) -> StoreResult<()> {
+        self.throttle_fail_op(key, max, now).await
+    }
+
+    async fn throttle_reset(&self, key: &str) -> StoreResult<()> {
+        self.throttle_reset_op(key).await
+    }
+
+    async fn throttle_has_history(&self, key: &str, now: u64) -> StoreResult<bool> {
+        self.throttle_has_history_op(key, now).await
+    }
+
+    async fn throttle_sweep(&self, now: u64, capacity: u64) -> StoreResult<u64> {
+        self.throttle_sweep_op(now, capacity).await
+    }
+
+    async fn throttle_keys(&self) -> StoreResult<Vec<String>> {
+        self.throttle_keys_op().await
     }
 
     async fn purge_expired(&self, now: u64, audit_before: u64) -> StoreResult<u64> {

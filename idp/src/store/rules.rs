@@ -1,4 +1,5 @@
-//! The protocol decisions of the store as pure functions: no I/O, no SQL, no async.
+//! The protocol decisions of the store as pure functions: no I/O, no SQL, no async. The login
+//! throttle's counters are here too (`throttle`).
 //!
 //! A backend locks what the operation needs, loads the rows, asks the rule here what to do and
 //! writes what the rule decided, all in one transaction. Every backend calls the same rules, so
@@ -7,6 +8,10 @@
 //! (`tests/store.rs`) only checks that a backend applies them atomically.
 
 use super::{AuthCode, DeviceCode, DevicePoll, DeviceStatus, Family, RefreshToken};
+
+// The login throttle's lock state machine (a file of its own: it is a different subject).
+mod throttle;
+pub use throttle::*;
 
 /// What to do with a refresh token presented for rotation.
 #[derive(Debug, Clone, PartialEq)]

@@ -30,6 +30,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+// The login throttle's operations (`sqlite/throttle.rs`).
+mod throttle;
+
 /// The schema as numbered migrations: version N is reached by applying file N on top of N-1, each
 /// in its own transaction with the `user_version` bump. A released file is never edited.
 const MIGRATIONS: &[&str] = &[
@@ -40,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0005_activity.sql"),
     include_str!("migrations/sqlite/0006_audit_search.sql"),
     include_str!("migrations/sqlite/0007_clients_version.sql"),
+    include_str!("migrations/sqlite/0008_throttle.sql"),
 ];
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -97,6 +101,8 @@ pub struct SqliteStore {
     /// use `/metrics` reports.
     connections: u64,
     busy: Arc<AtomicU64>,
+    /// Throttle failures counted through this store: every `THROTTLE_SWEEP_EVERY`-th sweeps.
+    throttle_fails: Arc<AtomicU64>,
 }
 
 fn i(v: u64) -> i64 {
@@ -479,6 +485,7 @@ impl SqliteStore {
             client_writes: Arc::new(AtomicU64::new(0)),
             connections,
             busy,
+            throttle_fails: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -1996,6 +2003,30 @@ impl Store for SqliteStore {
     fn pool_usage(&self) -> Option<(u64, u64)> {
         let busy = self.busy.load(Ordering::Relaxed).min(self.connections);
         Some((self.connections - busy, busy))
+    }
+
+    async fn throttle_check(&self, key: &str, now: u64) -> StoreResult<Option<rules::Blocked>> {
+        self.throttle_check_op(key, now).await
+    }
+
+    async fn throttle_fail(&self, key: &str, max: u32, now: u64) -> StoreResult<()> {
+        self.throttle_fail_op(key, max, now).await
+    }
+
+    async fn throttle_reset(&self, key: &str) -> StoreResult<()> {
+        self.throttle_reset_op(key).await
+    }
+
+    async fn throttle_has_history(&self, key: &str, now: u64) -> StoreResult<bool> {
+        self.throttle_has_history_op(key, now).await
+    }
+
+    async fn throttle_sweep(&self, now: u64, capacity: u64) -> StoreResult<u64> {
+        self.throttle_sweep_op(now, capacity).await
+    }
+
+    async fn throttle_keys(&self) -> StoreResult<Vec<String>> {
+        self.throttle_keys_op().await
     }
 
     async fn count_live_sessions(&self, now: u64) -> StoreResult<u64> {

@@ -195,6 +195,11 @@ impl PgCluster {
         }
     }
 
+    /// The cluster's data directory (its `postmaster.pid` names the server process).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// The directory holding the server's Unix socket.
     pub fn socket_dir(&self) -> &Path {
         self.dir.path()

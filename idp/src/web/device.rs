@@ -136,14 +136,14 @@ pub async fn device_page(
     let mut confirm = None;
     if !q.user_code.is_empty() {
         if let Some(wait) =
-            accounts::user_code_blocked(&state, &session.id_hash, &user.username, &meta).await
+            accounts::user_code_blocked(&state, &session.id_hash, &user.username, &meta).await?
         {
             error = Some(too_many(wait));
             status = StatusCode::TOO_MANY_REQUESTS;
         } else if let Some(d) = pending_request(&state, &q.user_code).await? {
             confirm = Some(confirmation(&state, d, &meta).await?);
         } else {
-            accounts::user_code_failed(&state, &session.id_hash, &meta);
+            accounts::user_code_failed(&state, &session.id_hash, &meta).await?;
             error = Some(WRONG_CODE.to_string());
             status = StatusCode::NOT_FOUND;
         }
@@ -184,7 +184,7 @@ pub async fn device_submit(
         });
     };
     if let Some(wait) =
-        accounts::user_code_blocked(&state, &session.id_hash, &user.username, &meta).await
+        accounts::user_code_blocked(&state, &session.id_hash, &user.username, &meta).await?
     {
         return Err(PageError {
             status: StatusCode::TOO_MANY_REQUESTS,
@@ -208,7 +208,7 @@ pub async fn device_submit(
         None => None,
     };
     let Some(client_id) = done else {
-        accounts::user_code_failed(&state, &session.id_hash, &meta);
+        accounts::user_code_failed(&state, &session.id_hash, &meta).await?;
         return Err(PageError::bad_request(
             "Code not usable",
             "That code is unknown, expired or already used.",
