@@ -189,6 +189,78 @@ fn cache_hit_from_planted_file_needs_no_network() {
     assert!(o.stdout.contains("client.authentication.k8s.io/v1beta1"));
 }
 
+/// The lean parser (kubelogin::lean) and clap give the same process the same answer, byte for
+/// byte: a cache hit (both ExecCredential versions), a stale entry whose refresh cannot reach
+/// the issuer, and a command line the lean parser declines (it falls through to clap). The
+/// clap side is forced with `KUBELOGIN_V=0` (any KUBELOGIN_* variable sends the lean parser to
+/// clap, and this one changes nothing) or with `-v0`.
+#[test]
+fn lean_and_clap_parse_give_byte_identical_answers() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join(".kube/cache/oidc-login");
+    let flags = [
+        "--oidc-issuer-url=http://127.0.0.1:1",
+        "--oidc-client-id",
+        "x",
+        "--oidc-extra-scope=email,groups",
+        "--token-cache-name=work",
+    ];
+    let key = key_for(&flags);
+    let token = unsigned_jwt(4_102_444_800);
+    let fresh = format!(r#"{{"id_token":"{token}","refresh_token":"r"}}"#);
+    let stale = format!(
+        r#"{{"id_token":"{}","refresh_token":"r"}}"#,
+        unsigned_jwt(1_000_000_000)
+    );
+    let both = |extra: &[&str], exec_info: &str| -> (Out, Out, Out) {
+        let go = |c: &mut Command, last: &[&str]| {
+            run(c
+                .arg("get-token")
+                .args(flags)
+                .args(extra)
+                .args(last)
+                .env("KUBERNETES_EXEC_INFO", exec_info))
+        };
+        let lean = go(&mut bin(home.path()), &[]);
+        let by_env = go(bin(home.path()).env("KUBELOGIN_V", "0"), &[]);
+        let by_flag = go(&mut bin(home.path()), &["-v0"]);
+        (lean, by_env, by_flag)
+    };
+    let same = |(a, b, c): (Out, Out, Out)| -> Out {
+        for other in [&b, &c] {
+            assert_eq!(a.code, other.code, "{} | {}", a.stderr, other.stderr);
+            assert_eq!(a.stdout, other.stdout);
+            assert_eq!(a.stderr, other.stderr);
+        }
+        a
+    };
+    plant(&dir, &key, &fresh);
+    for exec_info in [
+        "",
+        r#"{"apiVersion":"client.authentication.k8s.io/v1","spec":{"interactive":false}}"#,
+    ] {
+        let o = same(both(&[], exec_info));
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert!(o.stdout.contains(&token), "{}", o.stdout);
+    }
+    // --force-refresh=yes: clap's boolish value, declined by the lean parser; the same refresh
+    // attempt as --force-refresh, which the lean parser takes.
+    let declined = same(both(&["--force-refresh=yes"], ""));
+    let taken = same(both(&["--force-refresh"], ""));
+    assert_bad_input(&declined);
+    assert_eq!(declined.stderr, taken.stderr);
+    assert_eq!(std::fs::read_to_string(dir.join(&key)).unwrap(), fresh);
+
+    plant(&dir, &key, &stale);
+    let o = same(both(&[], ""));
+    assert_bad_input(&o);
+    assert_eq!(
+        std::fs::read_to_string(dir.join(&key)).unwrap(),
+        stale,
+        "cache untouched"
+    );
+}
+
 #[test]
 fn flags_from_environment_and_command_line_wins_and_kubecachedir() {
     let home = tempfile::tempdir().unwrap();
