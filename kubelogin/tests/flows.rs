@@ -826,15 +826,19 @@ fn clean_issuer_deletes_only_the_selected_logins() {
     .unwrap();
     assert_eq!(h.cache_entries().len(), 3);
     assert_eq!(h.fake.keyring.items().len(), 1);
+    // Sorted here: status lists disk entries in file-name (cache key) order, and the key
+    // depends on the stub's random port.
     let listed = || -> Vec<String> {
         let v: serde_json::Value =
             serde_json::from_str(&h.run_bare("status", &["-o=json"]).unwrap()).unwrap();
-        v["entries"]
+        let mut entries: Vec<String> = v["entries"]
             .as_array()
             .unwrap()
             .iter()
             .map(|e| format!("{} {} {}", e["storage"], e["issuer"], e["token_cache_name"]))
-            .collect()
+            .collect();
+        entries.sort();
+        entries
     };
     let issuer = h.stub.issuer.clone();
 
@@ -855,14 +859,13 @@ fn clean_issuer_deletes_only_the_selected_logins() {
         ],
     )
     .unwrap();
-    assert_eq!(
-        listed(),
-        vec![
-            format!("\"disk\" \"{issuer}\" null"),
-            "\"disk\" \"https://other.example\" null".to_string(),
-            format!("\"keyring\" \"{issuer}\" \"work\""),
-        ]
-    );
+    let mut expected = vec![
+        format!("\"disk\" \"{issuer}\" null"),
+        "\"disk\" \"https://other.example\" null".to_string(),
+        format!("\"keyring\" \"{issuer}\" \"work\""),
+    ];
+    expected.sort();
+    assert_eq!(listed(), expected);
     assert!(h.stub.revoked().is_empty());
 
     // Only the issuer, with --revoke: its disk and keyring logins are revoked, then deleted.
