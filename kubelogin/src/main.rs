@@ -9,7 +9,11 @@ use clap::error::ErrorKind;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = match kubelogin::Cli::try_parse() {
+    // The cached get-token path: its common command lines without building clap's command
+    // tree (kubelogin::lean); everything else, and anything unusual, goes to clap.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let lean = kubelogin::lean::get_token(&args, std::env::vars_os().map(|(k, _)| k));
+    let cli = match lean.map_or_else(|| kubelogin::Cli::try_parse_from(&args), Ok) {
         Ok(cli) => cli,
         Err(e) => match e.kind() {
             ErrorKind::DisplayHelp

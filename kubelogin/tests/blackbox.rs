@@ -189,6 +189,78 @@ fn cache_hit_from_planted_file_needs_no_network() {
     assert!(o.stdout.contains("client.authentication.k8s.io/v1beta1"));
 }
 
+/// The lean parser (kubelogin::lean) and clap give the same process the same answer, byte for
+/// byte: a cache hit (both ExecCredential versions), a stale entry whose refresh cannot reach
+/// the issuer, and a command line the lean parser declines (it falls through to clap). The
+/// clap side is forced with `KUBELOGIN_V=0` (any KUBELOGIN_* variable sends the lean parser to
+/// clap, and this one changes nothing) or with `-v0`.
+#[test]
+fn lean_and_clap_parse_give_byte_identical_answers() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join(".kube/cache/oidc-login");
+    let flags = [
+        "--oidc-issuer-url=http://127.0.0.1:1",
+        "--oidc-client-id",
+        "x",
+        "--oidc-extra-scope=email,groups",
+        "--token-cache-name=work",
+    ];
+    let key = key_for(&flags);
+    let token = unsigned_jwt(4_102_444_800);
+    let fresh = format!(r#"{{"id_token":"{token}","refresh_token":"r"}}"#);
+    let stale = format!(
+        r#"{{"id_token":"{}","refresh_token":"r"}}"#,
+        unsigned_jwt(1_000_000_000)
+    );
+    let both = |extra: &[&str], exec_info: &str| -> (Out, Out, Out) {
+        let go = |c: &mut Command, last: &[&str]| {
+            run(c
+                .arg("get-token")
+                .args(flags)
+                .args(extra)
+                .args(last)
+                .env("KUBERNETES_EXEC_INFO", exec_info))
+        };
+        let lean = go(&mut bin(home.path()), &[]);
+        let by_env = go(bin(home.path()).env("KUBELOGIN_V", "0"), &[]);
+        let by_flag = go(&mut bin(home.path()), &["-v0"]);
+        (lean, by_env, by_flag)
+    };
+    let same = |(a, b, c): (Out, Out, Out)| -> Out {
+        for other in [&b, &c] {
+            assert_eq!(a.code, other.code, "{} | {}", a.stderr, other.stderr);
+            assert_eq!(a.stdout, other.stdout);
+            assert_eq!(a.stderr, other.stderr);
+        }
+        a
+    };
+    plant(&dir, &key, &fresh);
+    for exec_info in [
+        "",
+        r#"{"apiVersion":"client.authentication.k8s.io/v1","spec":{"interactive":false}}"#,
+    ] {
+        let o = same(both(&[], exec_info));
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert!(o.stdout.contains(&token), "{}", o.stdout);
+    }
+    // --force-refresh=yes: clap's boolish value, declined by the lean parser; the same refresh
+    // attempt as --force-refresh, which the lean parser takes.
+    let declined = same(both(&["--force-refresh=yes"], ""));
+    let taken = same(both(&["--force-refresh"], ""));
+    assert_bad_input(&declined);
+    assert_eq!(declined.stderr, taken.stderr);
+    assert_eq!(std::fs::read_to_string(dir.join(&key)).unwrap(), fresh);
+
+    plant(&dir, &key, &stale);
+    let o = same(both(&[], ""));
+    assert_bad_input(&o);
+    assert_eq!(
+        std::fs::read_to_string(dir.join(&key)).unwrap(),
+        stale,
+        "cache untouched"
+    );
+}
+
 #[test]
 fn flags_from_environment_and_command_line_wins_and_kubecachedir() {
     let home = tempfile::tempdir().unwrap();
@@ -579,10 +651,11 @@ fn man_pages_render_with_man_without_warnings() {
     }
 }
 
-/// The bash completion script, loaded into real bash, offers every command after the program
-/// name.
-#[test]
-fn bash_completion_offers_every_command_in_bash() {
+/// The bash completion script, loaded into real bash, and the completion function it
+/// registers for `kubectl-oidc_login` called as bash calls it (`complete -F`): `$1` the command,
+/// `$2` the word being completed, `$3` the word before it, with COMP_WORDS/COMP_CWORD set. The
+/// last word of `words` is the one being completed. Returns COMPREPLY.
+fn bash_complete(words: &[&str]) -> Vec<String> {
     let home = tempfile::tempdir().unwrap();
     let script = run(bin(home.path()).args(["completion", "bash"]));
     assert_eq!(script.code, 0, "{}", script.stderr);
@@ -592,14 +665,20 @@ fn bash_completion_offers_every_command_in_bash() {
         .arg("-c")
         .arg(
             r#"source "$1" || exit 2
-complete -p kubectl-oidc_login | grep -q -- '-F' || exit 3
-COMP_WORDS=(kubectl-oidc_login '')
-COMP_CWORD=1
-_kubectl__oidc_login kubectl-oidc_login '' kubectl-oidc_login
+shift
+spec=$(complete -p kubectl-oidc_login) || exit 3
+fn=$(printf '%s' "$spec" | sed -E 's/.*-F ([^ ]+).*/\1/')
+[ -n "$fn" ] || exit 4
+COMP_WORDS=("$@")
+COMP_CWORD=$(($# - 1))
+prev=""
+[ "$COMP_CWORD" -gt 0 ] && prev=${COMP_WORDS[COMP_CWORD-1]}
+"$fn" kubectl-oidc_login "${COMP_WORDS[COMP_CWORD]}" "$prev"
 printf '%s\n' "${COMPREPLY[@]}""#,
         )
         .arg("bash")
         .arg(&path)
+        .args(words)
         .output()
         .unwrap();
     assert!(
@@ -607,10 +686,17 @@ printf '%s\n' "${COMPREPLY[@]}""#,
         "{}",
         String::from_utf8_lossy(&shown.stderr)
     );
-    let offered: Vec<String> = String::from_utf8_lossy(&shown.stdout)
+    String::from_utf8_lossy(&shown.stdout)
         .lines()
+        .filter(|l| !l.is_empty())
         .map(str::to_string)
-        .collect();
+        .collect()
+}
+
+/// The bash completion script offers every command after the program name.
+#[test]
+fn bash_completion_offers_every_command_in_bash() {
+    let offered = bash_complete(&["kubectl-oidc_login", ""]);
     use clap::CommandFactory;
     let commands: Vec<String> = Cli::command()
         .get_subcommands()
@@ -621,6 +707,55 @@ printf '%s\n' "${COMPREPLY[@]}""#,
     for command in &commands {
         assert!(offered.contains(command), "{command}: {offered:?}");
     }
+}
+
+/// After `get-token`, bash completes its flags (by prefix, and all of them after `--`), and
+/// the values of `--grant-type`: the possible values clap declares, narrowed by prefix.
+#[test]
+fn bash_completion_completes_get_token_flags_and_grant_type_values() {
+    let cmd = ["kubectl-oidc_login", "get-token"];
+    let with = |more: &[&str]| bash_complete(&[&cmd[..], more].concat());
+    assert_eq!(with(&["--grant"]), vec!["--grant-type"]);
+    assert_eq!(with(&["--oidc-iss"]), vec!["--oidc-issuer-url"]);
+    let all = with(&["--"]);
+    use clap::CommandFactory;
+    let get_token = Cli::command();
+    let get_token = get_token.find_subcommand("get-token").unwrap();
+    for arg in get_token.get_arguments().filter(|a| !a.is_hide_set()) {
+        if let Some(long) = arg.get_long() {
+            let flag = format!("--{long}");
+            assert!(all.contains(&flag), "{flag}: {all:?}");
+        }
+    }
+    // Not another command's flags.
+    assert!(
+        !all.iter()
+            .any(|f| f == "--write-kubeconfig" || f == "--revoke"),
+        "{all:?}"
+    );
+
+    use clap::ValueEnum;
+    let grants: Vec<String> = kubelogin::cli::GrantType::value_variants()
+        .iter()
+        .filter_map(|g| g.to_possible_value())
+        .map(|v| v.get_name().to_string())
+        .collect();
+    assert_eq!(grants.len(), 6, "{grants:?}");
+    assert_eq!(with(&["--grant-type", ""]), grants);
+    assert_eq!(with(&["--grant-type", "dev"]), vec!["device-code"]);
+    assert_eq!(
+        with(&["--grant-type", "authcode"]),
+        vec!["authcode", "authcode-keyboard"]
+    );
+    // Flags after a value still complete.
+    assert_eq!(
+        with(&["--grant-type", "device-code", "--token-cache-st"]),
+        vec!["--token-cache-storage"]
+    );
+    assert_eq!(
+        with(&["--token-cache-storage", ""]),
+        vec!["disk", "keyring", "none"]
+    );
 }
 
 /// The default cache lives under the home directory `directories` finds: `$HOME` when set,

@@ -826,15 +826,19 @@ fn clean_issuer_deletes_only_the_selected_logins() {
     .unwrap();
     assert_eq!(h.cache_entries().len(), 3);
     assert_eq!(h.fake.keyring.items().len(), 1);
+    // Sorted here: status lists disk entries in file-name (cache key) order, and the key
+    // depends on the stub's random port.
     let listed = || -> Vec<String> {
         let v: serde_json::Value =
             serde_json::from_str(&h.run_bare("status", &["-o=json"]).unwrap()).unwrap();
-        v["entries"]
+        let mut entries: Vec<String> = v["entries"]
             .as_array()
             .unwrap()
             .iter()
             .map(|e| format!("{} {} {}", e["storage"], e["issuer"], e["token_cache_name"]))
-            .collect()
+            .collect();
+        entries.sort();
+        entries
     };
     let issuer = h.stub.issuer.clone();
 
@@ -855,14 +859,13 @@ fn clean_issuer_deletes_only_the_selected_logins() {
         ],
     )
     .unwrap();
-    assert_eq!(
-        listed(),
-        vec![
-            format!("\"disk\" \"{issuer}\" null"),
-            "\"disk\" \"https://other.example\" null".to_string(),
-            format!("\"keyring\" \"{issuer}\" \"work\""),
-        ]
-    );
+    let mut expected = vec![
+        format!("\"disk\" \"{issuer}\" null"),
+        "\"disk\" \"https://other.example\" null".to_string(),
+        format!("\"keyring\" \"{issuer}\" \"work\""),
+    ];
+    expected.sort();
+    assert_eq!(listed(), expected);
     assert!(h.stub.revoked().is_empty());
 
     // Only the issuer, with --revoke: its disk and keyring logins are revoked, then deleted.
@@ -902,4 +905,58 @@ fn clean_issuer_and_oidc_issuer_url_conflict() {
     let err = kubelogin::Cli::try_parse_from(["kubectl-oidc_login", "clean", "--client-id=x"])
         .unwrap_err();
     assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+}
+
+/// `setup` with `--grant-type=auto` on a machine without a display and a provider without
+/// device authorization logs in with authcode-keyboard, which reads the code on stdin: the
+/// kubeconfig it recommends must let kubectl give the plugin stdin (`IfAvailable`), where a
+/// browser login keeps `Never`.
+#[test]
+fn setup_recommends_if_available_when_auto_picks_authcode_keyboard() {
+    let browser = Harness::new(Config::default());
+    let out = browser.run_command("setup", &[]).unwrap();
+    assert!(
+        browser
+            .console()
+            .contains("Using the browser login (authcode)"),
+        "{}",
+        browser.console()
+    );
+    assert!(out.contains("--exec-interactive-mode=Never"), "{out}");
+
+    let h = Harness::new(Config {
+        device_endpoint_in_discovery: false,
+        ..Config::default()
+    });
+    h.fake.host.unset("DISPLAY");
+    let console = h.fake.console.clone();
+    h.fake.prompt.answer_with(move |_| {
+        let text = console.0.lock().unwrap().join("\n");
+        let url = text.rsplit("browser: ").next().unwrap().trim().to_string();
+        let client = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let loc = client.get(&url).send().unwrap().headers()["location"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let loc =
+            url::Url::parse(&loc.replace("urn:ietf:wg:oauth:2.0:oob", "http://oob/")).unwrap();
+        loc.query_pairs()
+            .find(|(k, _)| k == "code")
+            .unwrap()
+            .1
+            .into_owned()
+    });
+    let out = h.run_command("setup", &[]).unwrap();
+    assert!(
+        h.console()
+            .contains("Using the login by typed code (authcode-keyboard)"),
+        "{}",
+        h.console()
+    );
+    assert_eq!(h.fake.prompt.asked(), vec!["Enter code: "]);
+    assert!(out.contains("--exec-interactive-mode=IfAvailable"), "{out}");
+    assert!(!out.contains("--exec-interactive-mode=Never"), "{out}");
 }

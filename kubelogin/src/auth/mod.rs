@@ -84,25 +84,34 @@ pub fn opens_browser(grant: GrantType) -> bool {
     )
 }
 
+/// The options with `--grant-type=auto` decided ([`auto::choose`], said on stderr with the way
+/// to override it); any other grant as it is. `setup` uses the decided grant for its advice
+/// (authcode-keyboard needs the terminal, so kubeconfig's `interactiveMode` must allow it).
+pub fn decide(deps: &Deps, provider: &Provider, opts: &LoginOptions) -> LoginOptions {
+    if opts.grant != GrantType::Auto {
+        return opts.clone();
+    }
+    let asked = auto::Asked {
+        browser_command: opts.browser_command.is_some(),
+        skip_open_browser: opts.skip_open_browser,
+    };
+    let device = provider.metadata.device_authorization_endpoint.is_some()
+        || provider.cfg.device_authorization_endpoint.is_some();
+    let choice = auto::choose(deps.host.as_ref(), asked, device);
+    deps.say(&choice.message());
+    LoginOptions {
+        grant: choice.grant,
+        // No display: a launcher would fail or open a browser nobody sees.
+        skip_open_browser: opts.skip_open_browser || choice.no_display,
+        ..opts.clone()
+    }
+}
+
 /// Runs the login of `opts.grant`; `auto` is decided here, once discovery says whether the
 /// provider supports device authorization, and said on stderr with the way to override it.
 pub fn login(deps: &Deps, provider: &Provider, opts: &LoginOptions) -> Result<CacheEntry> {
     if opts.grant == GrantType::Auto {
-        let asked = auto::Asked {
-            browser_command: opts.browser_command.is_some(),
-            skip_open_browser: opts.skip_open_browser,
-        };
-        let device = provider.metadata.device_authorization_endpoint.is_some()
-            || provider.cfg.device_authorization_endpoint.is_some();
-        let choice = auto::choose(deps.host.as_ref(), asked, device);
-        deps.say(&choice.message());
-        let chosen = LoginOptions {
-            grant: choice.grant,
-            // No display: a launcher would fail or open a browser nobody sees.
-            skip_open_browser: opts.skip_open_browser || choice.no_display,
-            ..opts.clone()
-        };
-        return login(deps, provider, &chosen);
+        return login(deps, provider, &decide(deps, provider, opts));
     }
     deps.log(1, || format!("logging in with the {:?} grant", opts.grant));
     match opts.grant {

@@ -10,12 +10,31 @@ use crate::error::{Error, Result};
 /// The program name the scripts and pages are written for (kubectl finds the plugin by it).
 const BIN: &str = "kubectl-oidc_login";
 
+/// The name the bash script is generated for: [`BIN`] without its `-`. clap_complete's bash
+/// generator spells a hyphenated program name one way in its dispatch loop and another way in
+/// the per-subcommand arms, so nothing after a subcommand completes (clap-rs/clap#6421, open).
+/// Only the `complete` lines name the program; they get [`BIN`] back below.
+const BASH_NAME: &str = "kubectl_oidc_login";
+
 /// A completion script for `shell`.
 pub fn completion(shell: clap_complete::Shell) -> Result<String> {
     let mut cmd = Cli::command();
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut cmd, BIN, &mut out);
-    String::from_utf8(out).map_err(|e| Error::invalid("the completion script is not UTF-8", e))
+    let bash = shell == clap_complete::Shell::Bash;
+    clap_complete::generate(
+        shell,
+        &mut cmd,
+        if bash { BASH_NAME } else { BIN },
+        &mut out,
+    );
+    let text = String::from_utf8(out)
+        .map_err(|e| Error::invalid("the completion script is not UTF-8", e))?;
+    Ok(if bash {
+        // `complete -F _kubectl_oidc_login ... kubectl_oidc_login` → `... kubectl-oidc_login`.
+        text.replace(&format!(" {BASH_NAME}\n"), &format!(" {BIN}\n"))
+    } else {
+        text
+    })
 }
 
 /// The main man page, or the page of one command (`kubectl-oidc_login-get-token(1)`, the name

@@ -47,6 +47,9 @@ pub struct Obtained {
     /// `--oidc-use-access-token`) and its expiry.
     pub credential: Credential,
     pub source: Source,
+    /// The flow of the login that ran here (`auto` decided); `None` for a cached or refreshed
+    /// token.
+    pub grant: Option<auth::GrantType>,
 }
 
 impl Obtained {
@@ -58,6 +61,7 @@ impl Obtained {
             tokens,
             credential,
             source,
+            grant: None,
         })
     }
 
@@ -82,8 +86,11 @@ pub fn obtain(deps: &Deps, r: &Resolved, cache: Option<&CachePolicy>) -> Result<
     let use_access_token = r.login.use_access_token;
     let Some(cache) = cache else {
         let provider = Provider::discover(deps, &r.provider)?;
-        let tokens = auth::login(deps, &provider, &r.login)?;
-        return Obtained::new(tokens, Source::Login, use_access_token);
+        let opts = auth::decide(deps, &provider, &r.login);
+        let tokens = auth::login(deps, &provider, &opts)?;
+        let mut got = Obtained::new(tokens, Source::Login, use_access_token)?;
+        got.grant = Some(opts.grant);
+        return Ok(got);
     };
     let key = r.key.hex();
     let store = token_cache::store(deps, cache.storage, &cache.dir);
@@ -136,6 +143,7 @@ fn fresh(
                 tokens: entry,
                 credential,
                 source: Source::Cache,
+                grant: None,
             })
         }
         _ => {
@@ -183,12 +191,15 @@ fn login(
     if browser && !r.login.interactive {
         held_back(deps, cache, key)?;
     }
-    match auth::login(deps, provider, &r.login) {
+    let opts = auth::decide(deps, provider, &r.login);
+    match auth::login(deps, provider, &opts) {
         Ok(entry) => {
             Backoff::clear(&cache.dir, key);
             let entry = entry.with_origin(&r.key);
             store.save(key, &entry)?;
-            Obtained::new(entry, Source::Login, r.login.use_access_token)
+            let mut got = Obtained::new(entry, Source::Login, r.login.use_access_token)?;
+            got.grant = Some(opts.grant);
+            Ok(got)
         }
         Err(e) => {
             // Only a login that reached the user and then failed (timed out, denied, refused,

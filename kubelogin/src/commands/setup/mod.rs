@@ -40,13 +40,19 @@ pub fn run(deps: &Deps, args: &SetupArgs) -> Result<String> {
             advice::HTTPS_FIX
         ));
     }
-    let exec = exec_entry(&args.provider, &r.login.grant);
+    // The flow the login used (`auto` decided on this machine and provider), which get-token
+    // will pick too: the kubeconfig's interactiveMode must give it stdin when it prompts.
+    let grant = got.grant.unwrap_or(r.login.grant);
+    let exec = exec_entry(&args.provider, &grant);
     write::run(deps, &args.write, &plan, &args.provider, exec, &claims)?;
-    Ok(render(&args.provider, &r.login.grant, &claims))
+    Ok(render(&args.provider, &grant, &claims))
 }
 
-/// kubectl's `--exec-interactive-mode`: prompts need stdin, which kubectl only gives the
-/// plugin with IfAvailable/Always.
+/// kubectl's `--exec-interactive-mode` for the flow `grant` (with `auto` already decided): a
+/// prompt needs stdin, which kubectl gives the plugin only with `IfAvailable` or `Always`
+/// (Kubernetes, Authenticating, client-go credential plugins: with `Never` "this exec plugin
+/// never needs to use standard input"). authcode-keyboard reads the code there, and the
+/// password grant the missing password.
 fn interactive_mode(a: &ProviderArgs, grant: &GrantType) -> &'static str {
     let needs_stdin = matches!(grant, GrantType::AuthcodeKeyboard)
         || (matches!(grant, GrantType::Password) && a.password.is_empty());
