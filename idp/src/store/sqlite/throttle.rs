@@ -111,8 +111,8 @@ impl SqliteStore {
                 save(tx, &key, &e)
             })?;
             if due {
-                // Its own transaction, after the failure is counted: a sweep that fails loses
-                // nothing but room, and the next one tries again.
+                // After the failure is counted, and only logged when it fails: a failed sweep
+                // (each DELETE is atomic) loses nothing but room, and the next one tries again.
                 if let Err(e) = immediate(c, |tx| sweep(tx, now, rules::MAX_THROTTLE_KEYS)) {
                     tracing::warn!(error = %e, "could not sweep the throttle table");
                 }
