@@ -16,6 +16,9 @@ pub const DEFAULT_LISTEN_ADDRESS: &str = "127.0.0.1:8000,127.0.0.1:18000";
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "kubectl-oidc_login",
+    // The usage line says kubectl-oidc_login whatever argv[0] is: the shim execs the full
+    // binary (kubelogin-rs) with its own path as argv[0], and clap would name that file.
+    bin_name = "kubectl-oidc_login",
     about = "Login to the OpenID Connect provider (a kubectl credential plugin, drop-in compatible with int128/kubelogin)",
     disable_version_flag = true,
     args_conflicts_with_subcommands = true,

@@ -558,14 +558,20 @@ pub mod real {
             http: Arc::new(ReqwestFactory),
             console: Arc::new(Stderr),
             host: Arc::new(RealHost),
-            env: Environment {
-                exec_info: std::env::var("KUBERNETES_EXEC_INFO").ok(),
-                kube_cache_dir: std::env::var_os("KUBECACHEDIR")
-                    .filter(|v| !v.is_empty())
-                    .map(PathBuf::from),
-                home: home_dir(),
-            },
+            env: environment(),
             verbosity,
+        }
+    }
+
+    /// What the process was given besides flags (also read by the `kubectl-oidc_login` shim,
+    /// so both binaries find the same cache).
+    pub fn environment() -> Environment {
+        Environment {
+            exec_info: std::env::var("KUBERNETES_EXEC_INFO").ok(),
+            kube_cache_dir: std::env::var_os("KUBECACHEDIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            home: home_dir(),
         }
     }
 }

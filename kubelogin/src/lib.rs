@@ -14,6 +14,7 @@ pub mod commands;
 pub mod deps;
 pub mod error;
 pub mod exec_credential;
+pub mod hit;
 pub mod lean;
 pub mod printable;
 pub mod provider;

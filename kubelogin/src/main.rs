@@ -1,6 +1,8 @@
-//! `kubectl-oidc_login`: wires the real dependencies and turns errors into `error: <message>`
-//! (the error and its causes, `shared::error_chain`) on stderr with exit code 1. Stdout carries
-//! only what `run` returns.
+//! `kubelogin-rs`, the full plugin: every command, the cache hit too. kubectl runs the small
+//! `kubectl-oidc_login` (`src/shim.rs`), which answers a cached get-token itself and execs this
+//! binary for everything else. Wires the real dependencies and turns errors into
+//! `error: <message>` (the error and its causes, `shared::error_chain`) on stderr with exit
+//! code 1. Stdout carries only what `run` returns.
 
 use std::io::Write;
 use std::process::ExitCode;

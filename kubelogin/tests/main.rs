@@ -17,6 +17,9 @@ mod real_idp;
 mod release;
 /// The keyring storage against a real Secret Service (gnome-keyring under dbus-run-session).
 mod secret_service;
+/// The two binaries: the shim answers a cached token byte for byte as the full binary does,
+/// and hands everything else to it.
+mod shim;
 /// A configurable stub OpenID provider for failures a real one never produces.
 mod stub;
 /// ID token verification failures and bad provider answers (iss, aud, exp, signature, HTML...).

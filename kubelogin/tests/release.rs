@@ -1,5 +1,5 @@
-//! `scripts/release.sh` packs the binary cargo built (so the test stays fast) and writes the
-//! krew manifest; the manifest is read back with a YAML parser and its sha256 checked against
+//! `scripts/release.sh` packs the two binaries cargo built (so the test stays fast) and writes
+//! the krew manifest; the manifest is read back with a YAML parser and its sha256 checked against
 //! the archive with an independent SHA-256 (the `sha2` crate; the script uses sha256sum).
 
 use std::path::{Path, PathBuf};
@@ -7,7 +7,14 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kubectl-oidc_login");
+/// The archive's files: the shim kubectl runs and the full binary it execs.
+const BINS: [(&str, &str); 2] = [
+    (
+        "kubectl-oidc_login",
+        env!("CARGO_BIN_EXE_kubectl-oidc_login"),
+    ),
+    ("kubelogin-rs", env!("CARGO_BIN_EXE_kubelogin-rs")),
+];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -16,24 +23,28 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// The test binary without its debug information (a release build is stripped too): packing
-/// the 100+ MB debug build would take minutes on a busy machine.
+/// The test binaries without their debug information (a release build is stripped too), in a
+/// directory of their own: packing the 100+ MB debug builds would take minutes on a busy
+/// machine.
 fn stripped(dir: &Path) -> PathBuf {
-    let out = dir.join("kubectl-oidc_login");
-    let st = Command::new("strip")
-        .arg("-o")
-        .arg(&out)
-        .arg(BIN)
-        .status()
-        .unwrap();
-    assert!(st.success(), "strip (binutils) failed");
-    out
+    let bin_dir = dir.join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    for (name, built) in BINS {
+        let st = Command::new("strip")
+            .arg("-o")
+            .arg(bin_dir.join(name))
+            .arg(built)
+            .status()
+            .unwrap();
+        assert!(st.success(), "strip (binutils) failed");
+    }
+    bin_dir
 }
 
-fn release(binary: &Path, out: &Path, manifest: &Path) -> String {
+fn release(bin_dir: &Path, out: &Path, manifest: &Path) -> String {
     let o = Command::new(repo().join("scripts/release.sh"))
-        .arg("--binary")
-        .arg(binary)
+        .arg("--bin-dir")
+        .arg(bin_dir)
         .args(["--base-url", "https://dl.example/kl/"])
         .arg("--out")
         .arg(out)
@@ -71,8 +82,13 @@ fn check_manifest(m: &serde_json::Value) -> &serde_json::Value {
     assert_eq!(p["selector"]["matchLabels"]["os"], "linux");
     assert_eq!(p["selector"]["matchLabels"]["arch"], "amd64");
     assert_eq!(p["bin"], "kubectl-oidc_login");
-    assert_eq!(p["files"][0]["from"], "kubectl-oidc_login");
-    assert_eq!(p["files"][0]["to"], ".");
+    // Both files, side by side: the shim finds kubelogin-rs next to itself.
+    let files = p["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for (file, (name, _)) in files.iter().zip(BINS) {
+        assert_eq!(file["from"], name);
+        assert_eq!(file["to"], ".");
+    }
     let sha = p["sha256"].as_str().unwrap();
     assert!(
         sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
@@ -91,8 +107,8 @@ fn release_script_writes_a_manifest_whose_sha256_matches_the_archive() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let manifest = tmp.path().join("plugin.yaml");
-    let binary = stripped(tmp.path());
-    release(&binary, &out, &manifest);
+    let bin_dir = stripped(tmp.path());
+    release(&bin_dir, &out, &manifest);
     let archive = out.join("kubectl-oidc_login_linux_amd64.tar.gz");
     let m = read_yaml(&manifest);
     let p = check_manifest(&m);
@@ -105,15 +121,18 @@ fn release_script_writes_a_manifest_whose_sha256_matches_the_archive() {
         )
     );
 
-    // The archive holds exactly the binary, executable, byte for byte.
+    // The archive holds exactly the two binaries, executable, byte for byte.
     let list = Command::new("tar")
         .arg("-tvzf")
         .arg(&archive)
         .output()
         .unwrap();
     let list = String::from_utf8(list.stdout).unwrap();
-    assert_eq!(list.lines().count(), 1, "{list}");
-    assert!(list.starts_with("-rwxr-xr-x 0/0"), "{list}");
+    assert_eq!(list.lines().count(), 2, "{list}");
+    for (line, (name, _)) in list.lines().zip(BINS) {
+        assert!(line.starts_with("-rwxr-xr-x 0/0"), "{list}");
+        assert!(line.ends_with(&format!(" {name}")), "{list}");
+    }
     let x = tmp.path().join("x");
     std::fs::create_dir(&x).unwrap();
     let st = Command::new("tar")
@@ -124,14 +143,27 @@ fn release_script_writes_a_manifest_whose_sha256_matches_the_archive() {
         .status()
         .unwrap();
     assert!(st.success());
-    assert_eq!(
-        std::fs::read(x.join("kubectl-oidc_login")).unwrap(),
-        std::fs::read(&binary).unwrap()
+    for (name, _) in BINS {
+        assert_eq!(
+            std::fs::read(x.join(name)).unwrap(),
+            std::fs::read(bin_dir.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    // Unpacked, the shim finds the full binary beside it: `version` is answered by kubelogin-rs.
+    let v = Command::new(x.join("kubectl-oidc_login"))
+        .arg("version")
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{v:?}");
+    assert!(
+        String::from_utf8_lossy(&v.stderr).starts_with("kubectl-oidc_login version "),
+        "{v:?}"
     );
 
     // Reproducible: the same binary packs to the same archive.
     let again = tmp.path().join("again");
-    release(&binary, &again, &tmp.path().join("again.yaml"));
+    release(&bin_dir, &again, &tmp.path().join("again.yaml"));
     assert_eq!(
         sha256_hex(&again.join("kubectl-oidc_login_linux_amd64.tar.gz")),
         sha256_hex(&archive)

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::auth::{GrantType, LoginOptions, PkceMethod};
 use crate::cli::{self, CacheArgs, ProviderArgs};
-use crate::deps::{Deps, HttpSettings};
+use crate::deps::{Deps, Environment, HttpSettings};
 use crate::error::{Error, Result};
 use crate::provider::ProviderConfig;
 use crate::secret::Secret;
@@ -45,8 +45,13 @@ pub fn resolve(
 
 /// Where the cache lives and how it is used, from the cache flags.
 pub fn cache_policy(deps: &Deps, args: &CacheArgs, force_refresh: bool) -> CachePolicy {
+    cache_policy_in(&deps.env, args, force_refresh)
+}
+
+/// [`cache_policy`] from the environment alone (the `kubectl-oidc_login` shim has no [`Deps`]).
+pub fn cache_policy_in(env: &Environment, args: &CacheArgs, force_refresh: bool) -> CachePolicy {
     CachePolicy {
-        dir: token_cache::cache_dir(deps, args.token_cache_dir.as_deref()),
+        dir: token_cache::cache_dir_in(env, args.token_cache_dir.as_deref()),
         storage: args.token_cache_storage.into(),
         lock_timeout: Duration::from_secs(args.token_cache_lock_timeout_sec),
         refresh_margin: chrono::Duration::seconds(

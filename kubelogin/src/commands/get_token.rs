@@ -128,10 +128,7 @@ fn fresh(
     use_access_token: bool,
 ) -> std::result::Result<Obtained, CacheEntry> {
     match entry.credential(use_access_token) {
-        Some(credential)
-            if !cache.force_refresh
-                && credential.is_fresh(deps.clock.now(), cache.refresh_margin) =>
-        {
+        Some(credential) if cache.serves(&credential, deps.clock.now()) => {
             deps.log(1, || {
                 let exp = credential
                     .expiry

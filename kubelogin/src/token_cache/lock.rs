@@ -25,32 +25,7 @@ pub struct CacheLock {
 impl CacheLock {
     /// Takes the exclusive lock on `path`, waiting at most `timeout`.
     pub fn acquire(deps: &Deps, path: &Path, timeout: Duration) -> Result<CacheLock> {
-        if let Some(dir) = path.parent() {
-            super::disk::ensure_dir(dir)?;
-        }
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            // O_NOFOLLOW: a `<key>.lock` that is a symlink is refused, never followed (the
-            // create would otherwise make or truncate-lock a file wherever it points).
-            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
-        }
-        let file = options.open(path).map_err(|source| {
-            #[cfg(unix)]
-            if source.raw_os_error() == Some(libc::ELOOP) {
-                return Error::usage(format!(
-                    "token cache lock {} is a symbolic link, which is never followed; remove it (rm {})",
-                    path.display(),
-                    path.display()
-                ));
-            }
-            Error::Cache {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
+        let file = open(path)?;
         let start = deps.clock.now();
         let mut told = false;
         loop {
@@ -89,6 +64,54 @@ impl CacheLock {
             deps.sleeper.sleep(POLL);
         }
     }
+
+    /// The lock if no other process holds it, without waiting: the `kubectl-oidc_login` shim
+    /// answers a cache hit only when the lock is free and leaves a held one to the full
+    /// binary, which waits in [`CacheLock::acquire`] as every `get-token` does.
+    pub fn try_acquire(path: &Path) -> Result<Option<CacheLock>> {
+        let file = open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(CacheLock {
+                _file: file,
+                path: path.to_path_buf(),
+            })),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(source)) => Err(Error::Cache {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+}
+
+/// Opens (creating) the lock file in a private cache directory.
+fn open(path: &Path) -> Result<File> {
+    if let Some(dir) = path.parent() {
+        super::disk::ensure_dir(dir)?;
+    }
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NOFOLLOW: a `<key>.lock` that is a symlink is refused, never followed (the
+        // create would otherwise make or truncate-lock a file wherever it points).
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    options.open(path).map_err(|source| {
+        #[cfg(unix)]
+        if source.raw_os_error() == Some(libc::ELOOP) {
+            return Error::usage(format!(
+                "token cache lock {} is a symbolic link, which is never followed; remove it (rm {})",
+                path.display(),
+                path.display()
+            ));
+        }
+        Error::Cache {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 #[cfg(test)]

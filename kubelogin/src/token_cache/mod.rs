@@ -15,7 +15,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::deps::Deps;
+use crate::deps::{Deps, Environment};
 use crate::error::Result;
 use crate::secret::Secret;
 
@@ -197,6 +197,16 @@ pub struct CachePolicy {
     pub force_refresh: bool,
 }
 
+impl CachePolicy {
+    /// The expiry rule of a cache hit: the cached credential is handed to kubectl while it
+    /// expires later than the refresh margin and no refresh is forced (kubelogin #754: a token
+    /// used up to its last second fails on its way to kube-apiserver). `get-token` and the
+    /// `kubectl-oidc_login` shim both decide with this.
+    pub fn serves(&self, credential: &Credential, now: DateTime<Utc>) -> bool {
+        !self.force_refresh && credential.is_fresh(now, self.refresh_margin)
+    }
+}
+
 /// Reads and writes entries by hex key.
 pub trait TokenStore {
     fn load(&self, key: &str) -> Result<Option<CacheEntry>>;
@@ -232,14 +242,18 @@ pub fn store(deps: &Deps, storage: Storage, dir: &Path) -> Box<dyn TokenStore> {
 
 /// `--token-cache-dir`, else `$KUBECACHEDIR/oidc-login`, else `~/.kube/cache/oidc-login`.
 pub fn cache_dir(deps: &Deps, flag: Option<&Path>) -> PathBuf {
+    cache_dir_in(&deps.env, flag)
+}
+
+/// [`cache_dir`] from the environment alone (the `kubectl-oidc_login` shim has no [`Deps`]).
+pub fn cache_dir_in(env: &Environment, flag: Option<&Path>) -> PathBuf {
     if let Some(dir) = flag {
         return dir.to_path_buf();
     }
-    if let Some(dir) = &deps.env.kube_cache_dir {
+    if let Some(dir) = &env.kube_cache_dir {
         return dir.join("oidc-login");
     }
-    deps.env
-        .home
+    env.home
         .clone()
         .unwrap_or_else(|| PathBuf::from("."))
         .join(".kube")
