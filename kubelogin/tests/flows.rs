@@ -239,9 +239,9 @@ fn state_mismatch_is_refused() {
     assert_eq!(landed[0].1, 400, "{landed:?}");
 }
 
-#[test]
-fn authcode_keyboard_reads_the_code() {
-    let h = Harness::new(Config::default());
+/// Answers the keyboard flow's prompt as a person would: opens the URL the plugin printed
+/// (without following the redirect) and types the code the IdP put in the out-of-band redirect.
+fn type_the_code_from_the_browser_page(h: &Harness) {
     let console = h.fake.console.clone();
     h.fake.prompt.answer_with(move |_| {
         let text = console.0.lock().unwrap().join("\n");
@@ -262,6 +262,12 @@ fn authcode_keyboard_reads_the_code() {
             .1
             .into_owned()
     });
+}
+
+#[test]
+fn authcode_keyboard_reads_the_code() {
+    let h = Harness::new(Config::default());
+    type_the_code_from_the_browser_page(&h);
     h.run(&["--grant-type=authcode-keyboard"]).unwrap();
     assert_eq!(h.fake.prompt.asked(), vec!["Enter code: "]);
     assert_eq!(
@@ -929,26 +935,7 @@ fn setup_recommends_if_available_when_auto_picks_authcode_keyboard() {
         ..Config::default()
     });
     h.fake.host.unset("DISPLAY");
-    let console = h.fake.console.clone();
-    h.fake.prompt.answer_with(move |_| {
-        let text = console.0.lock().unwrap().join("\n");
-        let url = text.rsplit("browser: ").next().unwrap().trim().to_string();
-        let client = reqwest::blocking::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let loc = client.get(&url).send().unwrap().headers()["location"]
-            .to_str()
-            .unwrap()
-            .to_string();
-        let loc =
-            url::Url::parse(&loc.replace("urn:ietf:wg:oauth:2.0:oob", "http://oob/")).unwrap();
-        loc.query_pairs()
-            .find(|(k, _)| k == "code")
-            .unwrap()
-            .1
-            .into_owned()
-    });
+    type_the_code_from_the_browser_page(&h);
     let out = h.run_command("setup", &[]).unwrap();
     assert!(
         h.console()

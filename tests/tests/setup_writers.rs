@@ -319,21 +319,21 @@ fn doctor_refuses_a_bad_configuration_and_a_cel_mapping_that_rejects_the_token()
     let (out, err) = s.plugin("get-token", &[]);
     assert!(out.status.success(), "{err}");
     let file = s.path("authn.yaml");
+    // `doctor` on `file` once it holds `contents`.
+    let doctor_on = |contents: String| {
+        std::fs::write(&file, contents).unwrap();
+        s.plugin(
+            "doctor",
+            &[format!("--authentication-config={}", file.display())],
+        )
+    };
 
     // A CEL username mapping on a claim the token lacks: kube-apiserver rejects the token.
-    std::fs::write(
-        &file,
-        authn_yaml(
-            &s.idp.issuer(),
-            &s.ca(),
-            "      expression: \"'corp:' + claims.no_such_claim\"\n",
-        ),
-    )
-    .unwrap();
-    let (out, err) = s.plugin(
-        "doctor",
-        &[format!("--authentication-config={}", file.display())],
-    );
+    let (out, err) = doctor_on(authn_yaml(
+        &s.idp.issuer(),
+        &s.ca(),
+        "      expression: \"'corp:' + claims.no_such_claim\"\n",
+    ));
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("[ok]   the authentication configuration passes"),
@@ -347,36 +347,20 @@ fn doctor_refuses_a_bad_configuration_and_a_cel_mapping_that_rejects_the_token()
     );
 
     // A CEL mapping that works: what kube-apiserver derives is shown.
-    std::fs::write(
-        &file,
-        authn_yaml(
-            &s.idp.issuer(),
-            &s.ca(),
-            "      expression: \"claims.email_verified ? 'corp:' + claims.email : ''\"\n",
-        ),
-    )
-    .unwrap();
-    let (out, err) = s.plugin(
-        "doctor",
-        &[format!("--authentication-config={}", file.display())],
-    );
+    let (out, err) = doctor_on(authn_yaml(
+        &s.idp.issuer(),
+        &s.ca(),
+        "      expression: \"claims.email_verified ? 'corp:' + claims.email : ''\"\n",
+    ));
     assert!(out.status.success(), "{err}");
     assert!(err.contains("username: corp:alice@example.com"), "{err}");
 
     // Start-up rules: email without email_verified, and a prefix with an expression.
-    std::fs::write(
-        &file,
-        authn_yaml(
-            &s.idp.issuer(),
-            &s.ca(),
-            "      expression: claims.email\n      prefix: \"x:\"\n",
-        ),
-    )
-    .unwrap();
-    let (out, err) = s.plugin(
-        "doctor",
-        &[format!("--authentication-config={}", file.display())],
-    );
+    let (out, err) = doctor_on(authn_yaml(
+        &s.idp.issuer(),
+        &s.ca(),
+        "      expression: claims.email\n      prefix: \"x:\"\n",
+    ));
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("jwt[0].claimMappings.username.prefix: may not be set"),
@@ -385,15 +369,8 @@ fn doctor_refuses_a_bad_configuration_and_a_cel_mapping_that_rejects_the_token()
     assert!(err.contains("claims.email_verified is not used"), "{err}");
 
     // A file that is not an AuthenticationConfiguration at all: one error line.
-    std::fs::write(
-        &file,
-        "apiVersion: v1\nkind: AuthenticationConfiguration\njwt: 3\n",
-    )
-    .unwrap();
-    let (out, err) = s.plugin(
-        "doctor",
-        &[format!("--authentication-config={}", file.display())],
-    );
+    let (out, err) =
+        doctor_on("apiVersion: v1\nkind: AuthenticationConfiguration\njwt: 3\n".to_string());
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(out.stdout.is_empty());
     assert!(err.starts_with("error: --authentication-config"), "{err}");

@@ -10,22 +10,10 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 use std::sync::atomic::Ordering;
 
-const COLS: &str =
-    "window_start, failures, strikes, blocked_from, blocked_until, refused, last_failure";
+const COLS: &str = rules::THROTTLE_COLUMNS;
 
 fn entry_from(r: &PgRow) -> Result<ThrottleEntry, sqlx::Error> {
-    let n = |c: &str| -> Result<u32, sqlx::Error> {
-        Ok(u32::try_from(r.try_get::<i64, _>(c)?).unwrap_or(u32::MAX))
-    };
-    Ok(ThrottleEntry {
-        window_start: u(r.try_get("window_start")?),
-        failures: n("failures")?,
-        strikes: n("strikes")?,
-        blocked_from: u(r.try_get("blocked_from")?),
-        blocked_until: u(r.try_get("blocked_until")?),
-        refused: u(r.try_get("refused")?),
-        last_failure: u(r.try_get("last_failure")?),
-    })
+    ThrottleEntry::from_columns(|c| r.try_get(c))
 }
 
 /// Writes `e` to the (locked, existing) row of `key`.

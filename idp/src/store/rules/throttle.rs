@@ -53,6 +53,29 @@ pub struct ThrottleEntry {
     pub last_failure: u64,
 }
 
+/// The stored columns of an entry, in the order [`ThrottleEntry::from_columns`] reads them: both
+/// backends' `throttle` tables name them alike.
+pub const THROTTLE_COLUMNS: &str =
+    "window_start, failures, strikes, blocked_from, blocked_until, refused, last_failure";
+
+impl ThrottleEntry {
+    /// The entry from its stored columns, each read as the integer `get` finds under its name
+    /// (negative times read as 0, counts past `u32` as `u32::MAX`).
+    pub fn from_columns<E>(get: impl Fn(&str) -> Result<i64, E>) -> Result<Self, E> {
+        let time = |c: &str| get(c).map(|v| u64::try_from(v).unwrap_or(0));
+        let count = |c: &str| get(c).map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+        Ok(ThrottleEntry {
+            window_start: time("window_start")?,
+            failures: count("failures")?,
+            strikes: count("strikes")?,
+            blocked_from: time("blocked_from")?,
+            blocked_until: time("blocked_until")?,
+            refused: time("refused")?,
+            last_failure: time("last_failure")?,
+        })
+    }
+}
+
 /// A locked key: how long it stays locked and how many attempts it refused so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Blocked {

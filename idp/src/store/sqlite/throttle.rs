@@ -8,22 +8,10 @@ use crate::store::{StoreError, StoreResult};
 use rusqlite::{params, Connection, Row};
 use std::sync::atomic::Ordering;
 
-const COLS: &str =
-    "window_start, failures, strikes, blocked_from, blocked_until, refused, last_failure";
+const COLS: &str = rules::THROTTLE_COLUMNS;
 
-fn entry_from(r: &Row) -> rusqlite::Result<ThrottleEntry> {
-    let n = |c: &str| -> rusqlite::Result<u32> {
-        Ok(u32::try_from(r.get::<_, i64>(c)?).unwrap_or(u32::MAX))
-    };
-    Ok(ThrottleEntry {
-        window_start: u(r.get("window_start")?),
-        failures: n("failures")?,
-        strikes: n("strikes")?,
-        blocked_from: u(r.get("blocked_from")?),
-        blocked_until: u(r.get("blocked_until")?),
-        refused: u(r.get("refused")?),
-        last_failure: u(r.get("last_failure")?),
-    })
+fn entry_from(r: &Row) -> Result<ThrottleEntry, rusqlite::Error> {
+    ThrottleEntry::from_columns(|c| r.get(c))
 }
 
 /// The key as stored, refused when longer than any key `accounts` builds.

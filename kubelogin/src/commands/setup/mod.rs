@@ -318,18 +318,7 @@ fn apiserver_notes(issuer: &str, suggested: &advice::Claims) -> String {
 
 /// A Kubernetes object name from a subject or group (RFC 1123 label characters).
 fn rbac_name(s: &str) -> String {
-    let name: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .take(40)
-        .collect();
-    name.trim_matches('-').to_string()
+    rbac::name_chars(s, 40)
 }
 
 #[cfg(test)]

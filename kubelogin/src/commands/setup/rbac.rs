@@ -48,6 +48,17 @@ pub fn bindings(username: &str, groups: &[String], roles: &Roles) -> Vec<(String
 
 /// An object name (RFC 1123 subdomain characters, at most 253) from a username or group.
 fn object_name(s: &str) -> String {
+    let name = name_chars(s, 200);
+    if name.is_empty() {
+        "x".to_string()
+    } else {
+        name
+    }
+}
+
+/// The first `max` characters of `s` as RFC 1123 name characters: ASCII letters and digits
+/// lower-cased, anything else a `-`, with no `-` at either end.
+pub(super) fn name_chars(s: &str, max: usize) -> String {
     let name: String = s
         .chars()
         .map(|c| {
@@ -57,14 +68,9 @@ fn object_name(s: &str) -> String {
                 '-'
             }
         })
-        .take(200)
+        .take(max)
         .collect();
-    let name = name.trim_matches('-');
-    if name.is_empty() {
-        "x".to_string()
-    } else {
-        name.to_string()
-    }
+    name.trim_matches('-').to_string()
 }
 
 #[cfg(test)]
